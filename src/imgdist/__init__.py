@@ -1,0 +1,3 @@
+"""imgdist: compare images by pixel distance and by feature distance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Registry of backbones by name; each module registers its spec on import.
+
+``load_backbone(name)`` resolves the weights (see :mod:`imgdist.weights`) and returns the network
+in eval mode with ``.spec`` (configuration) and ``.weights_id`` (SHA-256 of the weights file, for
+provenance) set.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ImgdistError
+from .base import Backbone, BackboneSpec, WeightsSpec
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> BackboneSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ImgdistError(f"unknown backbone {name!r}; choose from {', '.join(sorted(_REGISTRY))}, "
+                           "or pass a torch.nn.Module / TorchScript file as a custom backbone")
+    return _REGISTRY[name]
+
+
+def list_specs() -> list[BackboneSpec]:
+    _load_builtin()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def load_backbone(backbone: str | Backbone, weights: str | os.PathLike | None = None,
+                  *, progress: bool = True) -> Backbone:
+    """A ready network: a registered name (weights resolved) or an already-built backbone."""
+    if isinstance(backbone, Backbone):
+        return backbone
+    spec = get_spec(backbone)
+    if spec.weights is None:
+        model = spec.build(None)
+        model.weights_id = None
+        return model
+    from ..weights import resolve_weights, sha256_file_cached
+
+    path = resolve_weights(spec.weights, weights, backbone=spec.name, progress=progress)
+    model = spec.build(path)
+    model.weights_id = sha256_file_cached(path)
+    return model
+
+
+def _load_builtin() -> None:
+    # imported lazily so that `import imgdist` stays cheap
+    from . import efficientnet, inception, pixels  # noqa: F401
+
+
+__all__ = ["Backbone", "BackboneSpec", "WeightsSpec", "register", "get_spec", "list_specs", "load_backbone"]

@@ -1,0 +1,177 @@
+"""Compare a pair of images (or one image with many) by pixel and by feature distance.
+
+Feature distances use a backbone's outputs:
+
+* ``feature_l2``     Euclidean distance between pooled feature vectors
+* ``feature_cosine`` 1 - cosine similarity of pooled feature vectors (scale-free; the one that
+                     shows best that a 1-pixel shift is "near")
+* ``feature_spatial`` the LPIPS construction without learned weights (Zhang et al. 2018, "The
+                     Unreasonable Effectiveness of Deep Features as a Perceptual Metric"): each
+                     spatial feature map is unit-normalised along channels, squared differences are
+                     summed over channels and averaged over space, then summed over layers
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import ImageError, ImgdistError
+from .pixel import PixelDistances, compare_pixels
+from .sources import ImageSource, Skipped, iter_images, open_source
+
+FEATURE_METRICS = ("feature_l2", "feature_cosine", "feature_spatial")
+#: the filter used by ``resize=True`` (Pillow's antialiased bicubic)
+RESIZE_FILTER = "bicubic"
+
+
+@dataclass(frozen=True)
+class FeatureDistances:
+    feature_l2: float
+    feature_cosine: float
+    feature_spatial: float
+
+
+@dataclass
+class Comparison:
+    """Distances between image ``a`` and image ``b``."""
+
+    a: str
+    b: str
+    pixel: PixelDistances
+    feature: FeatureDistances | None = None
+    backbone: str | None = None
+    resize_mode: str | None = None
+    resized: bool = False
+
+    def values(self) -> dict[str, float]:
+        out = self.pixel.to_dict()
+        if self.feature is not None:
+            out.update(vars(self.feature))
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict: non-finite values become ``None`` except PSNR's ``inf`` ("inf")."""
+        def clean(v):
+            if isinstance(v, float) and math.isinf(v):
+                return "inf" if v > 0 else "-inf"
+            if isinstance(v, float) and math.isnan(v):
+                return None
+            return v
+
+        out = {"a": self.a, "b": self.b}
+        out.update({k: clean(v) for k, v in self.values().items()})
+        out["backbone"] = self.backbone
+        out["resize_mode"] = self.resize_mode
+        out["resized_b_to_a"] = self.resized
+        return out
+
+
+@dataclass
+class _Embedder:
+    """Runs one backbone on single images (pairs are small: no workers, no cache)."""
+
+    backbone: object
+    mode: str | None
+    device: str = "cpu"
+    name: str = field(init=False)
+
+    def __post_init__(self):
+        from .backbones import load_backbone
+
+        self.model = load_backbone(self.backbone).to(self.device)
+        self.prep = self.model.spec.preprocessing(self.mode)
+        self.name = self.model.spec.name
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray) -> dict:
+        x = self.prep.normalise(self.prep.resize_image(image)[None]).to(self.device)
+        return self.model(x, outputs=("pool", "spatial"))
+
+
+def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
+    pa, pb = fa["pool"][0].double(), fb["pool"][0].double()
+    l2 = float((pa - pb).norm())
+    denom = float(pa.norm() * pb.norm())
+    cosine = 1.0 - float(pa @ pb) / denom if denom > 0 else math.nan
+    spatial = 0.0
+    for ma, mb in zip(fa.get("spatial", []), fb.get("spatial", [])):
+        na = ma.double() / (ma.double().norm(dim=1, keepdim=True) + 1e-10)
+        nb = mb.double() / (mb.double().norm(dim=1, keepdim=True) + 1e-10)
+        spatial += float(((na - nb) ** 2).sum(dim=1).mean())
+    return FeatureDistances(l2, cosine, spatial)
+
+
+def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
+
+
+def _load_one(spec) -> tuple[str, np.ndarray]:
+    source = open_source(spec)
+    if len(source) != 1:
+        raise ImgdistError(f"{source.label}: expected one image, found {len(source)}")
+    return source.name_of(0), source.load(0)
+
+
+def compare(a, b, *, backbone: str | object | None = "efficientnet-lite0", mode: str | None = None,
+            resize: bool = False, device: str = "cpu") -> Comparison:
+    """Pixel (and, with a backbone, feature) distances between two images.
+
+    ``a`` and ``b``: a path, an array (H x W x C), a tensor (C x H x W) or a PIL image.
+    ``resize=True`` resizes ``b`` to ``a``'s size (antialiased bicubic) when sizes differ;
+    otherwise different sizes are an error.
+    """
+    return compare_many(a, b, backbone=backbone, mode=mode, resize=resize, device=device)[0]
+
+
+def compare_many(a, others, *, backbone: str | object | None = "efficientnet-lite0", mode: str | None = None,
+                 resize: bool = False, device: str = "cpu", sort_by: str | None = None,
+                 on_error: str = "raise", skipped: Skipped | None = None) -> list[Comparison]:
+    """Compare ``a`` with every image of ``others`` (any source), optionally sorted by a metric."""
+    name_a, image_a = _load_one(a)
+    source = others if isinstance(others, ImageSource) else open_source(others)
+    embed = _Embedder(backbone, mode, device) if backbone is not None else None
+    features_a = embed(image_a) if embed else None
+    results = []
+    for name_b, image_b in iter_images(source, on_error, skipped):
+        try:
+            results.append(_compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize))
+        except ImageError as exc:
+            if on_error == "raise":
+                raise
+            if skipped is not None:
+                skipped.add(exc)
+    if sort_by:
+        results.sort(key=lambda c: _sort_key(c, sort_by))
+    return results
+
+
+def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize) -> Comparison:
+    resized = False
+    pixel_b = image_b
+    if image_b.shape != image_a.shape:
+        if not resize:
+            raise ImageError(name_b, f"is {image_b.shape[1]}x{image_b.shape[0]}, {os.path.basename(name_a)} "
+                                     f"is {image_a.shape[1]}x{image_a.shape[0]}: pixel distances need equal "
+                                     "sizes (use --resize / resize=True to resize it, bicubic)")
+        pixel_b, resized = _resize_to(image_b, image_a.shape[:2]), True
+    pixel = compare_pixels(image_a, pixel_b)
+    feature = feature_distances(features_a, embed(image_b)) if embed else None
+    return Comparison(name_a, name_b, pixel, feature, embed.name if embed else None,
+                      embed.prep.describe() if embed else None, resized)
+
+
+def _sort_key(comparison: Comparison, metric: str) -> float:
+    values = comparison.values()
+    if metric not in values:
+        raise ImgdistError(f"cannot sort by {metric!r}; choose from {', '.join(values)}")
+    value = values[metric]
+    if metric in ("psnr", "ssim", "ssim_luma"):  # similarities: larger is nearer
+        value = -value
+    return math.inf if math.isnan(value) else value

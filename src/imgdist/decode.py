@@ -1,0 +1,113 @@
+"""Decode image files to RGB uint8 arrays with Pillow, the same way for every source.
+
+What a user would otherwise trip over is handled here, once:
+EXIF orientation is applied; L, LA, P (with transparency), RGBA, CMYK, 1, I;16, I and F are
+converted with their real value ranges; transparent pixels are composited on a stated background;
+animated images give their first frame; a decompression-bomb limit refuses absurd sizes.
+Every failure raises :class:`ImageError` naming the file and the cause in one line.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+#: transparent pixels are composited on this colour (white, like a browser page)
+DEFAULT_BACKGROUND = (255, 255, 255)
+#: Pillow's own limit (~89 Mpixel) only warns; we refuse above it, overridable by environment
+MAX_PIXELS = int(os.environ.get("IMGDIST_MAX_PIXELS", 89_478_485))
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+
+
+def decode_file(path: str | os.PathLike, background=DEFAULT_BACKGROUND) -> np.ndarray:
+    """Read an image file -> H x W x 3 uint8."""
+    name = os.fspath(path)
+    try:
+        size = os.path.getsize(name)
+    except OSError as exc:
+        raise ImageError(name, exc.strerror or exc) from None
+    if size == 0:
+        raise ImageError(name, "file is empty (0 bytes)")
+    with open(name, "rb") as fh:
+        return decode_stream(fh, name, background)
+
+
+def decode_bytes(data: bytes, name: str, background=DEFAULT_BACKGROUND) -> np.ndarray:
+    if not data:
+        raise ImageError(name, "file is empty (0 bytes)")
+    return decode_stream(io.BytesIO(data), name, background)
+
+
+def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fh) as img:
+                _check_size(img, name)
+                img.seek(0)  # animated GIF/WebP/APNG: the first frame
+                img.load()
+                return to_rgb_array(img, name, background)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(name, "not a readable image (unknown format or corrupt header)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        cause = str(exc) or type(exc).__name__
+        if "truncated" in cause or isinstance(exc, EOFError):
+            cause = f"truncated or corrupt image data ({cause})"
+        raise ImageError(name, f"cannot decode: {cause}") from None
+
+
+def _check_size(img: Image.Image, name: str) -> None:
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(name, f"{width}x{height} = {width * height} pixels is over the limit of "
+                               f"{MAX_PIXELS} (set IMGDIST_MAX_PIXELS to allow it)")
+
+
+def to_rgb_array(img: Image.Image, name: str = "<image>", background=DEFAULT_BACKGROUND) -> np.ndarray:
+    """A Pillow image of any mode -> H x W x 3 uint8, orientation applied."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grayscale (PNG/TIFF): full range 0..65535 maps to 0..255
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError(name, f"integer image with values {values.min():g}..{values.max():g} "
+                                   "outside the 16-bit range 0..65535")
+        return _gray_to_rgb(np.round(values / 257.0).astype(np.uint8))
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        return _gray_to_rgb(float_to_uint8(values, name))
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return np.array(Image.alpha_composite(base, rgba).convert("RGB"))
+    if mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    return np.array(img)  # a writable copy: torch refuses to wrap read-only memory
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def float_to_uint8(values: np.ndarray, name: str) -> np.ndarray:
+    """Float images are on [0, 1] (the convention of every image library); anything else is refused
+    rather than guessed, because a guessed scale silently changes every distance."""
+    if values.size and not np.isfinite(values).all():
+        raise ImageError(name, "float image contains NaN or infinite values")
+    if values.size and (values.min() < 0.0 or values.max() > 1.0):
+        raise ImageError(name, f"float image with values {values.min():g}..{values.max():g}; "
+                               "float images must be in [0, 1] (pass uint8 for 0..255)")
+    return np.round(values * 255.0).astype(np.uint8)

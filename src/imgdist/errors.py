@@ -1,0 +1,34 @@
+"""Errors that reach the user as one line: what failed, on which file, and why.
+
+The CLI prints ``str(error)`` and exits with status 2 for every :class:`ImgdistError`;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ImgdistError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class ImageError(ImgdistError):
+    """An image that cannot be read or decoded."""
+
+    def __init__(self, name: str | os.PathLike, cause: str):
+        self.name = str(name)
+        self.cause = " ".join(str(cause).split())  # one line, whatever the library said
+        super().__init__(f"{self.name}: {self.cause}")
+
+
+class SourceError(ImgdistError):
+    """A source (folder, archive, array, glob) that yields no usable images."""
+
+
+class WeightsError(ImgdistError):
+    """Model weights that cannot be found, downloaded or verified."""
+
+
+class ProvenanceError(ImgdistError):
+    """Statistics or features produced in incompatible ways (backbone, weights, resize mode)."""
