@@ -1,0 +1,38 @@
+"""Set-level metrics on feature arrays: pure functions, arrays in, numbers out, no I/O.
+
+- :mod:`.frechet` -- Fréchet distance (FID; Heusel et al. 2017)
+- :mod:`.kid` -- Kernel Inception Distance (Bińkowski et al. 2018)
+- :mod:`.inception_score` -- Inception Score (Salimans et al. 2016)
+- :mod:`.prdc` -- precision/recall (Kynkäänniemi et al. 2019), density/coverage (Naeem et al. 2020)
+- :mod:`.fid_infinity` -- FID extrapolated to infinite N (Chong & Forsyth 2020)
+- :mod:`.bootstrap` -- bootstrap confidence intervals (Efron 1979)
+"""
+
+from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
+from .fid_infinity import FIDInfinity, fid_infinity
+from .frechet import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
+from .inception_score import inception_score
+from .kid import kid, kid_full, mmd2_unbiased, polynomial_kernel
+from .prdc import PRDC, density_coverage, knn_radii, prdc, precision_recall
+
+__all__ = [
+    "FIDInfinity",
+    "PRDC",
+    "bootstrap_ci",
+    "bootstrap_replicates",
+    "density_coverage",
+    "fid_bootstrap_ci",
+    "fid_from_features",
+    "fid_infinity",
+    "frechet_distance",
+    "inception_score",
+    "kid",
+    "kid_full",
+    "knn_radii",
+    "mean_cov",
+    "mmd2_unbiased",
+    "polynomial_kernel",
+    "prdc",
+    "precision_recall",
+    "trace_sqrt_product",
+]

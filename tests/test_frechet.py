@@ -1,0 +1,149 @@
+"""Fréchet distance: closed forms, a float64 sqrtm reference, rank-deficient covariances."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from imgdist.metrics import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
+
+
+def _rotation(d, rng):
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def _random_spd(d, rng, n=None):
+    n = n or 2 * d
+    x = rng.standard_normal((n, d)) * rng.uniform(0.2, 2.0, d)
+    return x.T @ x / n
+
+
+def test_one_dimensional_closed_form():
+    # N(m1, v1) vs N(m2, v2): (m1-m2)^2 + (sqrt v1 - sqrt v2)^2
+    got = frechet_distance([1.5], [[4.0]], [-0.5], [[9.0]])
+    assert got == pytest.approx(2.0**2 + (2.0 - 3.0) ** 2, rel=1e-14)
+
+
+def test_diagonal_closed_form():
+    rng = np.random.default_rng(1)
+    d = 50
+    a, b = rng.uniform(0.1, 5.0, d), rng.uniform(0.1, 5.0, d)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_rotated_commuting_closed_form():
+    # S_i = R D_i R^T commute, so sqrt(S1 S2) = R sqrt(D1 D2) R^T
+    rng = np.random.default_rng(2)
+    d = 80
+    rot = _rotation(d, rng)
+    a, b = rng.uniform(0.01, 10.0, d), rng.uniform(0.01, 10.0, d)
+    s1, s2 = (rot * a) @ rot.T, (rot * b) @ rot.T
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(a) + np.sum(b) - 2 * np.sum(np.sqrt(a * b))
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
+    assert trace_sqrt_product(s1, s2) == pytest.approx(np.sum(np.sqrt(a * b)), rel=1e-10)
+
+
+def test_identical_gaussians_give_zero():
+    rng = np.random.default_rng(3)
+    s = _random_spd(40, rng)
+    mu = rng.standard_normal(40)
+    got = frechet_distance(mu, s, mu, s)
+    assert 0.0 <= got < 1e-9 * np.trace(s)
+
+
+def _sqrtm_reference(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean).real)
+
+
+def test_matches_sqrtm_reference_d512():
+    rng = np.random.default_rng(4)
+    d = 512
+    s1, s2 = _random_spd(d, rng), _random_spd(d, rng)
+    mu1, mu2 = rng.standard_normal(d) * 0.1, rng.standard_normal(d) * 0.1
+    ref = _sqrtm_reference(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_matches_sqrtm_reference_d2048():
+    rng = np.random.default_rng(5)
+    d = 2048
+    s1, s2 = _random_spd(d, rng, n=3000), _random_spd(d, rng, n=3000)
+    mu1, mu2 = rng.standard_normal(d) * 0.1, rng.standard_normal(d) * 0.1
+    ours = frechet_distance(mu1, s1, mu2, s2)
+    ref = _sqrtm_reference(mu1, s1, mu2, s2)  # ~12 s on an idle 2-core machine
+    assert ours == pytest.approx(ref, rel=1e-6)
+
+
+def _svd_trace_sqrt(x1, x2):
+    # S_i = A_i A_i^T with A_i = centred X_i^T / sqrt(n-1): tr sqrt(S1 S2) = nuclear norm of A1^T A2
+    a1 = (x1 - x1.mean(0)).T / np.sqrt(len(x1) - 1)
+    a2 = (x2 - x2.mean(0)).T / np.sqrt(len(x2) - 1)
+    return np.linalg.svd(a1.T @ a2, compute_uv=False).sum()
+
+
+@pytest.mark.parametrize("n1,n2", [(20, 300), (300, 25), (30, 40), (64, 64)])
+def test_rank_deficient_covariances(n1, n2):
+    # n < d: singular covariances (one or both); also exercises the eigh fallback
+    rng = np.random.default_rng(n1 * 1000 + n2)
+    d = 128
+    x1 = rng.standard_normal((n1, d))
+    x2 = rng.standard_normal((n2, d)) * 1.3 + 0.2
+    mu1, s1 = mean_cov(x1)
+    mu2, s2 = mean_cov(x2)
+    got = frechet_distance(mu1, s1, mu2, s2)
+    assert isinstance(got, float) and np.isfinite(got) and got >= 0.0
+    ref_tr = _svd_trace_sqrt(x1, x2)
+    assert trace_sqrt_product(s1, s2) == pytest.approx(ref_tr, rel=1e-6)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * ref_tr
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_constant_feature_and_zero_covariance():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((50, 10))
+    x[:, 3] = 1.0  # a constant feature: singular covariance
+    y = rng.standard_normal((60, 10))
+    got = fid_from_features(x, y)
+    assert np.isfinite(got) and got >= 0
+    zero = np.zeros((10, 10))
+    assert frechet_distance(np.zeros(10), zero, np.ones(10), zero) == pytest.approx(10.0)
+
+
+def test_symmetric_and_accepts_asymmetric_rounding():
+    rng = np.random.default_rng(7)
+    s1, s2 = _random_spd(30, rng), _random_spd(30, rng)
+    mu1, mu2 = rng.standard_normal(30), rng.standard_normal(30)
+    a = frechet_distance(mu1, s1, mu2, s2)
+    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(a, rel=1e-10)
+    noisy = s1 + 1e-12 * rng.standard_normal(s1.shape)  # not exactly symmetric
+    assert frechet_distance(mu1, noisy, mu2, s2) == pytest.approx(a, rel=1e-9)
+
+
+def test_float32_inputs_are_promoted():
+    rng = np.random.default_rng(8)
+    s1, s2 = _random_spd(16, rng), _random_spd(16, rng)
+    mu1, mu2 = rng.standard_normal(16), rng.standard_normal(16)
+    ref = frechet_distance(mu1, s1, mu2, s2)
+    got = frechet_distance(*(a.astype(np.float32) for a in (mu1, s1, mu2, s2)))
+    assert got == pytest.approx(ref, rel=1e-5)
+
+
+def test_mean_cov_matches_numpy():
+    x = np.random.default_rng(9).standard_normal((100, 7))
+    mu, s = mean_cov(x)
+    np.testing.assert_allclose(mu, x.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(s, np.cov(x, rowvar=False), rtol=1e-12)
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(3)[:2])
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(2), np.array([[1.0, np.nan], [np.nan, 1.0]]), np.zeros(2), np.eye(2))
