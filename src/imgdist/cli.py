@@ -70,7 +70,7 @@ def _add_backbone_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare_many
+    from .pairs import compare_many
 
     backbone = None if args.backbone in (None, "none") else args.backbone
     skipped = Skipped()
@@ -100,6 +100,107 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval / stats
+
+def _extractor_kwargs(args) -> dict:
+    return dict(weights=args.weights, mode=args.mode, dims=args.dims, device=args.device,
+                batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
+                cache=(args.cache_dir or True) if not args.no_cache else False)
+
+
+def _cmd_eval(args) -> int:
+    from .evaluation import evaluate
+
+    result = evaluate(args.real, args.fake, metrics=args.metrics, backbone=args.backbone,
+                      kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                      is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
+                      ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
+                      **_extractor_kwargs(args))
+    if args.json:
+        print(result.to_json())
+    else:
+        print(result.table())
+    return 0
+
+
+def _cmd_stats(args) -> int:
+    from .evaluation import compute_stats
+
+    stats = compute_stats(args.source, args.backbone, on_error=args.on_error, **_extractor_kwargs(args))
+    stats.save(args.output)
+    print(f"wrote {args.output}: {stats.n} images, {stats.dim} dimensions, {stats.provenance.summary()}")
+    return 0
+
+
+def _cmd_robustness(args) -> int:
+    from .perturbations import robustness
+
+    backbone = None if args.backbone == "none" else args.backbone
+    result = robustness(args.image, args.other, backbone=backbone, mode=args.mode, device=args.device,
+                        seed=args.seed)
+    if args.plot:
+        result.plot(args.plot)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.table())
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def _cmd_backbones(args) -> int:
+    from .backbones import list_specs
+
+    rows = []
+    for spec in list_specs():
+        dims = ", ".join(str(d) for d in sorted({spec.feature_dim, *spec.feature_layers}))
+        modes = ", ".join(m + ("*" if m == spec.default_mode else "") for m in spec.modes)
+        rows.append([spec.name, dims, spec.input_size or "native", spec.num_classes or "-", modes,
+                     spec.weights.describe() if spec.weights else "none needed"])
+    if args.json:
+        _print_json([dict(zip(["name", "dims", "input_size", "classes", "resize_modes", "weights"], r))
+                     for r in rows])
+    else:
+        print(format_table(["backbone", "feature dims", "input", "classes", "resize modes (*default)",
+                            "weights from"], rows))
+    return 0
+
+
+def _cmd_weights(args) -> int:
+    from .backbones import list_specs
+    from .weights import cache_dir, weights_status
+
+    rows = []
+    for spec in list_specs():
+        if spec.weights is None:
+            continue
+        st = weights_status(spec.weights)
+        rows.append([spec.name, "yes" if st.present else "no", st.source, st.where])
+    if args.json:
+        _print_json([dict(zip(["backbone", "present", "source", "where"], r)) for r in rows])
+    else:
+        print(format_table(["backbone", "present", "source", "where"], rows))
+        print(f"cache: {cache_dir()} (set IMGDIST_CACHE to move it; IMGDIST_OFFLINE=1 forbids downloads)")
+    return 0
+
+
+def _add_extraction_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="weights file for the backbone (default: package, "
+                                                   "cache, or a verified download)")
+    p.add_argument("--dims", type=int, default=None,
+                   help="feature layer by size (inception: 64, 192, 768, 2048; default: the pool layer)")
+    p.add_argument("--batch-size", type=int, default=50, help="images per network batch (default: 50)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: up to 4 for files, 0 for arrays)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the per-image feature cache")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $IMGDIST_CACHE/features)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--on-error", choices=ON_ERROR, default="raise",
+                   help="unreadable image: 'raise' stops (default), 'skip' skips and counts it")
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +226,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unreadable image in B: 'raise' stops (default), 'skip' skips and counts it")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("eval", help="compare a real set with a generated set (FID, KID, IS, PRDC, ...)",
+                       description="Metrics between REAL and FAKE. Each is a folder, glob, archive, "
+                                   ".npy/.npz of images, or a statistics .npz from 'imgdist stats' "
+                                   "(then only FID).")
+    p.add_argument("real", help="real images, or their statistics .npz")
+    p.add_argument("fake", help="generated images, or their statistics .npz")
+    p.add_argument("--metrics", default="fid,kid,precision,recall",
+                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf; "
+                        "'prdc' = the four k-NN metrics, 'all' = everything (default: fid,kid,precision,recall)")
+    _add_backbone_args(p, "inception")
+    _add_extraction_args(p)
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets (default: 100)")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: subset size (default: 1000)")
+    p.add_argument("--is-splits", type=int, default=10, help="Inception Score: splits (default: 10)")
+    p.add_argument("--pr-k", type=int, default=3, help="precision/recall: k nearest neighbours (default: 3)")
+    p.add_argument("--dc-k", type=int, default=5, help="density/coverage: k nearest neighbours (default: 5)")
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="bootstrap resamples for confidence intervals of FID and KID (e.g. 200; default: 0)")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default: 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed for KID subsets and the bootstrap (default: 0)")
+    p.add_argument("--force", action="store_true",
+                   help="compare statistics even when their provenance (backbone, weights, resize) differs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("stats", help="compute reference statistics (mu, sigma) once, reuse them in eval",
+                       description="Gaussian statistics of SOURCE's features, saved as .npz with mu and "
+                                   "sigma (readable by pytorch-fid), the image count and provenance.")
+    p.add_argument("source", help="folder, glob, archive or .npy/.npz of images")
+    p.add_argument("-o", "--output", required=True, help="output .npz")
+    _add_backbone_args(p, "inception")
+    _add_extraction_args(p)
+    p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("robustness", help="distance vs shift, noise and blur: pixel vs feature metrics",
+                       description="Distances between IMAGE and shifted (1, 2, 4, 8 px, edge-padded), "
+                                   "noised and blurred copies of it, each divided by the same metric's "
+                                   "distance between IMAGE and OTHER (default: a built-in photo).")
+    p.add_argument("image", help="an image file")
+    p.add_argument("other", nargs="?", default=None, help="a different image (default: built-in coffee photo)")
+    _add_backbone_args(p, "efficientnet-lite0")
+    p.add_argument("--plot", default=None, help="save a plot (PNG) of the ratios")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_robustness)
+
+    p = sub.add_parser("backbones", help="list the feature networks")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("weights", help="where each backbone's weights are and whether they are present")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_weights)
     return parser
 
 

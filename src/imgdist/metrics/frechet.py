@@ -122,7 +122,26 @@ def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid_from_features(feats_real: np.ndarray, feats_fake: np.ndarray) -> float:
-    """Fréchet distance between the Gaussians fitted to two feature sets (rows = samples)."""
-    mu1, s1 = mean_cov(feats_real)
-    mu2, s2 = mean_cov(feats_fake)
-    return frechet_distance(mu1, s1, mu2, s2)
+    """Fréchet distance between the Gaussians fitted to two feature sets (rows = samples).
+
+    With fewer samples than dimensions the covariances are ``S1 = A^T A`` and ``S2 = B^T B`` for
+    the centred, scaled feature matrices ``A`` (n1 x d) and ``B`` (n2 x d); the non-zero
+    eigenvalues of ``S1 S2`` are the squared singular values of ``A B^T``, so ``tr sqrt(S1 S2)``
+    is the nuclear norm of that n1 x n2 matrix: exact, and far cheaper than any d x d
+    decomposition (bootstrap and FID-infinity call this many times).
+    """
+    x = np.asarray(feats_real, dtype=np.float64)
+    y = np.asarray(feats_fake, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(f"need two N x d feature arrays with N >= 2, got {x.shape} and {y.shape}")
+    if min(len(x), len(y)) >= x.shape[1]:
+        mu1, s1 = mean_cov(x)
+        mu2, s2 = mean_cov(y)
+        return frechet_distance(mu1, s1, mu2, s2)
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    a = (x - mu1) / np.sqrt(len(x) - 1)
+    b = (y - mu2) / np.sqrt(len(y) - 1)
+    diff = mu1 - mu2
+    trace_sqrt = scipy.linalg.svdvals(a @ b.T, check_finite=False).sum()
+    value = diff @ diff + np.einsum("ij,ij->", a, a) + np.einsum("ij,ij->", b, b) - 2.0 * trace_sqrt
+    return float(max(value, 0.0))

@@ -1,0 +1,334 @@
+"""One evaluation run: a real set against a generated set, every metric from one extraction each.
+
+``evaluate(real, fake)`` returns a :class:`Result`; ``compute_stats(source)`` gives reusable
+reference statistics; :class:`Evaluator` streams batches from a training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics as M
+from .errors import ImgdistError
+from .features import FeatureExtractor, Features
+from .provenance import Provenance
+from .stats import GaussianStats, is_stats_file
+
+METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
+DEFAULT_METRICS = ("fid", "kid", "precision", "recall")
+ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
+           "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",),
+           "all": METRICS}
+#: metrics that need per-image features (not just the Gaussian statistics)
+_NEEDS_FEATURES = {"kid", "precision", "recall", "density", "coverage", "fid-inf"}
+_FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
+_NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
+
+
+def parse_metrics(metrics) -> tuple[str, ...]:
+    """'fid,kid,prdc' or a list -> canonical names in canonical order."""
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    chosen = set()
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name in ALIASES:
+            chosen.update(ALIASES[name])
+        elif name in METRICS:
+            chosen.add(name)
+        else:
+            raise ImgdistError(f"unknown metric {raw!r}; choose from {', '.join(METRICS)} "
+                               f"(or {', '.join(ALIASES)})")
+    if not chosen:
+        raise ImgdistError("no metric chosen")
+    return tuple(m for m in METRICS if m in chosen)
+
+
+def metric_label(metric: str, provenance: Provenance) -> str:
+    """The name a number is printed under: FID only for the Inception pool features."""
+    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool"
+    if standard or (provenance.backbone is None and metric in _FD_NAMES):
+        return _FD_NAMES.get(metric, metric)
+    tag = provenance.backbone or "unknown"
+    if provenance.feature_layer not in (None, "pool"):
+        tag += f"/{provenance.feature_layer}"
+    return f"{_NON_INCEPTION.get(metric, metric)}[{tag}]"
+
+
+@dataclass
+class Result:
+    """Values, uncertainty and provenance of one evaluation."""
+
+    values: dict[str, float]
+    labels: dict[str, str]
+    stds: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    details: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, metric: str) -> float:
+        return self.values[metric]
+
+    def to_dict(self) -> dict:
+        metrics = {}
+        for key, value in self.values.items():
+            entry = {"metric": key, "value": _finite(value)}
+            if key in self.stds:
+                entry["std"] = _finite(self.stds[key])
+            if key in self.intervals:
+                entry["ci"] = [_finite(v) for v in self.intervals[key]]
+            metrics[self.labels[key]] = entry
+        return {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
+                "details": self.details, "warnings": self.warnings}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
+
+    def table(self) -> str:
+        from .cli import format_table
+
+        rows = []
+        ci_label = self.details.get("ci_level")
+        for key, value in self.values.items():
+            spread = f"± {self.stds[key]:.4g}" if key in self.stds else ""
+            interval = (f"[{self.intervals[key][0]:.5g}, {self.intervals[key][1]:.5g}]"
+                        if key in self.intervals else "")
+            rows.append([self.labels[key], value, spread, interval])
+        headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        p = self.provenance
+        lines = [format_table(headers, rows), f"images: {counts}",
+                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
+                 f"resize mode: {p.preprocessing or p.resize_mode}"]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def _finite(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+# ------------------------------------------------------------------ API
+
+def compute_stats(source, backbone="inception", *, on_error="raise", **kwargs) -> GaussianStats:
+    """Reference statistics of a source (save them with ``.save(path)``)."""
+    extractor = FeatureExtractor(backbone, **kwargs)
+    return extractor.extract(source, keep_features=False, on_error=on_error).stats
+
+
+def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None, mode=None,
+             dims=None, device="cpu", batch_size=50, workers=None, progress=True, cache=False,
+             kid_subsets=100, kid_subset_size=1000, is_splits=10, pr_k=3, dc_k=5,
+             fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0, on_error="raise",
+             force=False, extractor: FeatureExtractor | None = None) -> Result:
+    """Compare a real set with a generated set.
+
+    ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
+    ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``). ``bootstrap``: number of resamples
+    for confidence intervals of FID and KID (0: none).
+    """
+    chosen = parse_metrics(metrics)
+    need_feats = bool(_NEEDS_FEATURES & set(chosen)) or bootstrap > 0
+    ext = extractor
+    sides: dict[str, Features | GaussianStats] = {}
+    for side, spec in (("real", real), ("fake", fake)):
+        if is_stats_file(spec):
+            sides[side] = GaussianStats.load(spec)
+            continue
+        if ext is None:
+            ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
+                                   batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+        sides[side] = ext.extract(spec, keep_features=need_feats, keep_logits=("is" in chosen and side == "fake"),
+                                  on_error=on_error, desc=side)
+    return evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
+                             kid_subset_size=kid_subset_size, is_splits=is_splits, pr_k=pr_k, dc_k=dc_k,
+                             fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci, seed=seed, force=force)
+
+
+def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
+                      metrics=DEFAULT_METRICS, kid_subsets=100, kid_subset_size=1000, is_splits=10,
+                      pr_k=3, dc_k=5, fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0,
+                      force=False) -> Result:
+    """The metrics from already extracted features (or statistics)."""
+    chosen = parse_metrics(metrics)
+    real_stats = real if isinstance(real, GaussianStats) else real.stats
+    fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
+    notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
+    provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
+    for side, obj in (("real", real), ("fake", fake)):
+        if isinstance(obj, GaussianStats):
+            missing = [m for m in chosen if m in _NEEDS_FEATURES or (m == "is" and side == "fake")]
+            if missing or bootstrap:
+                raise ImgdistError(f"{', '.join(missing) or 'bootstrap'} need(s) images, but {side} is a "
+                                   "statistics file (it holds only mu and sigma); pass images, or use "
+                                   "--metrics fid")
+    xr = None if isinstance(real, GaussianStats) else real.features
+    xf = None if isinstance(fake, GaussianStats) else fake.features
+
+    result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
+    result.counts = {"real": real_stats.n, "fake": fake_stats.n}
+    for side, obj in (("real", real), ("fake", fake)):
+        if isinstance(obj, Features) and len(obj.skipped):
+            result.counts[f"{side}_skipped"] = len(obj.skipped)
+            result.warnings.append(f"{side}: {obj.skipped.summary()}")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for metric in chosen:
+            _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets,
+                     kid_subset_size, is_splits, pr_k, dc_k, fid_inf_sizes, seed)
+        if bootstrap:
+            _bootstrap(result, chosen, xr, xf, bootstrap, ci, seed, kid_subsets, kid_subset_size)
+    for w in caught:
+        message = " ".join(str(w.message).split())
+        if message not in result.warnings:
+            result.warnings.append(message)
+    for metric in result.values:
+        result.labels[metric] = metric_label(metric, provenance)
+    return result
+
+
+def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets, kid_subset_size,
+             is_splits, pr_k, dc_k, fid_inf_sizes, seed):
+    values = result.values
+    if metric == "fid":
+        values["fid"] = real_stats.frechet_distance(fake_stats, force=force)
+    elif metric == "kid":
+        values["kid"], result.stds["kid"] = M.kid(xr, xf, subsets=kid_subsets, subset_size=kid_subset_size,
+                                                  seed=seed)
+    elif metric == "is":
+        if fake.logits is None:
+            raise ImgdistError(f"the Inception Score needs a classifier; backbone "
+                               f"{fake.provenance.backbone} has no logits")
+        values["is"], result.stds["is"] = M.inception_score(fake.logits, splits=is_splits)
+    elif metric in ("precision", "recall"):
+        if "precision" not in values:
+            pr = M.precision_recall(xr, xf, k=pr_k)
+            values["precision"], values["recall"] = pr
+            result.details["precision_recall_k"] = pr_k
+    elif metric in ("density", "coverage"):
+        if "density" not in values:
+            values["density"], values["coverage"] = M.density_coverage(xr, xf, k=dc_k)
+            result.details["density_coverage_k"] = dc_k
+    elif metric == "fid-inf":
+        fit = M.fid_infinity((real_stats.mu, real_stats.sigma), xf, sizes=fid_inf_sizes, seed=seed)
+        values["fid-inf"] = fit.value
+        result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
+                                         "r2": fit.r2, "residual_rms": fit.residual_rms}
+
+
+def _bootstrap(result, chosen, xr, xf, n_boot, ci, seed, kid_subsets, kid_subset_size):
+    """Percentile intervals re-centred on the point estimate.
+
+    Resampling with replacement repeats images, which shrinks the effective sample size, and FID
+    grows as N falls: the raw bootstrap distribution sits above the estimate (by 2x when N is not
+    much larger than d). Subtracting the bootstrap's own bias estimate, mean(t*) - t, keeps the
+    spread (the sampling uncertainty of the number at this N) and removes the offset
+    (Efron & Tibshirani 1993, ch. 10).
+    """
+    result.details["ci_level"] = ci
+    result.details["bootstrap_samples"] = n_boot
+    statistics = {}
+    if "fid" in chosen:
+        statistics["fid"] = M.fid_from_features
+    if "kid" in chosen:
+        # a few subsets per replicate keep the cost bounded; the spread comes from resampled sets
+        subsets = max(1, min(kid_subsets, 10))
+        size = min(kid_subset_size, len(xr), len(xf))
+        statistics["kid"] = lambda r, f: M.kid(r, f, subsets=subsets, subset_size=size, seed=seed)[0]
+    for metric, statistic in statistics.items():
+        replicates = M.bootstrap_replicates(statistic, xr, xf, n_boot=n_boot, seed=seed)
+        offset = replicates.mean() - result.values[metric]
+        low, high = np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) - offset
+        result.intervals[metric] = (float(low), float(high))
+        result.details[f"{metric}_bootstrap_offset"] = float(offset)
+
+
+# ------------------------------------------------------------------ streaming
+
+class Evaluator:
+    """Streaming evaluation for training loops.
+
+    >>> ev = Evaluator(backbone="efficientnet-lite0", metrics="fid,kid")
+    >>> ev.update(real=real_batch)          # uint8 N x 3 x H x W tensors, or float in [0, 1]
+    >>> ev.update(fake=generator(z))
+    >>> ev.compute().values                 # {'fid': ..., 'kid': ...}
+    >>> ev.reset_fake()                     # next checkpoint, real statistics kept
+
+    The Gaussian statistics stream in O(d^2) memory; per-image features are kept only for metrics
+    that need them. ``real_stats`` may be a :class:`GaussianStats` or a statistics file.
+    """
+
+    def __init__(self, backbone="inception", *, metrics=("fid",), real_stats=None, weights=None, mode=None,
+                 dims=None, device="cpu", **metric_kwargs):
+        self.metrics = parse_metrics(metrics)
+        self.metric_kwargs = metric_kwargs
+        self.extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
+                                          progress=False)
+        self.keep = bool(_NEEDS_FEATURES & set(self.metrics)) or metric_kwargs.get("bootstrap", 0) > 0
+        self._real = self._empty()
+        if real_stats is not None:
+            stats = real_stats if isinstance(real_stats, GaussianStats) else GaussianStats.load(real_stats)
+            self._real = {"stats": stats, "feats": [], "logits": [], "frozen": True}
+        self.reset_fake()
+
+    def _empty(self):
+        return {"stats": GaussianStats(provenance=self.extractor.provenance), "feats": [], "logits": [],
+                "frozen": False}
+
+    def reset_fake(self) -> None:
+        self._fake = self._empty()
+
+    def reset(self) -> None:
+        self._real = self._empty()
+        self.reset_fake()
+
+    def update(self, real=None, fake=None) -> None:
+        for side, images in (("real", real), ("fake", fake)):
+            if images is None:
+                continue
+            state = self._real if side == "real" else self._fake
+            if state["frozen"]:
+                raise ImgdistError("real statistics were given up front; update(real=...) is not allowed")
+            feats, logits = self.extractor.embed_images(images)
+            state["stats"].update(feats)
+            if self.keep:
+                state["feats"].append(feats)
+            if logits is not None and "is" in self.metrics and side == "fake":
+                state["logits"].append(logits)
+
+    def merge(self, other: "Evaluator") -> None:
+        """Fold another evaluator's state in (e.g. gathered from other processes)."""
+        for mine, theirs in ((self._real, other._real), (self._fake, other._fake)):
+            mine["stats"].merge(theirs["stats"])
+            mine["feats"] += theirs["feats"]
+            mine["logits"] += theirs["logits"]
+
+    def _features(self, state) -> Features | GaussianStats:
+        if state["frozen"]:
+            return state["stats"]
+        stats = state["stats"]
+        return Features(names=[], stats=stats, provenance=stats.provenance,
+                        features=np.concatenate(state["feats"]) if state["feats"] else None,
+                        logits=np.concatenate(state["logits"]) if state["logits"] else None)
+
+    def compute(self) -> Result:
+        if self._fake["stats"].n == 0 or (self._real["stats"].n == 0 and not self._real["frozen"]):
+            raise ImgdistError("update(real=...) and update(fake=...) first: a set is empty")
+        return evaluate_features(self._features(self._real), self._features(self._fake),
+                                 metrics=self.metrics, **self.metric_kwargs)

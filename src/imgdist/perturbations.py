@@ -1,0 +1,151 @@
+"""How far does each distance move under changes nobody would call a different image?
+
+For small shifts, noise and blur of an image, each metric's distance is divided by the same
+metric's distance between the image and a genuinely different image. A ratio near 0 means "the
+metric sees the same image"; near 1 means "as different as another photo". Pixel distances put a
+1-pixel shift far away; feature distances keep it close.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .pairs import _Embedder, feature_distances
+from .errors import ImgdistError
+from .pixel import pixel_distances, ssim_defined
+
+SHIFTS = (1, 2, 4, 8)
+NOISE_SIGMAS = (5, 10, 20)     # standard deviation on the 0..255 scale
+BLUR_RADII = (1, 2, 4)         # Gaussian blur radius (Pillow's GaussianBlur), pixels
+#: distances only (similarities such as PSNR and SSIM enter as 1 - SSIM)
+PIXEL_DISTANCES = ("sum_abs_diff", "mse", "1-ssim")
+FEATURE_DISTANCES = ("feature_l2", "feature_cosine", "feature_spatial")
+
+
+def shift(image: np.ndarray, pixels: int) -> np.ndarray:
+    """Move the content ``pixels`` to the right; the uncovered columns repeat the edge."""
+    out = np.empty_like(image)
+    out[:, pixels:] = image[:, :-pixels]
+    out[:, :pixels] = image[:, :1]
+    return out
+
+
+def add_noise(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0.0, sigma, image.shape)
+    return np.clip(np.round(image + noise), 0, 255).astype(np.uint8)
+
+
+def blur(image: np.ndarray, radius: float) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def perturbations(image: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    out = {f"shift{s}": shift(image, s) for s in SHIFTS}
+    out.update({f"noise{s}": add_noise(image, s, seed) for s in NOISE_SIGMAS})
+    out.update({f"blur{r}": blur(image, r) for r in BLUR_RADII})
+    return out
+
+
+def builtin_other() -> tuple[str, np.ndarray]:
+    """The built-in different image: a photo of a cup of espresso (see imgdist/data/README.md)."""
+    ref = resources.files("imgdist") / "data" / "coffee.jpg"
+    with resources.as_file(ref) as path:
+        return "built-in coffee.jpg", np.array(Image.open(path).convert("RGB"))
+
+
+@dataclass
+class RobustnessResult:
+    image: str
+    other: str
+    backbone: str | None
+    resize_mode: str | None
+    reference: dict[str, float]                      # metric -> distance(image, other)
+    distances: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation -> metric -> d
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.reference)
+
+    def ratio(self, perturbation: str, metric: str) -> float:
+        ref = self.reference[metric]
+        return self.distances[perturbation][metric] / ref if ref > 0 else math.nan
+
+    def to_dict(self) -> dict:
+        clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+        return {
+            "image": self.image, "other": self.other, "backbone": self.backbone,
+            "resize_mode": self.resize_mode,
+            "reference": {m: clean(v) for m, v in self.reference.items()},
+            "perturbations": {p: {m: {"distance": clean(d[m]), "ratio": clean(self.ratio(p, m))}
+                                  for m in self.metrics} for p, d in self.distances.items()},
+        }
+
+    def table(self) -> str:
+        from .cli import format_table
+
+        rows = [[p] + [self.ratio(p, m) for m in self.metrics] for p in self.distances]
+        rows.append(["(other image)"] + [1.0] * len(self.metrics))
+        head = (f"distance(image, perturbed) / distance(image, other image)\n"
+                f"image: {self.image}\nother: {self.other}\n"
+                f"backbone: {self.backbone or 'none'}" + (f", resize mode {self.resize_mode}" if self.resize_mode else ""))
+        return head + "\n" + format_table(["perturbation"] + self.metrics, rows)
+
+    def plot(self, path: str | os.PathLike) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImgdistError("--plot needs matplotlib: pip install matplotlib") from None
+        names = list(self.distances)
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for metric in self.metrics:
+            style = "--" if metric in PIXEL_DISTANCES else "-"
+            ax.plot(names, [self.ratio(p, metric) for p in names], style, marker="o", label=metric)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylabel("distance / distance to another image")
+        ax.set_title(f"pixel (dashed) vs feature (solid) distances; backbone {self.backbone}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
+    values = pixel_distances(a, b, with_ssim=ssim_defined(a[None]))
+    out = {"sum_abs_diff": float(values["sum_abs_diff"][0]), "mse": float(values["mse"][0]),
+           "1-ssim": 1.0 - float(values["ssim"][0]) if "ssim" in values else math.nan}
+    if fa is not None:
+        out.update(vars(feature_distances(fa, fb)))
+    return out
+
+
+def robustness(image, other=None, *, backbone="efficientnet-lite0", mode=None, device="cpu",
+               seed: int = 0) -> RobustnessResult:
+    """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
+    from .pairs import _load_one
+
+    name, img = _load_one(image)
+    if min(img.shape[:2]) <= max(SHIFTS):
+        raise ImgdistError(f"{name}: {img.shape[1]}x{img.shape[0]} is too small for shifts up to {max(SHIFTS)} px")
+    other_name, oth = _load_one(other) if other is not None else builtin_other()
+    if oth.shape != img.shape:  # pixel distances need one size; the features see the whole image anyway
+        oth = np.asarray(Image.fromarray(oth).resize((img.shape[1], img.shape[0]), Image.BICUBIC))
+        other_name += f" (resized to {img.shape[1]}x{img.shape[0]}, bicubic)"
+    embed = _Embedder(backbone, mode, device) if backbone else None
+    f_img = embed(img) if embed else None
+    feats = (lambda x: embed(x)) if embed else (lambda x: None)
+    result = RobustnessResult(name, other_name, embed.name if embed else None,
+                              embed.prep.describe() if embed else None,
+                              reference=_distances(img, oth, f_img, feats(oth)))
+    for label, perturbed in perturbations(img, seed).items():
+        result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed))
+    return result
