@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from . import __version__
@@ -25,6 +26,8 @@ def _fmt(value, digits: int = 6) -> str:
             return "n/a"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))  # exact sums (e.g. sum_abs_diff) print in full
         if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
             return f"{value:.{digits - 2}e}"
         return f"{value:.{digits}g}"
@@ -61,18 +64,47 @@ _PAIR_NOTES = {
 
 def _add_backbone_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--backbone", default=default,
-                   help=f"feature network (default: {default}); 'imgdist backbones' lists them"
+                   help=f"feature network (default: {default}): a name from 'imgdist backbones', or a TorchScript "
+                        "file (custom backbone)"
                         + ("; 'none' for pixel distances only" if default else ""))
     p.add_argument("--resize-mode", dest="mode", default=None,
                    help="how images become network input (e.g. pytorch-fid, tf, clean for inception); "
                         "default: the backbone's own")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument("--input-size", type=int, default=224,
+                   help="custom backbone (--backbone FILE.pt, TorchScript): input size (default: 224)")
+    p.add_argument("--mean", default="0.485,0.456,0.406",
+                   help="custom backbone: per-channel mean on the 0..1 scale (default: ImageNet's)")
+    p.add_argument("--std", default="0.229,0.224,0.225",
+                   help="custom backbone: per-channel std on the 0..1 scale (default: ImageNet's)")
+
+
+def _backbone(args):
+    """A registered name, 'none', or a TorchScript file (custom backbone)."""
+    name = args.backbone
+    if name in (None, "none"):
+        return None
+    if os.path.isfile(name):
+        from .backbones.custom import custom_backbone
+
+        def floats(text, flag):
+            try:
+                values = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                raise ImgdistError(f"{flag} {text!r}: expected comma-separated numbers") from None
+            if len(values) not in (1, 3):
+                raise ImgdistError(f"{flag} {text!r}: give one value or three (R,G,B)")
+            return values if len(values) == 3 else values[0]
+
+        return custom_backbone(name, input_size=args.input_size, mean=floats(args.mean, "--mean"),
+                               std=floats(args.std, "--std"), name=f"custom:{os.path.basename(name)}")
+    return name
 
 
 def _cmd_compare(args) -> int:
     from .pairs import compare_many
 
-    backbone = None if args.backbone in (None, "none") else args.backbone
+    backbone = _backbone(args)
     skipped = Skipped()
     sort_by = args.sort_by or ("feature_cosine" if backbone else "sum_abs_diff")
     results = compare_many(args.a, args.b, backbone=backbone, mode=args.mode, resize=args.resize,
@@ -111,7 +143,7 @@ def _extractor_kwargs(args) -> dict:
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    result = evaluate(args.real, args.fake, metrics=args.metrics, backbone=args.backbone,
+    result = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                       kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
                       is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
                       ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
@@ -126,7 +158,7 @@ def _cmd_eval(args) -> int:
 def _cmd_stats(args) -> int:
     from .evaluation import compute_stats
 
-    stats = compute_stats(args.source, args.backbone, on_error=args.on_error, **_extractor_kwargs(args))
+    stats = compute_stats(args.source, _backbone(args), on_error=args.on_error, **_extractor_kwargs(args))
     stats.save(args.output)
     print(f"wrote {args.output}: {stats.n} images, {stats.dim} dimensions, {stats.provenance.summary()}")
     return 0
@@ -135,7 +167,7 @@ def _cmd_stats(args) -> int:
 def _cmd_robustness(args) -> int:
     from .perturbations import robustness
 
-    backbone = None if args.backbone == "none" else args.backbone
+    backbone = _backbone(args)
     result = robustness(args.image, args.other, backbone=backbone, mode=args.mode, device=args.device,
                         seed=args.seed)
     if args.plot:

@@ -103,6 +103,8 @@ class Result:
                         if key in self.intervals else "")
             rows.append([self.labels[key], value, spread, interval])
         headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
+        keep = [0, 1] + [j for j in (2, 3) if any(row[j] for row in rows)]
+        headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         p = self.provenance
         lines = [format_table(headers, rows), f"images: {counts}",

@@ -104,16 +104,22 @@ class RobustnessResult:
             import matplotlib.pyplot as plt
         except ImportError:
             raise ImgdistError("--plot needs matplotlib: pip install matplotlib") from None
-        names = list(self.distances)
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        for metric in self.metrics:
-            style = "--" if metric in PIXEL_DISTANCES else "-"
-            ax.plot(names, [self.ratio(p, metric) for p in names], style, marker="o", label=metric)
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_ylabel("distance / distance to another image")
-        ax.set_title(f"pixel (dashed) vs feature (solid) distances; backbone {self.backbone}")
-        ax.legend(fontsize=8)
+        groups = {"shift": ("shift (px)", SHIFTS), "noise": ("Gaussian noise (sigma, 0..255)", NOISE_SIGMAS),
+                  "blur": ("Gaussian blur (radius, px)", BLUR_RADII)}
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharey=True)
+        for ax, (kind, (xlabel, levels)) in zip(axes, groups.items()):
+            for metric in self.metrics:
+                style = "--" if metric in PIXEL_DISTANCES else "-"
+                ax.plot(levels, [self.ratio(f"{kind}{v}", metric) for v in levels], style, marker="o",
+                        label=metric)
+            ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(levels, [str(v) for v in levels])
+            ax.set_xlabel(xlabel)
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("distance / distance to another image")
+        axes[-1].legend(fontsize=8)
+        fig.suptitle(f"pixel (dashed) vs feature (solid) distances, backbone {self.backbone}")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)

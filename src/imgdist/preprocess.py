@@ -50,7 +50,10 @@ class Preprocessing:
 
     def describe(self) -> str:
         """One line for provenance and printed results."""
-        return f"{self.name} ({self.resize} to {self.size or 'native size'}, (x-{self.mean})/{self.std})"
+        def num(v):
+            return f"({', '.join(f'{c:.4g}' for c in v)})" if isinstance(v, tuple) else f"{v:.4g}"
+
+        return f"{self.name} ({self.resize} to {self.size or 'native size'}, (x-{num(self.mean)})/{num(self.std)})"
 
     def resize_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 H x W x 3 -> float32 3 x size x size (pre-scaled, not yet normalised)."""
