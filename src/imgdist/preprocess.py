@@ -53,7 +53,9 @@ class Preprocessing:
         def num(v):
             return f"({', '.join(f'{c:.4g}' for c in v)})" if isinstance(v, tuple) else f"{v:.4g}"
 
-        return f"{self.name} ({self.resize} to {self.size or 'native size'}, (x-{num(self.mean)})/{num(self.std)})"
+        x = "v" if self.pre_scale == 1.0 else f"v/{1.0 / self.pre_scale:.4g}"
+        return (f"{self.name} ({self.resize} on {x} to {self.size or 'native size'}, "
+                f"then (x-{num(self.mean)})/{num(self.std)})")
 
     def resize_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 H x W x 3 -> float32 3 x size x size (pre-scaled, not yet normalised)."""
