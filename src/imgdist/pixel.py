@@ -61,20 +61,55 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def abs_diff_stats(a, b) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(sum |a-b|, sum (a-b)^2, values per image), exact for uint8 inputs (integer arithmetic)."""
+    """(sum |a-b|, sum (a-b)^2, values per image), exact for uint8 inputs.
+
+    uint8: the differences are integers of at most 255 (squares at most 65025), exact in float32.
+    They are summed in float32 over runs of 256 values (a run of squares is at most
+    256 * 255^2 = 16,646,400 < 2^24, so every partial sum is an exact integer whatever the
+    summation order), then the runs in float64 (exact up to 2^53). Pairs are processed a few
+    images at a time (about 2^20 values): the float32 buffer, updated in place from a-b to |a-b|
+    to (a-b)^2, stays in cache and is reused instead of freshly mapped memory for every batch.
+    """
     a, b = as_batch(a), as_batch(b)
     _check_pair(a, b)
-    dims = tuple(range(1, a.ndim))
+    values_per_image = a.shape[1:].numel()
     if a.dtype == torch.uint8 and b.dtype == torch.uint8:
-        diff = a.to(torch.int16) - b.to(torch.int16)
-        sad = diff.abs().sum(dim=dims, dtype=torch.int64).to(torch.float64)
-        diff32 = diff.to(torch.int32)
-        ssd = (diff32 * diff32).sum(dim=dims, dtype=torch.int64).to(torch.float64)
+        run, chunk_values = 256, 1 << 20
+        n = a.shape[0]
+        # both batches as N x values, in the same element order, without a copy where the layout
+        # allows (NCHW-contiguous, or NHWC memory seen through as_batch's permute)
+        m = values_per_image
+        if a.ndim == 4 and not (a.is_contiguous() and b.is_contiguous()) \
+                and a.permute(0, 2, 3, 1).is_contiguous() and b.permute(0, 2, 3, 1).is_contiguous():
+            fa, fb = a.permute(0, 2, 3, 1).reshape(n, m), b.permute(0, 2, 3, 1).reshape(n, m)
+        else:
+            fa, fb = a.reshape(n, m), b.reshape(n, m)
+        runs = m // run
+        main = runs * run
+
+        def exact_row_sums(x: torch.Tensor) -> torch.Tensor:
+            total = x[:, :main].reshape(x.shape[0], runs, run).sum(dim=-1).sum(dim=-1, dtype=torch.float64)
+            if main < m:
+                total += x[:, main:].sum(dim=-1, dtype=torch.float64)
+            return total
+
+        sad = torch.empty(n, dtype=torch.float64, device=fa.device)
+        ssd = torch.empty(n, dtype=torch.float64, device=fa.device)
+        step = max(1, chunk_values // max(m, 1))
+        for start in range(0, n, step):
+            rows = slice(start, start + step)
+            diff = fa[rows].to(torch.float32)  # a fresh buffer (fa may be the caller's memory)
+            diff.sub_(fb[rows])
+            diff.abs_()
+            sad[rows] = exact_row_sums(diff)
+            diff.square_()
+            ssd[rows] = exact_row_sums(diff)
     else:
+        dims = tuple(range(1, a.ndim))
         diff = a.to(torch.float64) - b.to(torch.float64)
         sad = diff.abs().sum(dim=dims)
         ssd = (diff * diff).sum(dim=dims)
-    return sad, ssd, a[0].numel()
+    return sad, ssd, values_per_image
 
 
 def sum_abs_diff(a, b) -> torch.Tensor:

@@ -258,8 +258,9 @@ def load_array_file(path: str) -> np.ndarray:
 
 def _normalise_array_layout(array: np.ndarray, label: str) -> np.ndarray:
     """Accept N x H x W and N x H x W x C (C in 1, 3, 4); a single H x W x C image becomes N = 1."""
-    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] > 4:
-        # (H, W, C) single colour image; (N, H, W) batches whose W is 3 or 4 are not images anyone has
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        # (H, W, C) single colour image, whatever its height (a 1 x 2 x 3 image is one image, not
+        # one gray 2 x 3 image); (N, H, W) batches whose W is 3 or 4 are not images anyone has
         array = array[None]
     if array.ndim == 3 or (array.ndim == 4 and array.shape[-1] in (1, 3, 4)):
         if len(array) == 0:

@@ -1,0 +1,198 @@
+"""``imgdist compare`` end to end: exact pixel distances, JSON and table output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from imgdist.cli import main
+
+PIXEL_KEYS = ("sum_abs_diff", "mean_abs_diff", "mse", "rmse", "psnr", "ssim", "ssim_luma")
+
+
+def _png(path, array) -> str:
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def lecture_pair(tmp_path):
+    """Two 2-pixel RGB images (1 x 2 x 3) that differ by 150 on every value."""
+    a = np.array([[[10, 20, 30], [40, 50, 60]]], dtype=np.uint8)
+    b = a + 150
+    return _png(tmp_path / "a.png", a), _png(tmp_path / "b.png", b)
+
+
+def test_lecture_example_exact(capsys, lecture_pair):
+    a, b = lecture_pair
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "none")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in PIXEL_KEYS:
+        assert key in result
+    assert result["sum_abs_diff"] == 900
+    assert result["mean_abs_diff"] == 150
+    assert result["mse"] == 22500
+    assert result["rmse"] == 150
+    assert result["psnr"] == pytest.approx(10 * np.log10(255**2 / 22500))
+    assert result["ssim"] is None and result["ssim_luma"] is None  # 1 x 2 is under 11 x 11
+    assert result["a"] == a and result["b"] == b
+    assert result["backbone"] is None and result["resized_b_to_a"] is False
+
+
+def test_lecture_example_table(capsys, lecture_pair):
+    code, out, err = _run(capsys, "compare", *lecture_pair, "--backbone", "none")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()}
+    assert rows["sum_abs_diff"] == "900"
+    assert rows["mse"] == "22500"
+    assert rows["ssim"] == "n/a"
+
+
+def test_python_dash_m_imgdist(lecture_pair):
+    a, b = lecture_pair
+    proc = subprocess.run([sys.executable, "-m", "imgdist", "compare", a, b, "--json", "--backbone", "none"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["sum_abs_diff"], result["mean_abs_diff"], result["mse"]) == (900, 150, 22500)
+
+
+def test_identical_images(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    a, b = _png(tmp_path / "x.png", img), _png(tmp_path / "y.png", img)
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "none")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["sum_abs_diff"] == 0 and result["mse"] == 0 and result["rmse"] == 0
+    assert result["psnr"] == "inf"
+    assert result["ssim"] == pytest.approx(1.0) and result["ssim_luma"] == pytest.approx(1.0)
+    code, out, err = _run(capsys, "compare", a, b, "--backbone", "none")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()}
+    assert rows["psnr"] == "inf"
+    assert rows["sum_abs_diff"] == "0"
+
+
+def test_ssim_is_mean_of_per_channel_ssim(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    # a smooth image plus noise, so that SSIM is well inside (0, 1)
+    yy, xx = np.mgrid[0:64, 0:64]
+    base = np.stack([xx * 4, yy * 4, (xx + yy) * 2], axis=2).astype(np.float64)
+    x = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+    y = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+    a, b = _png(tmp_path / "x.png", x), _png(tmp_path / "y.png", y)
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "none")
+    assert code == 0, err
+    result = json.loads(out)
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+    per_channel = [structural_similarity(x[:, :, c], y[:, :, c], **kw) for c in range(3)]
+    assert 0.05 < result["ssim"] < 0.95
+    assert result["ssim"] == pytest.approx(float(np.mean(per_channel)), abs=1e-6)
+    diff = x.astype(np.int64) - y.astype(np.int64)
+    assert result["sum_abs_diff"] == int(np.abs(diff).sum())
+    assert result["mse"] == pytest.approx(float((diff**2).mean()), rel=1e-12)
+
+
+def test_sizes_differ(capsys, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    y = rng.integers(0, 256, (10, 15, 3), dtype=np.uint8)
+    a, b = _png(tmp_path / "big.png", x), _png(tmp_path / "small.png", y)
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "none")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("imgdist: error: ") and err.count("\n") == 1
+    assert "small.png" in err and "--resize" in err
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "none", "--resize")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["resized_b_to_a"] is True
+    resized = np.asarray(Image.fromarray(y).resize((30, 20), Image.BICUBIC)).astype(np.int64)
+    assert result["sum_abs_diff"] == int(np.abs(x.astype(np.int64) - resized).sum())
+
+
+def test_compare_with_folder_sorted(capsys, tmp_path):
+    a_img = np.full((12, 12, 3), 100, dtype=np.uint8)
+    a = _png(tmp_path / "query.png", a_img)
+    folder = tmp_path / "others"
+    folder.mkdir()
+    offsets = {"p.png": 30, "q.png": 5, "r.png": 80, "s.png": 0, "t.png": 12}
+    for name, off in offsets.items():
+        _png(folder / name, a_img + off)
+    code, out, err = _run(capsys, "compare", a, folder, "--json", "--backbone", "none")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["sorted_by"] == "sum_abs_diff" and result["skipped"] == []
+    comps = result["comparisons"]
+    assert [os.path.basename(c["b"]) for c in comps] == sorted(offsets, key=offsets.get)
+    assert [c["sum_abs_diff"] for c in comps] == sorted(off * 12 * 12 * 3 for off in offsets.values())
+    assert all(c["a"] == a for c in comps)
+    code, out, err = _run(capsys, "compare", a, folder, "--backbone", "none")
+    assert code == 0, err
+    assert "5 images sorted by sum_abs_diff" in out
+    body = [line.split()[0] for line in out.splitlines()[3:]]
+    assert [os.path.basename(p) for p in body] == sorted(offsets, key=offsets.get)
+
+
+@pytest.fixture
+def folder_with_bad_files(tmp_path):
+    rng = np.random.default_rng(3)
+    a_img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    a = _png(tmp_path / "query.png", a_img)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _png(folder / "a_good.png", a_img)
+    _png(folder / "z_good.png", 255 - a_img)
+    noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    _png(folder / "b_truncated.png", noise)
+    data = (folder / "b_truncated.png").read_bytes()
+    (folder / "b_truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "c_empty.png").write_bytes(b"")
+    (folder / "d_text.png").write_text("hello, I am not a PNG\n")
+    return a, folder, a_img
+
+
+def test_folder_with_bad_files_fails_on_first(capsys, folder_with_bad_files):
+    a, folder, _ = folder_with_bad_files
+    code, out, err = _run(capsys, "compare", a, folder, "--backbone", "none")
+    assert code == 2
+    assert err.startswith("imgdist: error: ") and err.count("\n") == 1
+    assert str(folder / "b_truncated.png") in err
+    assert "c_empty" not in err and "d_text" not in err
+
+
+def test_folder_with_bad_files_skip(capsys, folder_with_bad_files):
+    a, folder, a_img = folder_with_bad_files
+    code, out, err = _run(capsys, "compare", a, folder, "--json", "--backbone", "none", "--on-error", "skip")
+    assert code == 0, err
+    result = json.loads(out)
+    comps = result["comparisons"]
+    assert [os.path.basename(c["b"]) for c in comps] == ["a_good.png", "z_good.png"]
+    assert comps[0]["sum_abs_diff"] == 0
+    inverted = np.abs(a_img.astype(np.int64) - (255 - a_img.astype(np.int64))).sum()
+    assert comps[1]["sum_abs_diff"] == int(inverted)
+    assert [os.path.basename(s[0]) for s in result["skipped"]] == ["b_truncated.png", "c_empty.png", "d_text.png"]
+    assert "skipped 3" in err and err.count("\n") == 1
+
+
+def test_missing_file_one_line_error(capsys, lecture_pair):
+    a, _ = lecture_pair
+    code, out, err = _run(capsys, "compare", a, a + ".missing", "--backbone", "none")
+    assert code == 2 and out == ""
+    assert err.startswith("imgdist: error: ") and err.count("\n") == 1
+    assert a + ".missing" in err and "Traceback" not in err

@@ -1,0 +1,383 @@
+"""Every kind of source: what it yields, in which order, with which pixel values, and its errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgdist.errors import ImageError, SourceError
+from imgdist.sources import ArchiveSource, FileSource, Skipped, iter_images, open_source
+
+
+def _png_bytes(value: int, size=(3, 2)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (value, value, value)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _write_png(path, value: int, size=(3, 2)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(_png_bytes(value, size))
+    return str(path)
+
+
+def _values(source) -> list[int]:
+    """The gray value of each image in source order (each test image is one flat colour)."""
+    out = []
+    for i in range(len(source)):
+        img = source.load(i)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        assert (img == img.flat[0]).all()
+        out.append(int(img.flat[0]))
+    return out
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Five images in nested folders, plus hidden and non-image files that must be ignored."""
+    root = tmp_path / "root"
+    _write_png(root / "b.png", 20)
+    _write_png(root / "a.png", 10)
+    _write_png(root / "sub" / "deeper" / "d.png", 40)
+    _write_png(root / "sub" / "c.png", 30)
+    _write_png(root / "z" / "e.png", 50)
+    _write_png(root / ".hidden.png", 99)        # hidden file
+    _write_png(root / ".cache" / "f.png", 98)   # hidden folder
+    (root / "notes.txt").write_text("not an image")
+    (root / "data.json").write_text("{}")
+    return root
+
+
+EXPECTED_ORDER = ["a.png", "b.png", os.path.join("sub", "c.png"), os.path.join("sub", "deeper", "d.png"),
+                  os.path.join("z", "e.png")]
+
+
+def test_folder_recursive_sorted_ignores_others(tree):
+    source = open_source(tree)
+    assert isinstance(source, FileSource)
+    assert [os.path.relpath(source.name_of(i), tree) for i in range(len(source))] == EXPECTED_ORDER
+    assert _values(source) == [10, 20, 30, 40, 50]
+    # deterministic: a second listing is identical
+    again = open_source(str(tree))
+    assert [again.name_of(i) for i in range(len(again))] == [source.name_of(i) for i in range(len(source))]
+
+
+def test_single_file(tree):
+    source = open_source(tree / "sub" / "c.png")
+    assert len(source) == 1
+    assert source.name_of(0) == str(tree / "sub" / "c.png")
+    assert _values(source) == [30]
+
+
+def test_list_of_files_keeps_given_order(tree):
+    paths = [tree / "b.png", str(tree / "a.png"), tree / "sub" / "c.png"]
+    source = open_source(paths)
+    assert len(source) == 3
+    assert _values(source) == [20, 10, 30]
+
+
+def test_list_with_missing_file(tree):
+    with pytest.raises(SourceError, match="nope.png"):
+        open_source([tree / "a.png", tree / "nope.png"])
+
+
+def test_glob_recursive(tree):
+    source = open_source(str(tree / "**" / "*.png"))
+    names = [os.path.relpath(source.name_of(i), tree) for i in range(len(source))]
+    assert names == EXPECTED_ORDER  # ** matches zero or more folders; hidden ones are not matched
+    assert _values(source) == [10, 20, 30, 40, 50]
+    only_sub = open_source(str(tree / "sub" / "*.png"))
+    assert _values(only_sub) == [30]
+
+
+# ------------------------------------------------------------------ archives
+
+MEMBERS = {"sub/img.png": 30, "b.png": 20, "a.png": 10, "sub/deeper/d.png": 40}
+IGNORED = {"readme.txt": b"text", ".hidden.png": _png_bytes(99), "__MACOSX/._a.png": b"junk"}
+
+
+def _make_zip(path):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("sub/", "")  # a directory entry
+        for name, value in MEMBERS.items():
+            zf.writestr(name, _png_bytes(value))
+        for name, data in IGNORED.items():
+            zf.writestr(name, data)
+    return str(path)
+
+
+def _make_tar(path, mode):
+    with tarfile.open(path, mode) as tf:
+        info = tarfile.TarInfo("sub")
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+        for name, data in [(n, _png_bytes(v)) for n, v in MEMBERS.items()] + list(IGNORED.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+ARCHIVES = {
+    "archive.zip": _make_zip,
+    "archive.tar": lambda p: _make_tar(p, "w"),
+    "archive.tar.gz": lambda p: _make_tar(p, "w:gz"),
+}
+SORTED_MEMBERS = sorted(MEMBERS)  # a.png, b.png, sub/deeper/d.png, sub/img.png
+
+
+@pytest.mark.parametrize("filename", sorted(ARCHIVES))
+def test_archive(tmp_path, filename):
+    path = ARCHIVES[filename](tmp_path / filename)
+    source = open_source(path)
+    assert isinstance(source, ArchiveSource)
+    assert [source.name_of(i) for i in range(len(source))] == [f"{path}:{m}" for m in SORTED_MEMBERS]
+    assert source.name_of(3).endswith(f"{filename}:sub/img.png")
+    assert _values(source) == [MEMBERS[m] for m in SORTED_MEMBERS]
+
+
+def test_archive_pickles_after_loading(tmp_path):
+    path = _make_zip(tmp_path / "archive.zip")
+    source = open_source(path)
+    first = source.load(0)  # opens the handle
+    assert source._handle is not None
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy._handle is None
+    np.testing.assert_array_equal(copy.load(0), first)
+    assert _values(copy) == [MEMBERS[m] for m in SORTED_MEMBERS]
+    # the original still works after being pickled
+    assert _values(source) == [MEMBERS[m] for m in SORTED_MEMBERS]
+
+
+def test_tar_archive_pickles_after_loading(tmp_path):
+    path = _make_tar(tmp_path / "archive.tar.gz", "w:gz")
+    source = open_source(path)
+    source.load(1)
+    copy = pickle.loads(pickle.dumps(source))
+    assert _values(copy) == [MEMBERS[m] for m in SORTED_MEMBERS]
+
+
+def test_archive_with_corrupt_member_names_it(tmp_path):
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("good.png", _png_bytes(5))
+        zf.writestr("x/broken.png", b"not a png")
+    source = open_source(path)
+    assert _values(_Slice(source, [0])) == [5]
+    with pytest.raises(ImageError) as info:
+        source.load(1)
+    assert info.value.name == f"{path}:x/broken.png"
+    assert "\n" not in str(info.value)
+
+
+class _Slice:
+    def __init__(self, source, indices):
+        self.source, self.indices = source, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def load(self, i):
+        return self.source.load(self.indices[i])
+
+
+# ------------------------------------------------------------------ arrays
+
+
+def test_npy_gray_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (6, 5, 7), dtype=np.uint8)
+    path = tmp_path / "imgs.npy"
+    np.save(path, arr)
+    source = open_source(path)
+    assert len(source) == 6
+    for i in range(6):
+        img = source.load(i)
+        assert img.shape == (5, 7, 3)
+        for c in range(3):
+            np.testing.assert_array_equal(img[:, :, c], arr[i])
+    assert source.name_of(2) == f"{path}[2]"
+
+
+def test_npz_images_key(tmp_path):
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (3, 8, 9, 3), dtype=np.uint8)
+    path = tmp_path / "imgs.npz"
+    np.savez(path, labels=np.arange(3), images=arr)
+    source = open_source(path)
+    assert len(source) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(source.load(i), arr[i])
+
+
+def test_npz_single_array(tmp_path):
+    rng = np.random.default_rng(2)
+    arr = rng.integers(0, 256, (2, 6, 6, 3), dtype=np.uint8)
+    path = tmp_path / "one.npz"
+    np.savez_compressed(path, whatever=arr)
+    source = open_source(path)
+    np.testing.assert_array_equal(np.stack([source.load(i) for i in range(len(source))]), arr)
+
+
+def test_npz_several_arrays_none_named_images(tmp_path):
+    path = tmp_path / "two.npz"
+    np.savez(path, x=np.zeros((2, 6, 6), np.uint8), y=np.zeros((2, 6, 6), np.uint8))
+    with pytest.raises(SourceError, match="images"):
+        open_source(path)
+
+
+def test_npz_statistics_file_refused(tmp_path):
+    path = tmp_path / "stats.npz"
+    np.savez(path, mu=np.zeros(8), sigma=np.eye(8))
+    with pytest.raises(SourceError) as info:
+        open_source(path)
+    assert "statistics" in str(info.value) and str(path) in str(info.value)
+
+
+def test_float_array_unit_range_rounded():
+    arr = np.array([[[[0.0, 0.5, 1.0], [0.2, 0.7, 0.999]]]], dtype=np.float32)  # 1 x 1 x 2 x 3
+    source = open_source(arr)
+    expected = np.round(arr[0].astype(np.float64) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(source.load(0), expected)
+    assert source.load(0)[0, 0].tolist() == [0, 128, 255]
+
+
+def test_float_array_outside_unit_range_is_an_error():
+    arr = np.full((2, 6, 6, 3), 0.5)
+    arr[1, 0, 0, 0] = 255.0  # someone passed 0..255 as float
+    source = open_source(arr)
+    assert source.load(0)[0, 0, 0] == 128
+    with pytest.raises(ImageError) as info:
+        source.load(1)
+    assert info.value.name == "<array>[1]" and "[0, 1]" in str(info.value)
+
+
+def test_int64_within_byte_range_accepted():
+    arr = np.arange(2 * 4 * 4 * 3, dtype=np.int64).reshape(2, 4, 4, 3) % 256
+    arr[0, 0, 0] = (0, 255, 7)
+    source = open_source(arr)
+    for i in range(2):
+        img = source.load(i)
+        assert img.dtype == np.uint8
+        np.testing.assert_array_equal(img, arr[i].astype(np.uint8))
+
+
+def test_int64_outside_byte_range_is_an_error():
+    arr = np.zeros((1, 4, 4, 3), dtype=np.int64)
+    arr[0, 1, 1, 1] = 300
+    with pytest.raises(ImageError, match="300"):
+        open_source(arr).load(0)
+
+
+def test_rgba_array_composited_on_white():
+    arr = np.zeros((1, 2, 2, 4), dtype=np.uint8)
+    arr[0, 0, 0] = (10, 20, 30, 255)
+    arr[0, 0, 1] = (10, 20, 30, 0)
+    arr[0, 1, 0] = (200, 0, 100, 51)  # alpha 0.2
+    arr[0, 1, 1] = (0, 0, 0, 255)
+    img = open_source(arr).load(0)
+    np.testing.assert_array_equal(img[0, 0], (10, 20, 30))
+    np.testing.assert_array_equal(img[0, 1], (255, 255, 255))
+    np.testing.assert_array_equal(img[1, 1], (0, 0, 0))
+    np.testing.assert_array_equal(img[1, 0], np.round(np.array([200, 0, 100]) * 0.2 + 255 * 0.8))
+
+
+def test_torch_tensor_nchw_same_pixels_as_numpy_hwc():
+    rng = np.random.default_rng(3)
+    hwc = rng.integers(0, 256, (3, 7, 9, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(hwc).permute(0, 3, 1, 2).contiguous()  # N x C x H x W
+    assert tuple(tensor.shape) == (3, 3, 7, 9)
+    t_source, n_source = open_source(tensor), open_source(hwc)
+    assert len(t_source) == len(n_source) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(t_source.load(i), hwc[i])
+        np.testing.assert_array_equal(t_source.load(i), n_source.load(i))
+    # float tensors in [0, 1] give the same pixels as the uint8 ones
+    f_source = open_source(tensor.double() / 255)
+    np.testing.assert_array_equal(f_source.load(2), hwc[2])
+
+
+def test_pil_image_list():
+    imgs = [Image.new("RGB", (4, 3), (1, 2, 3)), Image.new("L", (4, 3), 77),
+            Image.new("RGBA", (4, 3), (0, 0, 0, 0))]
+    source = open_source(imgs)
+    assert len(source) == 3
+    assert source.load(0)[2, 3].tolist() == [1, 2, 3]
+    assert source.load(1)[0, 0].tolist() == [77, 77, 77]
+    assert source.load(2)[1, 1].tolist() == [255, 255, 255]
+    assert source.name_of(1) == "<images>[1]"
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_empty_folder(tmp_path):
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(SourceError) as info:
+        open_source(empty)
+    assert str(empty) in str(info.value) and "no images" in str(info.value)
+
+
+def test_nonexistent_path(tmp_path):
+    missing = tmp_path / "does_not_exist"
+    with pytest.raises(SourceError) as info:
+        open_source(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_glob_matching_nothing(tmp_path):
+    pattern = str(tmp_path / "**" / "*.webp")
+    with pytest.raises(SourceError) as info:
+        open_source(pattern)
+    assert pattern in str(info.value) and "matches no files" in str(info.value)
+
+
+def test_empty_archive(tmp_path):
+    path = tmp_path / "empty.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("readme.txt", "x")
+    with pytest.raises(SourceError, match="no images"):
+        open_source(path)
+
+
+def test_iter_images_skip_corrupt_in_the_middle(tmp_path):
+    _write_png(tmp_path / "a.png", 1)
+    _write_png(tmp_path / "b.png", 2)
+    (tmp_path / "c.png").write_bytes(_png_bytes(3)[:40])  # truncated
+    _write_png(tmp_path / "d.png", 4)
+    (tmp_path / "e.png").write_bytes(b"")  # zero bytes
+    _write_png(tmp_path / "f.png", 6)
+    source = open_source(tmp_path)
+    skipped = Skipped()
+    got = list(iter_images(source, on_error="skip", skipped=skipped))
+    assert [os.path.basename(n) for n, _ in got] == ["a.png", "b.png", "d.png", "f.png"]
+    assert [int(img[0, 0, 0]) for _, img in got] == [1, 2, 4, 6]
+    assert len(skipped) == 2
+    assert [os.path.basename(n) for n, _ in skipped.items] == ["c.png", "e.png"]
+    assert "skipped 2" in skipped.summary() and "c.png" in skipped.summary()
+    # default: the first bad file stops the iteration, naming it
+    with pytest.raises(ImageError) as info:
+        list(iter_images(source))
+    assert info.value.name == str(tmp_path / "c.png")
+    with pytest.raises(ValueError):
+        list(iter_images(source, on_error="ignore"))
+
+
+@pytest.mark.parametrize("height", [1, 2, 4, 5, 32])
+def test_single_hwc_array_is_one_image_whatever_its_height(height):
+    rng = np.random.default_rng(height)
+    img = rng.integers(0, 256, (height, 2, 3), dtype=np.uint8)
+    source = open_source(img)
+    assert len(source) == 1
+    np.testing.assert_array_equal(source.load(0), img)
