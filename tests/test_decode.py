@@ -232,6 +232,15 @@ def test_decompression_bomb_limit(tmp_path, monkeypatch):
     assert "limit" in str(info.value) and "100" in str(info.value)
 
 
+def test_raised_limit_overrides_pillows_own(tmp_path, monkeypatch):
+    # IMGDIST_MAX_PIXELS above Pillow's limit must let the image through (and leave Pillow as it was)
+    path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
+    monkeypatch.setattr(imgdist.decode, "MAX_PIXELS", 1000)
+    np.testing.assert_array_equal(decode_file(path)[9, 9], (1, 2, 3))
+    assert Image.MAX_IMAGE_PIXELS == 20
+
+
 # ------------------------------------------------------------------ broken files
 
 

@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from .errors import ImgdistError
-from .sources import ON_ERROR, Skipped
+from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
 EXIT_USAGE = 2
 
@@ -109,7 +109,8 @@ def _cmd_compare(args) -> int:
     sort_by = args.sort_by or ("feature_cosine" if backbone else "sum_abs_diff")
     results = compare_many(args.a, args.b, backbone=backbone, mode=args.mode, resize=args.resize,
                            device=args.device, sort_by=sort_by, on_error=args.on_error, skipped=skipped)
-    single = len(results) == 1 and not skipped
+    # one file named -> one result object; a folder, glob, archive or array -> always a list
+    single = os.path.isfile(args.b) and not args.b.lower().endswith(ARCHIVE_SUFFIXES + (".npy", ".npz"))
     if args.json:
         if single:
             _print_json(results[0].to_dict())

@@ -47,9 +47,13 @@ def decode_bytes(data: bytes, name: str, background=DEFAULT_BACKGROUND) -> np.nd
 
 
 def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.ndarray:
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # imgdist's own limit applies (in _check_size, before any pixel is decoded); Pillow's
+            # warning and its hard stop at twice its limit follow that limit, not Pillow's default
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
             with Image.open(fh) as img:
                 _check_size(img, name)
                 img.seek(0)  # animated GIF/WebP/APNG: the first frame
@@ -66,6 +70,8 @@ def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.
         if "truncated" in cause or isinstance(exc, EOFError):
             cause = f"truncated or corrupt image data ({cause})"
         raise ImageError(name, f"cannot decode: {cause}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
 def _check_size(img: Image.Image, name: str) -> None:
