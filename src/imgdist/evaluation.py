@@ -192,8 +192,11 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:
-            _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets,
-                     kid_subset_size, is_splits, pr_k, dc_k, fid_inf_sizes, seed)
+            try:
+                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets,
+                         kid_subset_size, is_splits, pr_k, dc_k, fid_inf_sizes, seed)
+            except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
+                raise ImgdistError(f"{metric}: {' '.join(str(exc).split())}") from None
         if bootstrap:
             _bootstrap(result, chosen, xr, xf, bootstrap, ci, seed, kid_subsets, kid_subset_size)
     for w in caught:
@@ -307,7 +310,7 @@ class Evaluator:
             state = self._real if side == "real" else self._fake
             if state["frozen"]:
                 raise ImgdistError("real statistics were given up front; update(real=...) is not allowed")
-            feats, logits = self.extractor.embed_images(images)
+            feats, logits = self.extractor.embed_images(images, logits="is" in self.metrics and side == "fake")
             state["stats"].update(feats)
             if self.keep:
                 state["feats"].append(feats)

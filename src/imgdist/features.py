@@ -133,7 +133,6 @@ class FeatureExtractor:
             raise ImgdistError("batch size must be at least 1")
         self.workers = workers
         self.progress = progress
-        self.outputs = (self.layer, "logits") if self.spec.has_logits else (self.layer,)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if self.dtype != torch.float32 and self.device.type == "cpu":
             raise ImgdistError(f"precision {precision} is only offered on GPU; use fp32 on CPU")
@@ -148,21 +147,25 @@ class FeatureExtractor:
     # ---------------------------------------------------------------- network
 
     @torch.inference_mode()
-    def embed(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Resized, pre-scaled N x 3 x S x S batch -> (features, logits) as float32 numpy."""
+    def embed(self, batch: torch.Tensor, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Resized, pre-scaled N x 3 x S x S batch -> (features, logits or None) as float32 numpy.
+
+        Logits are computed only on request: a low feature layer (``dims=64``) then stops the
+        network early."""
         x = self.prep.normalise(batch.to(self.device, torch.float32)).to(self.dtype)
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x, outputs=self.outputs)
+        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
+        out = self.model(x, outputs=outputs)
         feats = out[self.layer].float().cpu().numpy()
         logits = out["logits"].float().cpu().numpy() if "logits" in out else None
         return feats, logits
 
-    def embed_images(self, images) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
         source = open_source(images)
         batch = torch.stack([self.prep.resize_image(source.load(i)) for i in range(len(source))])
-        return self.embed(batch)
+        return self.embed(batch, logits)
 
     # ---------------------------------------------------------------- sources
 
@@ -173,14 +176,16 @@ class FeatureExtractor:
         n = len(source)
         hashes = self._hashes(source) if self.cache_dir else None
         cache = FeatureCache(self._cache_path()) if hashes is not None else None
+        keep_logits = keep_logits and self.spec.has_logits
         found = cache.get(sorted(set(hashes))) if cache else {}
+        if keep_logits:  # rows cached without logits (by a run that needed none) do not count
+            found = {h: row for h, row in found.items() if row[1] is not None}
 
         feats_out: list = [None] * n
         logits_out: list = [None] * n
         stats = GaussianStats(provenance=self.provenance)
         skipped = Skipped()
         errors: dict[int, tuple[str, str]] = {}
-        keep_logits = keep_logits and self.spec.has_logits
 
         first_shape = None
         todo = [i for i in range(n) if hashes is None or hashes[i] not in found]
@@ -206,7 +211,7 @@ class FeatureExtractor:
                     first_shape = self._check_one_size(source, indices, batch, first_shape)
                     if isinstance(batch, list):
                         batch = torch.stack(batch)
-                    feats, logits = self.embed(batch)
+                    feats, logits = self.embed(batch, keep_logits)
                     if not np.isfinite(feats).all():
                         raise ImgdistError(f"{self.spec.name} produced non-finite features "
                                            f"(first image of the batch: {source.name_of(indices[0])})")
@@ -265,7 +270,7 @@ class FeatureExtractor:
 
     def _cache_path(self) -> str:
         key = "|".join(str(v) for v in (CACHE_FORMAT, self.spec.name, self.provenance.weights_sha256,
-                                         self.prep, self.layer, self.spec.has_logits))
+                                         self.prep, self.layer))
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return os.path.join(self.cache_dir, f"{self.spec.name}-{self.layer}-{self.prep.name}-{digest}.sqlite")
 
