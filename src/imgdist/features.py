@@ -43,6 +43,7 @@ class Features:
     logits: np.ndarray | None = None     # N x K float32, where the backbone has a classifier
     skipped: Skipped = field(default_factory=Skipped)
     cached: int = 0                      # how many images came from the cache
+    indices: list[int] = field(default_factory=list)  # each image's position in the source
 
     def __len__(self) -> int:
         return len(self.names)
@@ -236,7 +237,7 @@ class FeatureExtractor:
             names=[source.name_of(i) for i in good], stats=stats, provenance=self.provenance,
             features=np.stack([feats_out[i] for i in good]).astype(np.float32) if keep_features else None,
             logits=np.stack([logits_out[i] for i in good]).astype(np.float32) if keep_logits else None,
-            skipped=skipped, cached=len(cached_idx))
+            skipped=skipped, cached=len(cached_idx), indices=good)
 
     def _check_one_size(self, source, indices, batch, first_shape):
         """Recipes without resizing (``pixels`` at native size) need every image at one size."""

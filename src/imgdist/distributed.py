@@ -1,0 +1,126 @@
+"""Evaluation across processes with ``torch.distributed`` (launch with ``torchrun``).
+
+Each rank reads its own shard of every source (item ``i`` goes to rank ``i % world_size``), the
+Gaussian statistics are all-reduced (float64 sums: the merged statistics equal a single
+process's), and per-image features are gathered where k-NN metrics and KID need them, back in
+source order. gloo works on CPU, NCCL on GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .errors import ImgdistError
+from .evaluation import DEFAULT_METRICS, _NEEDS_FEATURES, Evaluator, Result, evaluate_features, parse_metrics
+from .features import FeatureExtractor, Features
+from .sources import ImageSource, Skipped, open_source
+from .stats import GaussianStats
+
+
+class ShardSource(ImageSource):
+    """Every ``world``-th item of a source, starting at ``rank``."""
+
+    def __init__(self, source: ImageSource, rank: int, world: int):
+        self.source = source
+        self.indices = list(range(rank, len(source), world))
+        self.label = f"{source.label} [shard {rank}/{world}]"
+
+    def __len__(self):
+        return len(self.indices)
+
+    def name_of(self, index):
+        return self.source.name_of(self.indices[index])
+
+    def load(self, index):
+        return self.source.load(self.indices[index])
+
+    def content_bytes(self, index):
+        return self.source.content_bytes(self.indices[index])
+
+    @property
+    def parallel_decode(self):
+        return self.source.parallel_decode
+
+
+def _require_initialised():
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ImgdistError("torch.distributed is not initialised: launch with torchrun and call "
+                           "torch.distributed.init_process_group first")
+
+
+def all_reduce_stats(stats: GaussianStats, device="cpu") -> GaussianStats:
+    """Statistics summed over all ranks (float64 count, sum, sum of outer products): exactly the
+    statistics one process would have computed from all images."""
+    _require_initialised()
+    dim = torch.tensor([stats.dim or 0], dtype=torch.int64, device=device)
+    dist.all_reduce(dim, op=dist.ReduceOp.MAX)
+    d = int(dim.item())
+    local = GaussianStats(d, stats.provenance).merge(stats) if stats.n else GaussianStats(d, stats.provenance)
+    flat = torch.cat([torch.tensor([float(local.n)], dtype=torch.float64), torch.from_numpy(local._sum),
+                      torch.from_numpy(local._outer.ravel())]).to(device)
+    dist.all_reduce(flat)
+    flat = flat.cpu().numpy()
+    total = GaussianStats(d, stats.provenance)
+    total.n = int(round(flat[0]))
+    total._sum = flat[1:1 + d].copy()
+    total._outer = flat[1 + d:].reshape(d, d).copy()
+    return total
+
+
+def _all_gather(obj) -> list:
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def _gather_features(features: Features, shard: ShardSource) -> Features:
+    """Every rank's shard features -> the whole set's, rows in source order."""
+    positions = [shard.indices[i] for i in features.indices]
+    parts = _all_gather((positions, features.names, features.features, features.logits,
+                         features.skipped.items))
+    order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]), kind="stable")
+
+    def rows(k):
+        if any(p[k] is None for p in parts):
+            return None
+        return np.concatenate([p[k] for p in parts])[order]
+
+    names = [n for p in parts for n in p[1]]
+    return Features(names=[names[i] for i in order], stats=all_reduce_stats(features.stats),
+                    provenance=features.provenance, features=rows(2), logits=rows(3),
+                    skipped=Skipped([item for p in parts for item in p[4]]), cached=features.cached,
+                    indices=sorted(i for p in parts for i in p[0]))
+
+
+def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None,
+                         mode=None, dims=None, device="cpu", batch_size=50, workers=None,
+                         progress=False, cache=False, on_error="raise", **metric_kwargs) -> Result:
+    """:func:`imgdist.evaluate` with the images split over the ranks; every rank returns the result."""
+    _require_initialised()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    chosen = parse_metrics(metrics)
+    keep = bool(_NEEDS_FEATURES & set(chosen)) or metric_kwargs.get("bootstrap", 0) > 0
+    extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
+                                 batch_size=batch_size, workers=workers, progress=progress and rank == 0,
+                                 cache=cache)
+    sides = []
+    for side, spec in (("real", real), ("fake", fake)):
+        shard = ShardSource(open_source(spec), rank, world)
+        local = extractor.extract(shard, keep_features=keep, keep_logits=("is" in chosen and side == "fake"),
+                                  on_error=on_error, desc=side)
+        sides.append(_gather_features(local, shard))
+    return evaluate_features(sides[0], sides[1], metrics=chosen, **metric_kwargs)
+
+
+def sync_evaluator(evaluator: Evaluator) -> None:
+    """Make every rank's :class:`Evaluator` hold the union of all ranks' updates (in place)."""
+    _require_initialised()
+    for state in (evaluator._real, evaluator._fake):
+        if state["frozen"]:
+            continue
+        state["stats"] = all_reduce_stats(state["stats"])
+        for key in ("feats", "logits"):
+            parts = _all_gather(np.concatenate(state[key]) if state[key] else None)
+            state[key] = [p for p in parts if p is not None]
