@@ -1,0 +1,225 @@
+"""GaussianStats: streaming moments, exact merges, files readable by other tools, provenance checks.
+
+Reference values come from numpy (``np.mean`` / ``np.cov``) on all rows at once and from the
+metrics module's own ``frechet_distance``; files are inspected with plain ``np.load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from imgdist import metrics
+from imgdist.errors import ImgdistError, ProvenanceError
+from imgdist.provenance import Provenance
+from imgdist.stats import GaussianStats, is_stats_file
+
+PROV = Provenance(backbone="pixels", weights_sha256=None, resize_mode="antialias",
+                  preprocessing="antialias (antialias-bilinear to 32, (x-0.0)/255.0)", feature_layer="pool")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        limits = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(1, user_api="blas")
+    with limits:
+        yield
+    torch.set_num_threads(before)
+
+
+def _rows(n=200, d=6, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    return rng.normal(size=(n, d)) @ a + 3.0 + shift  # correlated, non-zero mean
+
+
+def _stats_of(x, provenance=PROV):
+    return GaussianStats(provenance=provenance).update(x)
+
+
+def test_update_in_batches_matches_numpy():
+    x = _rows(203, 7)
+    stats = GaussianStats(provenance=PROV)
+    for start, stop in ((0, 1), (1, 50), (50, 51), (51, 130), (130, 203)):
+        stats.update(x[start:stop].astype(np.float64))
+    stats.update(np.empty((0, 7)))  # an empty batch changes nothing
+    assert stats.n == 203 and stats.dim == 7
+    np.testing.assert_allclose(stats.mu, np.mean(x, axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stats.sigma, np.cov(x, rowvar=False, ddof=1), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(stats.sigma, stats.sigma.T)
+
+
+def test_update_accepts_torch_and_float32_in_float64():
+    torch = pytest.importorskip("torch")
+    x = _rows(40, 5).astype(np.float32)
+    stats = GaussianStats().update(torch.from_numpy(x[:17])).update(x[17:])
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(stats.mu, ref.mean(axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stats.sigma, np.cov(ref, rowvar=False), rtol=1e-12, atol=1e-12)
+
+
+def test_update_rejects_wrong_shapes():
+    stats = GaussianStats().update(np.zeros((3, 4)))
+    with pytest.raises(ValueError):
+        stats.update(np.zeros((3, 5)))
+    with pytest.raises(ValueError):
+        stats.update(np.zeros(4))
+
+
+def test_merge_of_halves_equals_whole():
+    x = _rows(301, 6, seed=3)
+    whole = _stats_of(x)
+    a, b = _stats_of(x[:120]), _stats_of(x[120:])
+    merged = a.merge(b)
+    assert merged is a and merged.n == 301
+    np.testing.assert_allclose(merged.mu, whole.mu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(merged.sigma, whole.sigma, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(merged.sigma, np.cov(x, rowvar=False), rtol=1e-12, atol=1e-12)
+
+
+def test_merge_into_empty_and_of_empty():
+    x = _rows(50, 4)
+    empty = GaussianStats(provenance=PROV)
+    empty.merge(_stats_of(x))
+    np.testing.assert_allclose(empty.sigma, np.cov(x, rowvar=False), rtol=1e-12, atol=1e-12)
+    full = _stats_of(x)
+    full.merge(GaussianStats(provenance=PROV))
+    assert full.n == 50
+
+
+def test_merge_refuses_other_provenance():
+    other = Provenance(backbone="efficientnet-lite0", resize_mode="clean", feature_layer="pool")
+    with pytest.raises(ProvenanceError):
+        _stats_of(_rows(10, 3)).merge(_stats_of(_rows(10, 3), other))
+
+
+def test_save_load_round_trip(tmp_path):
+    x = _rows(80, 5)
+    stats = _stats_of(x)
+    path = tmp_path / "ref.npz"
+    stats.save(path)
+    assert is_stats_file(path)
+    loaded = GaussianStats.load(path)
+    assert loaded.n == 80
+    assert loaded.provenance == stats.provenance
+    assert loaded.provenance.backbone == "pixels" and loaded.provenance.weights_sha256 is None
+    np.testing.assert_allclose(loaded.mu, stats.mu, rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(loaded.sigma, stats.sigma, rtol=1e-12, atol=1e-12)
+    # rebuilt from n, the loaded statistics merge like the originals
+    loaded.merge(_stats_of(x))
+    np.testing.assert_allclose(loaded.sigma, np.cov(np.vstack([x, x]), rowvar=False), rtol=1e-10, atol=1e-10)
+    assert not list(tmp_path.glob("*.part*"))  # no leftover temporary file
+
+
+def test_saved_file_is_readable_like_pytorch_fid(tmp_path):
+    x = _rows(60, 4)
+    stats = _stats_of(x)
+    path = tmp_path / "ours.npz"
+    stats.save(path)
+    with np.load(path) as data:  # what pytorch-fid's compute_statistics_of_path does
+        mu, sigma = data["mu"][:], data["sigma"][:]
+    np.testing.assert_allclose(mu, x.mean(axis=0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-12, atol=1e-12)
+
+
+def test_foreign_npz_with_only_mu_sigma(tmp_path):
+    x, y = _rows(100, 5, seed=1), _rows(100, 5, seed=2, shift=0.5)
+    path = tmp_path / "pytorch_fid.npz"
+    np.savez(path, mu=x.mean(axis=0), sigma=np.cov(x, rowvar=False))
+    assert is_stats_file(path)
+    foreign = GaussianStats.load(path)
+    assert foreign.n == 0
+    assert not foreign.provenance.known
+    assert foreign.dim == 5
+    with pytest.warns(UserWarning, match="without provenance"):
+        value = foreign.frechet_distance(_stats_of(y))
+    expected = metrics.frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert value == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ImgdistError):
+        foreign.update(y)  # no sums to add to
+
+
+def test_is_stats_file_negatives(tmp_path):
+    np.savez(tmp_path / "images.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert not is_stats_file(tmp_path / "images.npz")
+    assert not is_stats_file(tmp_path / "junk.npz")
+    assert not is_stats_file(tmp_path / "missing.npz")
+    assert not is_stats_file(np.zeros(3))
+
+
+@pytest.mark.parametrize("field,value", [("backbone", "efficientnet-lite0"), ("resize_mode", "native")])
+def test_mismatched_provenance_raises_unless_forced(field, value):
+    other = Provenance(**{**PROV.to_dict(), field: value})
+    a, b = _stats_of(_rows(50, 4, seed=1)), _stats_of(_rows(50, 4, seed=2), other)
+    with pytest.raises(ProvenanceError, match=field):
+        a.frechet_distance(b)
+    with pytest.warns(UserWarning, match="forced"):
+        forced = a.frechet_distance(b, force=True)
+    assert forced == pytest.approx(metrics.frechet_distance(a.mu, a.sigma, b.mu, b.sigma), rel=1e-12)
+
+
+def test_version_alone_is_not_a_mismatch():
+    other = Provenance(**{**PROV.to_dict(), "imgdist_version": "0.0.1"})
+    a, b = _stats_of(_rows(50, 4, seed=1)), _stats_of(_rows(50, 4, seed=2), other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert a.frechet_distance(b) > 0
+
+
+def test_one_sample_has_no_covariance():
+    stats = _stats_of(_rows(1, 4))
+    np.testing.assert_allclose(stats.mu, _rows(1, 4)[0])
+    with pytest.raises(ImgdistError, match="covariance needs at least 2"):
+        stats.sigma
+    with pytest.raises(ImgdistError, match="covariance needs at least 2"), pytest.warns(UserWarning):
+        stats.frechet_distance(_stats_of(_rows(10, 4)))
+    with pytest.raises(ImgdistError, match="empty"):
+        GaussianStats().mu
+
+
+def test_fewer_samples_than_dimensions_warns_and_stays_finite():
+    a, b = _stats_of(_rows(8, 20, seed=1)), _stats_of(_rows(8, 20, seed=2, shift=0.3))
+    with pytest.warns(UserWarning, match="8 images for 20 feature dimensions"):
+        value = a.frechet_distance(b)
+    assert np.isfinite(value) and value >= 0
+    assert value == pytest.approx(metrics.fid_from_features(_rows(8, 20, seed=1), _rows(8, 20, seed=2, shift=0.3)),
+                                  rel=1e-8)
+    with pytest.warns(UserWarning):
+        assert a.frechet_distance(a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_equals_metrics_function():
+    x, y = _rows(150, 6, seed=5), _rows(120, 6, seed=6, shift=0.7)
+    a, b = _stats_of(x), _stats_of(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same provenance, N > d: no warning at all
+        value = a.frechet_distance(b)
+    assert value == metrics.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert value == pytest.approx(metrics.fid_from_features(x, y), rel=1e-10)
+    assert value == pytest.approx(b.frechet_distance(a), rel=1e-10)
+    assert value > 0.1
+
+
+def test_dimension_mismatch():
+    with pytest.raises(ImgdistError, match="dimensions differ"):
+        _stats_of(_rows(20, 3)).frechet_distance(_stats_of(_rows(20, 4)))
+
+
+def test_from_moments_with_n_merges():
+    x = _rows(70, 4)
+    rebuilt = GaussianStats.from_moments(x[:30].mean(0), np.cov(x[:30], rowvar=False), n=30, provenance=PROV)
+    rebuilt.merge(_stats_of(x[30:]))
+    np.testing.assert_allclose(rebuilt.mu, x.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rebuilt.sigma, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
