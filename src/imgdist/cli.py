@@ -144,15 +144,28 @@ def _extractor_kwargs(args) -> dict:
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    result = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
-                      kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                      is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
-                      ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
-                      **_extractor_kwargs(args))
+    # --- report (HTML): begin
+    if args.report and not os.path.isdir(os.path.dirname(os.path.abspath(args.report))):
+        raise ImgdistError(f"--report {args.report}: its folder does not exist")
+    # --- report (HTML): end
+    out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
+                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                   is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
+                   ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
+                   return_features=bool(args.report), **_extractor_kwargs(args))
+    # --- report (HTML): begin
+    result = out[0] if args.report else out
+    if args.report:
+        from .report import write_report
+
+        write_report(args.report, result, out[1], out[2], args.real, args.fake, k=args.dc_k)
+    # --- report (HTML): end
     if args.json:
         print(result.to_json())
     else:
         print(result.table())
+    if args.report:  # after the table; beside --json on stderr, so stdout stays one JSON document
+        print(f"report: {args.report}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -283,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--report", metavar="PATH", default=None,  # report (HTML)
+                   help="write an HTML report with thumbnails (nearest real of each fake, fakes farthest "
+                        "from the real images, reals no fake covers) to PATH")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("stats", help="compute reference statistics (mu, sigma) once, reuse them in eval",

@@ -110,6 +110,11 @@ class Result:
         lines = [format_table(headers, rows), f"images: {counts}",
                  f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
                  f"resize mode: {p.preprocessing or p.resize_mode}"]
+        fit = self.details.get("fid_inf_fit")
+        if fit:
+            lines.append(f"{self.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept "
+                         f"fitted over N = {int(fit['sizes'][0])}..{int(fit['sizes'][-1])} "
+                         f"({len(fit['sizes'])} sizes), R^2 {fit['r2']:.4f}")
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
@@ -137,15 +142,22 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weigh
              dims=None, device="cpu", batch_size=50, workers=None, progress=True, cache=False,
              kid_subsets=100, kid_subset_size=1000, is_splits=10, pr_k=3, dc_k=5,
              fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0, on_error="raise",
-             force=False, extractor: FeatureExtractor | None = None) -> Result:
+             force=False, extractor: FeatureExtractor | None = None, return_features: bool = False):
     """Compare a real set with a generated set.
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
     ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``). ``bootstrap``: number of resamples
-    for confidence intervals of FID and KID (0: none).
+    for confidence intervals of FID and KID (0: none). ``return_features``: keep per-image features
+    of both sides whatever the metrics need and return ``(result, real_features, fake_features)``
+    (e.g. for :func:`imgdist.report.write_report`); both sides must then be images.
     """
     chosen = parse_metrics(metrics)
-    need_feats = bool(_NEEDS_FEATURES & set(chosen)) or bootstrap > 0
+    need_feats = bool(_NEEDS_FEATURES & set(chosen)) or bootstrap > 0 or return_features
+    if return_features:
+        for side, spec in (("real", real), ("fake", fake)):
+            if is_stats_file(spec):
+                raise ImgdistError(f"a report needs images, but {side} is a statistics file (it holds only "
+                                   "mu and sigma); pass the images")
     ext = extractor
     sides: dict[str, Features | GaussianStats] = {}
     for side, spec in (("real", real), ("fake", fake)):
@@ -157,9 +169,10 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weigh
                                    batch_size=batch_size, workers=workers, progress=progress, cache=cache)
         sides[side] = ext.extract(spec, keep_features=need_feats, keep_logits=("is" in chosen and side == "fake"),
                                   on_error=on_error, desc=side)
-    return evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
-                             kid_subset_size=kid_subset_size, is_splits=is_splits, pr_k=pr_k, dc_k=dc_k,
-                             fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci, seed=seed, force=force)
+    result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
+                               kid_subset_size=kid_subset_size, is_splits=is_splits, pr_k=pr_k, dc_k=dc_k,
+                               fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci, seed=seed, force=force)
+    return (result, sides["real"], sides["fake"]) if return_features else result
 
 
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
@@ -182,6 +195,9 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     xr = None if isinstance(real, GaussianStats) else real.features
     xf = None if isinstance(fake, GaussianStats) else fake.features
 
+    for side, stats in (("real", real_stats), ("fake", fake_stats)):
+        if stats.n == 1 and {"fid", "fid-inf"} & set(chosen):
+            raise ImgdistError(f"the {side} set has 1 image; FID's covariance needs at least 2 images")
     result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
     result.counts = {"real": real_stats.n, "fake": fake_stats.n}
     for side, obj in (("real", real), ("fake", fake)):
@@ -212,7 +228,13 @@ def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_su
              is_splits, pr_k, dc_k, fid_inf_sizes, seed):
     values = result.values
     if metric == "fid":
-        values["fid"] = real_stats.frechet_distance(fake_stats, force=force)
+        if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
+            # fewer images than dimensions: the same distance from the features, exactly and
+            # without any d x d decomposition (see metrics.frechet.fid_from_features)
+            real_stats.check_comparable(fake_stats, force)
+            values["fid"] = M.fid_from_features(xr, xf)
+        else:
+            values["fid"] = real_stats.frechet_distance(fake_stats, force=force)
     elif metric == "kid":
         values["kid"], result.stds["kid"] = M.kid(xr, xf, subsets=kid_subsets, subset_size=kid_subset_size,
                                                   seed=seed)

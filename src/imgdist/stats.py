@@ -92,6 +92,11 @@ class GaussianStats:
         """Fréchet distance between the two Gaussians (FID when the features are Inception's)."""
         from .metrics.frechet import frechet_distance
 
+        self.check_comparable(other, force)
+        return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
+
+    def check_comparable(self, other: "GaussianStats", force: bool = False) -> None:
+        """Raise on different provenance or dimensions; warn where the distance will be biased."""
         for warning in self.provenance.check_compatible(other.provenance, "FID", force):
             warnings.warn(warning, stacklevel=2)
         if self.dim != other.dim:
@@ -100,8 +105,7 @@ class GaussianStats:
             if stats.n and stats.dim and stats.n <= stats.dim:
                 warnings.warn(f"{stats.n} images for {stats.dim} feature dimensions: the covariance is "
                               "singular and the Fréchet distance is biased upwards; use more images than "
-                              "dimensions for a number comparable with published ones", stacklevel=2)
-        return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
+                              "dimensions for a number comparable with published ones", stacklevel=3)
 
     # ------------------------------------------------------------ files
 

@@ -95,7 +95,7 @@ def _check_k(k: int, n: int, name: str) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if k >= n:
-        raise ValueError(f"k = {k} needs more than {k} {name} samples, got {n}")
+        raise ValueError(f"k = {k} needs more than {k} {name + ' ' if name else ''}samples, got {n}")
 
 
 def knn_radii(x: np.ndarray, k: int, chunk_size: int | None = None) -> np.ndarray:

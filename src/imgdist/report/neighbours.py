@@ -1,0 +1,164 @@
+"""Nearest neighbours and k-NN radii for the report: pure functions on arrays, in chunks.
+
+Distances are Euclidean, computed in float64 as ``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 0))`` in row
+blocks of ``chunk_size`` samples against a whole set (the same expansion as
+:mod:`imgdist.metrics.prdc`), so the extra memory is O(chunk_size x N), never N x N. The default
+block size keeps one float64 block under ``DEFAULT_BLOCK_BYTES`` (64 MiB).
+
+k-NN radius ``r(x)`` (Kynkäänniemi et al. 2019; Naeem et al. 2020): the distance from ``x`` to its
+k-th nearest other sample of its own set, as in :func:`imgdist.metrics.prdc.knn_radii`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics.prdc import DEFAULT_BLOCK_BYTES
+
+__all__ = ["CrossNeighbours", "WithinSet", "cross_neighbours", "distance_blocks", "nearest",
+           "within_set"]
+
+
+def _as_features(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
+    if len(a) == 0:
+        raise ValueError(f"{name} holds no samples")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return a
+
+
+def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False):
+    """Yield ``(start, D)``: float64 distances from rows ``a[start:start+len(D)]`` to every row of ``b``.
+
+    ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0.
+    """
+    sq_a = np.einsum("ij,ij->i", a, a)
+    sq_b = sq_a if same else np.einsum("ij,ij->i", b, b)
+    c = max(1, int(chunk_size if chunk_size is not None else DEFAULT_BLOCK_BYTES // (8 * max(len(b), 1))))
+    for start in range(0, len(a), c):
+        stop = min(start + c, len(a))
+        d2 = a[start:stop] @ b.T
+        d2 *= -2.0
+        d2 += sq_a[start:stop, None]
+        d2 += sq_b[None, :]
+        np.maximum(d2, 0.0, out=d2)
+        if same:
+            rows = np.arange(stop - start)
+            d2[rows, start + rows] = 0.0
+        yield start, np.sqrt(d2, out=d2)
+
+
+def nearest(a, b, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``a``: the index of its nearest row of ``b`` and the distance to it."""
+    a, b = _as_features(a, "a"), _as_features(b, "b")
+    _same_dim(a, b)
+    index = np.empty(len(a), dtype=np.int64)
+    dist = np.empty(len(a), dtype=np.float64)
+    for start, d in distance_blocks(a, b, chunk_size):
+        j = d.argmin(axis=1)
+        index[start:start + len(d)] = j
+        dist[start:start + len(d)] = d[np.arange(len(d)), j]
+    return index, dist
+
+
+@dataclass(frozen=True)
+class WithinSet:
+    """Neighbours of each sample within its own set."""
+
+    radii: np.ndarray        # distance to the k-th nearest other sample (k-NN radius)
+    nn_index: np.ndarray     # nearest other sample (self excluded)
+    nn_dist: np.ndarray      # distance to it
+    k: int
+
+
+def within_set(x, k: int, chunk_size: int | None = None) -> WithinSet:
+    """k-NN radii and nearest other sample of each row of ``x``, in one chunked pass.
+
+    Self is excluded; a duplicate of a sample counts as a neighbour at distance 0 (like ``prdc``).
+    """
+    x = _as_features(x, "x")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k >= len(x):
+        raise ValueError(f"k = {k} needs more than {k} samples, got {len(x)}")
+    radii = np.empty(len(x), dtype=np.float64)
+    nn_index = np.empty(len(x), dtype=np.int64)
+    nn_dist = np.empty(len(x), dtype=np.float64)
+    for start, d in distance_blocks(x, x, chunk_size, same=True):
+        rows = np.arange(len(d))
+        d[rows, start + rows] = np.inf  # self excluded
+        stop = start + len(d)
+        j = d.argmin(axis=1)
+        nn_index[start:stop] = j
+        nn_dist[start:stop] = d[rows, j]
+        radii[start:stop] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return WithinSet(radii=radii, nn_index=nn_index, nn_dist=nn_dist, k=k)
+
+
+@dataclass(frozen=True)
+class CrossNeighbours:
+    """Neighbours between a real and a fake set (from one chunked pass over fake x real)."""
+
+    fake_nn: np.ndarray         # each fake's nearest real
+    fake_nn_dist: np.ndarray    # distance to it
+    fake_ratio: np.ndarray      # min over reals x of d(fake, x) / r(x): >= 1 means outside every real ball
+    fake_ratio_real: np.ndarray  # the real attaining that minimum
+    real_nn: np.ndarray         # each real's nearest fake
+    real_nn_dist: np.ndarray    # distance to it
+    real_covered: np.ndarray    # bool: nearest fake strictly inside the real's k-NN ball (coverage)
+
+
+def _ratio(d: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``d / r`` with a zero radius (duplicates) giving 0 for d = 0 and infinity otherwise."""
+    out = np.full(np.broadcast_shapes(d.shape, r.shape), np.inf)
+    np.divide(d, r, out=out, where=np.broadcast_to(r > 0, out.shape))
+    out[np.broadcast_to(r == 0, out.shape) & (d == 0)] = 0.0
+    return out
+
+
+def cross_neighbours(real, fake, real_radii, chunk_size: int | None = None) -> CrossNeighbours:
+    """Fake-to-real and real-to-fake nearest neighbours, and each fake's distance in real k-NN radii.
+
+    ``real_radii``: the reals' k-NN radii (:func:`within_set`). A real is *covered* (Naeem et al.
+    2020) when its nearest fake is strictly closer than its radius; a fake counts for precision
+    (Kynkäänniemi et al. 2019) exactly when ``fake_ratio < 1``.
+    """
+    x, y = _as_features(real, "real"), _as_features(fake, "fake")
+    _same_dim(x, y)
+    r = np.asarray(real_radii, dtype=np.float64)
+    if r.shape != (len(x),):
+        raise ValueError(f"real_radii must hold one radius per real sample ({len(x)}), got shape {r.shape}")
+    fake_nn = np.empty(len(y), dtype=np.int64)
+    fake_nn_dist = np.empty(len(y), dtype=np.float64)
+    fake_ratio = np.empty(len(y), dtype=np.float64)
+    fake_ratio_real = np.empty(len(y), dtype=np.int64)
+    real_nn = np.zeros(len(x), dtype=np.int64)
+    real_nn_dist = np.full(len(x), np.inf)
+    for start, d in distance_blocks(y, x, chunk_size):
+        rows = np.arange(len(d))
+        stop = start + len(d)
+        j = d.argmin(axis=1)
+        fake_nn[start:stop] = j
+        fake_nn_dist[start:stop] = d[rows, j]
+        ratio = _ratio(d, r[None, :])
+        j = ratio.argmin(axis=1)
+        fake_ratio_real[start:stop] = j
+        fake_ratio[start:stop] = ratio[rows, j]
+        i = d.argmin(axis=0)  # per real: nearest fake within this block
+        best = d[i, np.arange(len(x))]
+        better = best < real_nn_dist  # strict: the first fake wins ties, as argmin over all fakes
+        real_nn[better] = start + i[better]
+        real_nn_dist[better] = best[better]
+    return CrossNeighbours(fake_nn=fake_nn, fake_nn_dist=fake_nn_dist, fake_ratio=fake_ratio,
+                           fake_ratio_real=fake_ratio_real, real_nn=real_nn, real_nn_dist=real_nn_dist,
+                           real_covered=real_nn_dist < r)
+
+
+def _same_dim(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
