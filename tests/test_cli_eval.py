@@ -8,7 +8,6 @@ single ``imgdist: error: ...`` line on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 
@@ -32,20 +31,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("IMGDIST_OFFLINE", raising=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n, seed, brightness=0.0, size=SIZE):

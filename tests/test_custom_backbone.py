@@ -6,7 +6,6 @@ Expected features are computed here by hand: images already at the input size (n
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -24,20 +23,7 @@ SIZE = 8
 pytestmark = pytest.mark.filterwarnings("ignore:.torch\\.jit:DeprecationWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyNet(nn.Module):

@@ -7,7 +7,6 @@ called on those arrays. Images are 6 x 6 (d = 108) so that N > d and everything 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
@@ -27,20 +26,7 @@ SIZE = 6
 PIX = dict(backbone="pixels", mode="native", progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _set(n, seed, brightness=0.0):

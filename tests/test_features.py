@@ -7,7 +7,6 @@ channel in float mode with its (antialiased) bilinear filter, and 'native' mode 
 
 from __future__ import annotations
 
-import contextlib
 import numpy as np
 import pytest
 import torch
@@ -19,20 +18,7 @@ from imgdist.features import FeatureExtractor
 from imgdist.stats import GaussianStats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(seed, height=24, width=20):

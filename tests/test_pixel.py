@@ -53,14 +53,7 @@ def _shift(img, rng):  # one pixel to the right, the first column repeated
 DISTORTIONS = {"noise": _noise, "blur": _blur, "quantise": _quantise, "shift": _shift}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small float64 convolutions gain nothing from threads, and on a busy 2-core machine the
-    thread pool's contention makes them 20x slower; the values do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -86,14 +86,14 @@ def test_chunked_memory_does_not_need_n_squared(monkeypatch):
     mod = importlib.import_module("imgdist.metrics.prdc")
 
     shapes = []
-    orig = mod._blocks
+    orig = mod.distance_blocks
 
-    def spy(a, b, chunk_size, same=False):
-        for start, d in orig(a, b, chunk_size, same):
+    def spy(a, b, chunk_size=None, same=False):
+        for start, d in orig(a, b, chunk_size, same=same):
             shapes.append(d.shape)
             yield start, d
 
-    monkeypatch.setattr(mod, "_blocks", spy)
+    monkeypatch.setattr(mod, "distance_blocks", spy)
     real, fake = _sets(40, 200, 150)
     prdc(real, fake, k=3, chunk_size=16)
     assert shapes and max(s[0] for s in shapes) == 16

@@ -25,22 +25,7 @@ PERTURBATIONS = ["shift1", "shift2", "shift4", "shift8", "noise5", "noise10", "n
 METRICS = {"sum_abs_diff", "mse", "1-ssim", "feature_l2", "feature_cosine", "feature_spatial"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _my_shift(img, k):

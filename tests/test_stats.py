@@ -6,7 +6,6 @@ metrics module's own ``frechet_distance``; files are inspected with plain ``np.l
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -22,20 +21,7 @@ PROV = Provenance(backbone="pixels", weights_sha256=None, resize_mode="antialias
                   preprocessing="antialias (antialias-bilinear to 32, (x-0.0)/255.0)", feature_layer="pool")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """On a shared, busy 2-core machine one torch / BLAS thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        limits = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(1, user_api="blas")
-    with limits:
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(n=200, d=6, seed=0, shift=0.0):

@@ -36,16 +36,9 @@ import warnings
 
 import numpy as np
 
+from ._arrays import as_features
+
 __all__ = ["kid", "kid_full", "mmd2_unbiased", "polynomial_kernel"]
-
-
-def _features(x: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
 
 
 def polynomial_kernel(
@@ -98,8 +91,8 @@ def kid_full(
     coef0: float = 1.0,
 ) -> float:
     """Unbiased MMD^2 on the full sets (no subsets; memory grows as N^2)."""
-    x = _features(feats_real, "feats_real")
-    y = _features(feats_fake, "feats_fake")
+    x = as_features(feats_real, "feats_real")
+    y = as_features(feats_fake, "feats_fake")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     return _mmd2(x, y, degree, gamma, coef0)
@@ -122,8 +115,8 @@ def kid(
     set's size and a :class:`UserWarning` says so. ``std`` uses ``ddof=0`` (torch-fidelity's
     convention).
     """
-    x = _features(feats_real, "feats_real")
-    y = _features(feats_fake, "feats_fake")
+    x = as_features(feats_real, "feats_real")
+    y = as_features(feats_fake, "feats_fake")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     if subsets < 1:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arrays import as_features
+
 __all__ = [
     "PRDC",
     "DEFAULT_BLOCK_BYTES",
@@ -58,23 +60,17 @@ class PRDC:
     k: int
 
 
-def _features(x: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
-
-
 def _chunk(chunk_size: int | None, n_cols: int) -> int:
     if chunk_size is None:
         chunk_size = DEFAULT_BLOCK_BYTES // (8 * max(n_cols, 1))
     return max(1, int(chunk_size))
 
 
-def _blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None, same: bool = False):
-    """Yield ``(start, D)`` with ``D`` the float64 distances of rows ``a[start:start+c]`` to ``b``."""
+def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False):
+    """Yield ``(start, D)``: float64 distances from rows ``a[start:start+len(D)]`` to every row of ``b``.
+
+    ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0.
+    """
     sq_a = np.einsum("ij,ij->i", a, a)
     sq_b = sq_a if same else np.einsum("ij,ij->i", b, b)
     c = _chunk(chunk_size, len(b))
@@ -100,18 +96,18 @@ def _check_k(k: int, n: int, name: str) -> None:
 
 def knn_radii(x: np.ndarray, k: int, chunk_size: int | None = None) -> np.ndarray:
     """Distance from each row of ``x`` to its k-th nearest other row (``prdc``'s radii)."""
-    x = _features(x, "x")
+    x = as_features(x, "x")
     _check_k(k, len(x), "")
     radii = np.empty(len(x), dtype=np.float64)
-    for start, d in _blocks(x, x, chunk_size, same=True):
+    for start, d in distance_blocks(x, x, chunk_size, same=True):
         # the (k+1)-th smallest value of the row, self-distance 0 included
         radii[start : start + len(d)] = np.partition(d, k, axis=1)[:, k]
     return radii
 
 
 def _prepare(real, fake):
-    x = _features(real, "real")
-    y = _features(fake, "fake")
+    x = as_features(real, "real")
+    y = as_features(fake, "fake")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
     return x, y
@@ -122,7 +118,7 @@ def _scan(x, y, r_real, r_fake, chunk_size):
     fake_hits = np.zeros(len(y), dtype=np.int64)  # reals whose ball holds each fake
     recalled = np.zeros(len(x), dtype=bool)
     covered = np.zeros(len(x), dtype=bool)
-    for start, d in _blocks(x, y, chunk_size):
+    for start, d in distance_blocks(x, y, chunk_size):
         stop = start + len(d)
         inside = d < r_real[start:stop, None]
         fake_hits += inside.sum(axis=0)

@@ -15,42 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics.prdc import DEFAULT_BLOCK_BYTES
+from ..metrics._arrays import as_features
+from ..metrics.prdc import distance_blocks
 
 __all__ = ["CrossNeighbours", "WithinSet", "cross_neighbours", "distance_blocks", "nearest",
            "within_set"]
 
 
 def _as_features(x, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
+    a = as_features(x, name)
     if len(a) == 0:
         raise ValueError(f"{name} holds no samples")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinity")
     return a
-
-
-def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False):
-    """Yield ``(start, D)``: float64 distances from rows ``a[start:start+len(D)]`` to every row of ``b``.
-
-    ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0.
-    """
-    sq_a = np.einsum("ij,ij->i", a, a)
-    sq_b = sq_a if same else np.einsum("ij,ij->i", b, b)
-    c = max(1, int(chunk_size if chunk_size is not None else DEFAULT_BLOCK_BYTES // (8 * max(len(b), 1))))
-    for start in range(0, len(a), c):
-        stop = min(start + c, len(a))
-        d2 = a[start:stop] @ b.T
-        d2 *= -2.0
-        d2 += sq_a[start:stop, None]
-        d2 += sq_b[None, :]
-        np.maximum(d2, 0.0, out=d2)
-        if same:
-            rows = np.arange(stop - start)
-            d2[rows, start + rows] = 0.0
-        yield start, np.sqrt(d2, out=d2)
 
 
 def nearest(a, b, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
