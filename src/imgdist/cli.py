@@ -62,11 +62,10 @@ _PAIR_NOTES = {
 }
 
 
-def _add_backbone_args(p: argparse.ArgumentParser, default: str | None) -> None:
+def _add_backbone_args(p: argparse.ArgumentParser, default: str, allow_none: bool = False) -> None:
     p.add_argument("--backbone", default=default,
                    help=f"feature network (default: {default}): a name from 'imgdist backbones', or a TorchScript "
-                        "file (custom backbone)"
-                        + ("; 'none' for pixel distances only" if default else ""))
+                        "file (custom backbone)" + ("; 'none' for pixel distances only" if allow_none else ""))
     p.add_argument("--resize-mode", dest="mode", default=None,
                    help="how images become network input (e.g. pytorch-fid, tf, clean for inception); "
                         "default: the backbone's own")
@@ -136,7 +135,7 @@ def _cmd_compare(args) -> int:
 # ---------------------------------------------------------------- eval / stats
 
 def _extractor_kwargs(args) -> dict:
-    return dict(weights=args.weights, mode=args.mode, dims=args.dims, device=args.device,
+    return dict(weights=args.weights, mode=args.mode, dims=args.dims, device=args.device, precision=args.precision,
                 batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                 cache=(args.cache_dir or True) if not args.no_cache else False)
 
@@ -242,6 +241,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the per-image feature cache")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $IMGDIST_CACHE/features)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="network precision; bf16/fp16 only on GPU (default: fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--on-error", choices=ON_ERROR, default="raise",
                    help="unreadable image: 'raise' stops (default), 'skip' skips and counts it")
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each image, sorted by distance.")
     p.add_argument("a", help="an image file")
     p.add_argument("b", help="an image file, or a folder / glob / archive / .npy of images")
-    _add_backbone_args(p, "efficientnet-lite0")
+    _add_backbone_args(p, "efficientnet-lite0", allow_none=True)
     p.add_argument("--resize", action="store_true",
                    help="resize B to A's size (bicubic) when sizes differ, instead of failing")
     p.add_argument("--sort-by", default=None, help="metric to sort by when B holds several images "
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "distance between IMAGE and OTHER (default: a built-in photo).")
     p.add_argument("image", help="an image file")
     p.add_argument("other", nargs="?", default=None, help="a different image (default: built-in coffee photo)")
-    _add_backbone_args(p, "efficientnet-lite0")
+    _add_backbone_args(p, "efficientnet-lite0", allow_none=True)
     p.add_argument("--plot", default=None, help="save a plot (PNG) of the ratios")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -341,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgdist: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("imgdist: interrupted", file=sys.stderr)
+        print("imgdist: interrupted; features already extracted stay in the cache and are reused "
+              "by the next run (unless --no-cache)", file=sys.stderr)
         return 130
 
 

@@ -139,8 +139,8 @@ def compute_stats(source, backbone="inception", *, on_error="raise", **kwargs) -
 
 
 def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None, mode=None,
-             dims=None, device="cpu", batch_size=50, workers=None, progress=True, cache=False,
-             kid_subsets=100, kid_subset_size=1000, is_splits=10, pr_k=3, dc_k=5,
+             dims=None, device="cpu", precision="fp32", batch_size=50, workers=None, progress=True,
+             cache=False, kid_subsets=100, kid_subset_size=1000, is_splits=10, pr_k=3, dc_k=5,
              fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0, on_error="raise",
              force=False, extractor: FeatureExtractor | None = None, return_features: bool = False):
     """Compare a real set with a generated set.
@@ -166,7 +166,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weigh
             continue
         if ext is None:
             ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
-                                   batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+                                   precision=precision, batch_size=batch_size, workers=workers,
+                                   progress=progress, cache=cache)
         sides[side] = ext.extract(spec, keep_features=need_feats, keep_logits=("is" in chosen and side == "fake"),
                                   on_error=on_error, desc=side)
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
