@@ -14,6 +14,7 @@ from PIL import Image
 
 import imgdist
 from imgdist.errors import ImageError
+import imgdist.features as features_module
 from imgdist.features import FeatureExtractor
 from imgdist.stats import GaussianStats
 
@@ -222,3 +223,38 @@ def test_arrays_are_cached_by_content_lists_are_not(images, tmp_path, monkeypatc
     listed = _extract(list(images[:4]), mode="native", cache=cache)  # no stable bytes to key on
     assert listed.cached == 0 and counter.images == 8
     np.testing.assert_array_equal(listed.features, a.features)
+
+
+def test_cached_rows_are_read_in_chunks_and_stream_into_the_stats(folder, tmp_path, monkeypatch):
+    # without keep_features the cached path must not hold every row at once
+    cache = str(tmp_path / "cache")
+    reference = _extract(str(folder), cache=cache, batch_size=4)
+    monkeypatch.setattr(features_module, "CACHE_READ_CHUNK", 3)
+    requested = []
+    original = features_module.FeatureCache.get
+
+    def get(self, hashes):
+        requested.append(len(hashes))
+        return original(self, hashes)
+
+    monkeypatch.setattr(features_module.FeatureCache, "get", get)
+    again = _extract(str(folder), cache=cache, batch_size=4, keep_features=False)
+    assert again.cached == 10 and again.features is None
+    assert requested == [3, 3, 3, 1]
+    np.testing.assert_allclose(again.stats.mu, reference.stats.mu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(again.stats.sigma, reference.stats.sigma, rtol=0, atol=1e-12)
+
+
+def test_rows_cached_without_logits_are_recomputed_when_logits_are_needed(tmp_path):
+    images = [_image(seed) for seed in range(4)]
+    _write_folder(tmp_path / "imgs", images)
+    cache = str(tmp_path / "cache")
+    ext = FeatureExtractor("efficientnet-lite0", progress=False, cache=cache, workers=0)
+    without = ext.extract(str(tmp_path / "imgs"))
+    assert without.cached == 0 and without.logits is None
+    with_logits = ext.extract(str(tmp_path / "imgs"), keep_logits=True)
+    assert with_logits.cached == 0 and with_logits.logits.shape == (4, 1000)
+    np.testing.assert_allclose(with_logits.features, without.features, rtol=1e-5, atol=1e-6)
+    again = ext.extract(str(tmp_path / "imgs"), keep_logits=True)
+    assert again.cached == 4
+    np.testing.assert_array_equal(again.logits, with_logits.logits)
