@@ -143,37 +143,34 @@ def _extractor_kwargs(args) -> dict:
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    # --- report (HTML): begin
     if args.report and not os.path.isdir(os.path.dirname(os.path.abspath(args.report))):
-        raise ImgdistError(f"--report {args.report}: its folder does not exist")
-    # --- report (HTML): end
+        raise ImgdistError(f"--report {args.report}: its folder does not exist")  # before any extraction
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                    kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
                    is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
                    ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
                    return_features=bool(args.report), **_extractor_kwargs(args))
-    # --- report (HTML): begin
     result = out[0] if args.report else out
     if args.report:
         from .report import write_report
 
         write_report(args.report, result, out[1], out[2], args.real, args.fake, k=args.dc_k)
-    # --- report (HTML): end
-    if args.json:
-        print(result.to_json())
-    else:
-        print(result.table())
-    if args.report:  # after the table; beside --json on stderr, so stdout stays one JSON document
+    print(result.to_json() if args.json else result.table())
+    if args.report:  # beside --json on stderr, so that stdout stays one JSON document
         print(f"report: {args.report}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 def _cmd_stats(args) -> int:
-    from .evaluation import compute_stats
+    from .features import extract_features
 
-    stats = compute_stats(args.source, _backbone(args), on_error=args.on_error, **_extractor_kwargs(args))
-    stats.save(args.output)
-    print(f"wrote {args.output}: {stats.n} images, {stats.dim} dimensions, {stats.provenance.summary()}")
+    features = extract_features(args.source, _backbone(args), keep_features=False, on_error=args.on_error,
+                                **_extractor_kwargs(args))
+    features.stats.save(args.output)
+    print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
+          f"{features.stats.provenance.summary()}")
+    if features.skipped:
+        print(f"imgdist: {features.skipped.summary()}", file=sys.stderr)
     return 0
 
 
