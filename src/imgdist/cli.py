@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import __version__
+from . import defaults as D
 from .errors import ImgdistError
 from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
@@ -232,7 +233,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
                                                    "cache, or a verified download)")
     p.add_argument("--dims", type=int, default=None,
                    help="feature layer by size (inception: 64, 192, 768, 2048; default: the pool layer)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per network batch (default: 50)")
+    p.add_argument("--batch-size", type=int, default=D.BATCH_SIZE,
+                   help=f"images per network batch (default: {D.BATCH_SIZE})")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: up to 4 for files, 0 for arrays)")
     p.add_argument("--no-cache", action="store_true",
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each image, sorted by distance.")
     p.add_argument("a", help="an image file")
     p.add_argument("b", help="an image file, or a folder / glob / archive / .npy of images")
-    _add_backbone_args(p, "efficientnet-lite0", allow_none=True)
+    _add_backbone_args(p, D.PAIR_BACKBONE, allow_none=True)
     p.add_argument("--resize", action="store_true",
                    help="resize B to A's size (bicubic) when sizes differ, instead of failing")
     p.add_argument("--sort-by", default=None, help="metric to sort by when B holds several images "
@@ -277,20 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(then only FID).")
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
-    p.add_argument("--metrics", default="fid,kid,precision,recall",
+    p.add_argument("--metrics", default=",".join(D.METRICS),
                    help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf; "
-                        "'prdc' = the four k-NN metrics, 'all' = everything (default: fid,kid,precision,recall)")
-    _add_backbone_args(p, "inception")
+                        f"'prdc' = the four k-NN metrics, 'all' = everything (default: {','.join(D.METRICS)})")
+    _add_backbone_args(p, D.EVAL_BACKBONE)
     _add_extraction_args(p)
-    p.add_argument("--kid-subsets", type=int, default=100, help="KID: number of subsets (default: 100)")
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID: subset size (default: 1000)")
-    p.add_argument("--is-splits", type=int, default=10, help="Inception Score: splits (default: 10)")
-    p.add_argument("--pr-k", type=int, default=3, help="precision/recall: k nearest neighbours (default: 3)")
-    p.add_argument("--dc-k", type=int, default=5, help="density/coverage: k nearest neighbours (default: 5)")
-    p.add_argument("--bootstrap", type=int, default=0,
-                   help="bootstrap resamples for confidence intervals of FID and KID (e.g. 200; default: 0)")
-    p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals (default: 0.95)")
-    p.add_argument("--seed", type=int, default=0, help="seed for KID subsets and the bootstrap (default: 0)")
+    p.add_argument("--kid-subsets", type=int, default=D.KID_SUBSETS,
+                   help=f"KID: number of subsets (default: {D.KID_SUBSETS})")
+    p.add_argument("--kid-subset-size", type=int, default=D.KID_SUBSET_SIZE,
+                   help=f"KID: subset size (default: {D.KID_SUBSET_SIZE})")
+    p.add_argument("--is-splits", type=int, default=D.IS_SPLITS,
+                   help=f"Inception Score: splits (default: {D.IS_SPLITS})")
+    p.add_argument("--pr-k", type=int, default=D.PR_K,
+                   help=f"precision/recall: k nearest neighbours (default: {D.PR_K})")
+    p.add_argument("--dc-k", type=int, default=D.DC_K,
+                   help=f"density/coverage: k nearest neighbours (default: {D.DC_K})")
+    p.add_argument("--bootstrap", type=int, default=D.BOOTSTRAP,
+                   help=f"bootstrap resamples for confidence intervals of FID and KID (e.g. 200; "
+                        f"default: {D.BOOTSTRAP})")
+    p.add_argument("--ci", type=float, default=D.CI,
+                   help=f"confidence level of the intervals (default: {D.CI})")
+    p.add_argument("--seed", type=int, default=D.SEED,
+                   help=f"seed for KID subsets and the bootstrap (default: {D.SEED})")
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -304,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sigma (readable by pytorch-fid), the image count and provenance.")
     p.add_argument("source", help="folder, glob, archive or .npy/.npz of images")
     p.add_argument("-o", "--output", required=True, help="output .npz")
-    _add_backbone_args(p, "inception")
+    _add_backbone_args(p, D.EVAL_BACKBONE)
     _add_extraction_args(p)
     p.set_defaults(func=_cmd_stats)
 
@@ -314,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "distance between IMAGE and OTHER (default: a built-in photo).")
     p.add_argument("image", help="an image file")
     p.add_argument("other", nargs="?", default=None, help="a different image (default: built-in coffee photo)")
-    _add_backbone_args(p, "efficientnet-lite0", allow_none=True)
+    _add_backbone_args(p, D.PAIR_BACKBONE, allow_none=True)
     p.add_argument("--plot", default=None, help="save a plot (PNG) of the ratios")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

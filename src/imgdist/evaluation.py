@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import defaults as D
 from . import metrics as M
 from .errors import ImgdistError
 from .features import FeatureExtractor, Features
@@ -20,7 +21,7 @@ from .provenance import Provenance
 from .stats import GaussianStats, is_stats_file
 
 METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
-DEFAULT_METRICS = ("fid", "kid", "precision", "recall")
+DEFAULT_METRICS = D.METRICS
 ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
            "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",),
            "all": METRICS}
@@ -132,16 +133,17 @@ def _jsonable(obj):
 
 # ------------------------------------------------------------------ API
 
-def compute_stats(source, backbone="inception", *, on_error="raise", **kwargs) -> GaussianStats:
+def compute_stats(source, backbone=D.EVAL_BACKBONE, *, on_error="raise", **kwargs) -> GaussianStats:
     """Reference statistics of a source (save them with ``.save(path)``)."""
     extractor = FeatureExtractor(backbone, **kwargs)
     return extractor.extract(source, keep_features=False, on_error=on_error).stats
 
 
-def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None, mode=None,
-             dims=None, device="cpu", precision="fp32", batch_size=50, workers=None, progress=True,
-             cache=False, kid_subsets=100, kid_subset_size=1000, is_splits=10, pr_k=3, dc_k=5,
-             fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0, on_error="raise",
+def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=D.EVAL_BACKBONE, weights=None, mode=None,
+             dims=None, device="cpu", precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
+             progress=True, cache=False, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
+             is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None, bootstrap=D.BOOTSTRAP,
+             ci=D.CI, seed=D.SEED, on_error="raise",
              force=False, extractor: FeatureExtractor | None = None, return_features: bool = False):
     """Compare a real set with a generated set.
 
@@ -177,9 +179,9 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weigh
 
 
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
-                      metrics=DEFAULT_METRICS, kid_subsets=100, kid_subset_size=1000, is_splits=10,
-                      pr_k=3, dc_k=5, fid_inf_sizes=None, bootstrap=0, ci=0.95, seed=0,
-                      force=False) -> Result:
+                      metrics=DEFAULT_METRICS, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
+                      is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None,
+                      bootstrap=D.BOOTSTRAP, ci=D.CI, seed=D.SEED, force=False) -> Result:
     """The metrics from already extracted features (or statistics)."""
     chosen = parse_metrics(metrics)
     real_stats = real if isinstance(real, GaussianStats) else real.stats
@@ -302,7 +304,7 @@ class Evaluator:
     that need them. ``real_stats`` may be a :class:`GaussianStats` or a statistics file.
     """
 
-    def __init__(self, backbone="inception", *, metrics=("fid",), real_stats=None, weights=None, mode=None,
+    def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=("fid",), real_stats=None, weights=None, mode=None,
                  dims=None, device="cpu", **metric_kwargs):
         self.metrics = parse_metrics(metrics)
         self.metric_kwargs = metric_kwargs

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from . import defaults as D
 from .backbones import Backbone, load_backbone
 from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
@@ -133,8 +134,8 @@ class FeatureExtractor:
     ``cache``: True (the default cache folder), False, or a folder.
     """
 
-    def __init__(self, backbone: str | Backbone = "inception", *, weights=None, mode: str | None = None,
-                 dims: int | None = None, device: str = "cpu", batch_size: int = 50,
+    def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
+                 dims: int | None = None, device: str = "cpu", batch_size: int = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32"):
         self.model = load_backbone(backbone, weights, progress=progress)
@@ -303,7 +304,7 @@ def _short(label: str, width: int = 30) -> str:
     return label if len(label) <= width else "..." + label[-(width - 3):]
 
 
-def extract_features(source, backbone: str | Backbone = "inception", **kwargs) -> Features:
+def extract_features(source, backbone: str | Backbone = D.EVAL_BACKBONE, **kwargs) -> Features:
     """One-call form of :class:`FeatureExtractor` ``(backbone, ...).extract(source)``."""
     extract_kwargs = {k: kwargs.pop(k) for k in ("keep_features", "keep_logits", "on_error") if k in kwargs}
     return FeatureExtractor(backbone, **kwargs).extract(source, **extract_kwargs)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import defaults as D
 from .errors import ImageError, ImgdistError
 from .pixel import PixelDistances, compare_pixels
 from .sources import ImageSource, Skipped, iter_images, open_source
@@ -119,7 +120,7 @@ def _load_one(spec) -> tuple[str, np.ndarray]:
     return source.name_of(0), source.load(0)
 
 
-def compare(a, b, *, backbone: str | object | None = "efficientnet-lite0", mode: str | None = None,
+def compare(a, b, *, backbone: str | object | None = D.PAIR_BACKBONE, mode: str | None = None,
             resize: bool = False, device: str = "cpu") -> Comparison:
     """Pixel (and, with a backbone, feature) distances between two images.
 
@@ -130,7 +131,7 @@ def compare(a, b, *, backbone: str | object | None = "efficientnet-lite0", mode:
     return compare_many(a, b, backbone=backbone, mode=mode, resize=resize, device=device)[0]
 
 
-def compare_many(a, others, *, backbone: str | object | None = "efficientnet-lite0", mode: str | None = None,
+def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, mode: str | None = None,
                  resize: bool = False, device: str = "cpu", sort_by: str | None = None,
                  on_error: str = "raise", skipped: Skipped | None = None) -> list[Comparison]:
     """Compare ``a`` with every image of ``others`` (any source), optionally sorted by a metric."""

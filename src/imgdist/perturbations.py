@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from .pairs import _Embedder, feature_distances
+from . import defaults as D
 from .errors import ImgdistError
 from .pixel import pixel_distances, ssim_defined
 
@@ -134,7 +135,7 @@ def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
     return out
 
 
-def robustness(image, other=None, *, backbone="efficientnet-lite0", mode=None, device="cpu",
+def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, mode=None, device="cpu",
                seed: int = 0) -> RobustnessResult:
     """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
     from .pairs import _load_one
