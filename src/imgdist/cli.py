@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImgdistError as exc:
         print(f"imgdist: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `imgdist ... | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("imgdist: interrupted; features already extracted stay in the cache and are reused "
               "by the next run (unless --no-cache)", file=sys.stderr)

@@ -18,6 +18,7 @@ from . import metrics as M
 from .errors import ImgdistError
 from .features import FeatureExtractor, Features
 from .provenance import Provenance
+from .sources import open_source
 from .stats import GaussianStats, is_stats_file
 
 METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
@@ -170,7 +171,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=D.EVAL_BACKBONE, w
             ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                    precision=precision, batch_size=batch_size, workers=workers,
                                    progress=progress, cache=cache)
-        sides[side] = ext.extract(spec, keep_features=need_feats, keep_logits=("is" in chosen and side == "fake"),
+        source = open_source(spec)
+        # with no more images than dimensions the features take no more memory than the covariance,
+        # and FID from features is exact where the covariance route loses ~1e-6 (singular matrices)
+        keep = need_feats or len(source) <= (dims or ext.spec.feature_dim)
+        sides[side] = ext.extract(source, keep_features=keep, keep_logits=("is" in chosen and side == "fake"),
                                   on_error=on_error, desc=side)
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
                                kid_subset_size=kid_subset_size, is_splits=is_splits, pr_k=pr_k, dc_k=dc_k,
