@@ -15,6 +15,7 @@ Only the outputs asked for via ``outputs=`` need to be computed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -93,3 +94,39 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor, outputs: Iterable[str] = ("pool",)) -> dict:  # pragma: no cover
         raise NotImplementedError
+
+
+def load_weights_strict(model: nn.Module, path: str | Path, name: str) -> None:
+    """Load a weights file into ``model`` strictly; any mismatch is a one-line :class:`WeightsError`
+    naming the file and the first offending keys.
+
+    A ``{"state_dict": ...}`` wrapper is unwrapped. BatchNorm's ``num_batches_tracked`` counters may
+    be absent (files saved by old PyTorch versions lack them; PyTorch fills them in).
+    """
+    from ..errors import WeightsError
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file (weights file not found)") from None
+    except Exception as error:  # unpickling and zip errors of every kind: corrupt, truncated, not torch
+        reason = " ".join(str(error).split())[:200]
+        raise WeightsError(f"{path}: cannot read {name} weights, not a PyTorch weights file ({reason})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+                   for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} {label} key(s): {', '.join(keys[:3])}{more}")
+    if problems:
+        raise WeightsError(f"{path}: not {name} weights: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=False)  # keys checked above; only absent BN counters remain

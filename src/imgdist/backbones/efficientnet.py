@@ -39,10 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import WeightsError
 from ..preprocess import Preprocessing
 from . import register
-from .base import Backbone, BackboneSpec, WeightsSpec
+from .base import Backbone, BackboneSpec, WeightsSpec, load_weights_strict
 
 OUTPUTS = ("pool", "logits", "spatial")
 
@@ -246,51 +245,12 @@ class EfficientNetLite(Backbone):
         return result
 
 
-def _first(keys, n: int = 3) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def load_weights(model: nn.Module, path: Path | str, name: str) -> None:
-    """Load a state dict strictly; anything that does not match is a one-line WeightsError."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: weights file not found") from None
-    except Exception as exc:  # corrupt, truncated, not a torch file
-        cause = " ".join(str(exc).split())[:200]
-        raise WeightsError(f"{path}: cannot read {name} weights ({type(exc).__name__}: {cause})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors, cannot load {name} weights")
-    expected = model.state_dict()
-    problems = []
-    missing = expected.keys() - state.keys()
-    unexpected = state.keys() - expected.keys()
-    if missing:
-        problems.append(f"missing keys {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_first(unexpected)}")
-    shapes = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
-    if shapes:
-        k = sorted(shapes)[0]
-        more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
-        problems.append(f"shape mismatch {k}: file {tuple(state[k].shape)}, "
-                        f"model {tuple(expected[k].shape)}{more}")
-    if problems:
-        raise WeightsError(f"{path}: not {name} weights: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
-
-
 def build(weights_path: Path | str | None = None, variant: str = "efficientnet-lite0") -> EfficientNetLite:
     """The network in eval mode with ``.spec`` set; ``weights_path`` None = random init (tests)."""
     spec = SPECS[variant]
     model = EfficientNetLite(_VARIANTS[variant], num_classes=spec.num_classes)
     if weights_path is not None:
-        load_weights(model, weights_path, variant)
+        load_weights_strict(model, weights_path, variant)
     model.spec = spec
     return model.eval().requires_grad_(False)
 
@@ -324,5 +284,5 @@ def _spec(variant: LiteVariant) -> BackboneSpec:
 
 SPECS: dict[str, BackboneSpec] = {v.name: register(_spec(v)) for v in VARIANTS}
 
-__all__ = ["EfficientNetLite", "SameConv2d", "tf_same_padding", "build", "load_weights",
+__all__ = ["EfficientNetLite", "SameConv2d", "tf_same_padding", "build",
            "SPECS", "VARIANTS"]

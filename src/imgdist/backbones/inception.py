@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import WeightsError
 from ..preprocess import Preprocessing
 from . import register
-from .base import Backbone, BackboneSpec, WeightsSpec
+from .base import Backbone, BackboneSpec, WeightsSpec, load_weights_strict
 
 # ---------------------------------------------------------------------------------------------
 # building blocks
@@ -271,52 +270,11 @@ class FIDInceptionV3(Backbone):
 # weights
 
 
-def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Strict load with a one-line :class:`WeightsError` naming ``source`` and the first bad keys.
-
-    BatchNorm's ``num_batches_tracked`` counters may be absent (files saved by old PyTorch
-    versions lack them; PyTorch fills them in).
-    """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [k for k in expected if k in state_dict and hasattr(state_dict[k], "shape")
-                   and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected),
-                        ("wrong shape", wrong_shape)):
-        if keys:
-            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-            problems.append(f"{len(keys)} {label} key(s): {', '.join(keys[:3])}{more}")
-    if problems:
-        raise WeightsError(f"{source}: not FID Inception weights: {'; '.join(problems)}")
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        reason = " ".join(str(error).split())[:300]
-        raise WeightsError(f"{source}: cannot load: {reason}") from None
-
-
-def _read_state_dict(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such file") from None
-    except Exception as error:  # unpickling/zip errors of every kind
-        reason = " ".join(str(error).split())[:200]
-        raise WeightsError(f"{path}: not a PyTorch weights file ({reason})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    return obj
-
-
 def build(weights_path: Path | str | None = None) -> FIDInceptionV3:
     """The network in eval mode with ``.spec`` set; ``weights_path`` None keeps random weights."""
     model = FIDInceptionV3()
     if weights_path is not None:
-        load_weights(model, _read_state_dict(Path(weights_path)), str(weights_path))
+        load_weights_strict(model, weights_path, "FID Inception")
     model.spec = SPEC
     return model.eval().requires_grad_(False)
 
