@@ -50,7 +50,7 @@ import time
 import numpy as np
 import torch
 
-from imgdist.cli import format_table
+from imgdist.formatting import format_table
 from imgdist.evaluation import evaluate_features
 from imgdist.features import FeatureExtractor
 from imgdist.metrics import fid_from_features

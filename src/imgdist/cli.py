@@ -7,40 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
 from . import __version__
 from . import defaults as D
 from .errors import ImgdistError
+from .formatting import format_table
 from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
 EXIT_USAGE = 2
-
-
-def _fmt(value, digits: int = 6) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))  # exact sums (e.g. sum_abs_diff) print in full
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-            return f"{value:.{digits - 2}e}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _print_json(obj) -> None:

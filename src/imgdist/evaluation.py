@@ -95,7 +95,7 @@ class Result:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
 
     def table(self) -> str:
-        from .cli import format_table
+        from .formatting import format_table
 
         rows = []
         ci_label = self.details.get("ci_level")

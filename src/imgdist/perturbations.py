@@ -88,7 +88,7 @@ class RobustnessResult:
         }
 
     def table(self) -> str:
-        from .cli import format_table
+        from .formatting import format_table
 
         rows = [[p] + [self.ratio(p, m) for m in self.metrics] for p in self.distances]
         rows.append(["(other image)"] + [1.0] * len(self.metrics))

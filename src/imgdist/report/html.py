@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import datetime
 import io
-import math
 import os
 import tempfile
 from html import escape
@@ -28,6 +27,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import ImageError, ImgdistError
+from ..formatting import format_value
 from ..sources import open_source
 from .neighbours import cross_neighbours, within_set
 
@@ -129,19 +129,6 @@ def write_report(path, result, real, fake, real_source, fake_source, *, k: int =
 
 # ------------------------------------------------------------------ pieces
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    value = float(value)
-    if math.isnan(value):
-        return "n/a"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-        return f"{value:.4e}"
-    return f"{value:.6g}"
-
-
 def _dist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
 
@@ -168,11 +155,11 @@ def _metric_table(result) -> str:
     ci_head = f"{ci:.0%} CI (bootstrap)" if ci else "CI"
     rows = []
     for key, value in result.values.items():
-        std = f"&plusmn; {escape(_fmt(result.stds[key]))}" if key in result.stds else ""
-        interval = (f"[{escape(_fmt(result.intervals[key][0]))}, {escape(_fmt(result.intervals[key][1]))}]"
+        std = f"&plusmn; {escape(format_value(result.stds[key]))}" if key in result.stds else ""
+        interval = (f"[{escape(format_value(result.intervals[key][0]))}, {escape(format_value(result.intervals[key][1]))}]"
                     if key in result.intervals else "")
         rows.append(f"<tr><td>{escape(result.labels.get(key, key))}</td><td class=\"num\">"
-                    f"{escape(_fmt(value))}</td><td class=\"num\">{std}</td><td class=\"num\">{interval}</td></tr>")
+                    f"{escape(format_value(value))}</td><td class=\"num\">{std}</td><td class=\"num\">{interval}</td></tr>")
     ks = [f"{name} k = {result.details[key]}" for name, key in
           (("precision/recall", "precision_recall_k"), ("density/coverage", "density_coverage_k"))
           if key in result.details]
@@ -277,7 +264,7 @@ class _Thumbnails:
         caption = "<br>".join(
             [f"<span class=\"lbl\">{ls}:</span> {escape(self.short(ls, li))}",
              f"<span class=\"lbl\">{rs}:</span> {escape(self.short(rs, ri))}"]
-            + [f"<span class=\"lbl\">{escape(label)}:</span> {escape(_fmt(value))}" for label, value in numbers])
+            + [f"<span class=\"lbl\">{escape(label)}:</span> {escape(format_value(value))}" for label, value in numbers])
         return (f"<figure><div class=\"pair\">{self.img(ls, li)}{self.img(rs, ri)}</div>"
                 f"<figcaption>{caption}</figcaption></figure>")
 
