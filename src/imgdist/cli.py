@@ -9,10 +9,11 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from . import __version__
 from . import defaults as D
-from .errors import ImgdistError
+from .errors import ImgdistError, one_line
 from .formatting import format_table
 from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
@@ -316,13 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every warning as one line on stderr, without the source line Python would add."""
+    print(f"imgdist: warning: {one_line(message)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # each distinct message once
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except ImgdistError as exc:
-        print(f"imgdist: error: {exc}", file=sys.stderr)
+        print(f"imgdist: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `imgdist ... | head`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -32,3 +32,13 @@ class WeightsError(ImgdistError):
 
 class ProvenanceError(ImgdistError):
     """Statistics or features produced in incompatible ways (backbone, weights, resize mode)."""
+
+
+class ImgdistWarning(UserWarning):
+    """Something the user should know, where the result is still right (e.g. running without the
+    cache). The CLI prints each as one line ``imgdist: warning: ...`` on stderr."""
+
+
+def one_line(text) -> str:
+    """Any message (a library's multi-line text included) as one line."""
+    return " ".join(str(text).split())
