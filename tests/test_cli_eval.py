@@ -236,8 +236,10 @@ def test_inception_with_stand_in_weights(capsys, tmp_path):
                           "--dims", 64, "--resize-mode", "tf", "--metrics", "fid", "--json", *FAST)
     assert code == 0, err
     data = json.loads(out)
-    value = data["metrics"]["FD[inception/pool64]"]["value"]
+    tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
+    value = data["metrics"][f"FD[inception:{tag}/pool64]"]["value"]  # not the published weights: no "FID"
     assert value is not None and value > 0
+    assert any(f"inception weights {tag} are not the published ones" in w for w in data["warnings"])
     prov = data["provenance"]
     assert prov["backbone"] == "inception" and prov["feature_layer"] == "pool64" and prov["resize_mode"] == "tf"
     assert prov["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()

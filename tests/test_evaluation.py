@@ -110,6 +110,12 @@ def test_metric_labels():
     pool768 = Provenance(backbone="inception", feature_layer="pool768", resize_mode="pytorch-fid")
     assert metric_label("fid", pool768) == "FD[inception/pool768]"
     assert metric_label("fid", Provenance(imgdist_version=None)) == "FID"  # foreign statistics
+    published = "6726825d" + "0" * 56
+    official = Provenance(backbone="inception", feature_layer="pool", weights_sha256=published)
+    assert metric_label("fid", official) == "FID"
+    other = Provenance(backbone="inception", feature_layer="pool", weights_sha256="d37b7cb1" + "1" * 56)
+    assert [metric_label(m, other) for m in ("fid", "kid", "is")] == \
+        ["FD[inception:d37b7cb1]", "KD[inception:d37b7cb1]", "IS[inception:d37b7cb1]"]
 
 
 def test_labels_from_a_real_evaluation(real, fake):
@@ -127,7 +133,9 @@ def test_inception_768_label_from_the_extractor(tmp_path):
     weights = save_stand_in(tmp_path / "standin.pth")
     ext = imgdist.FeatureExtractor("inception", weights=str(weights), dims=768, progress=False)
     assert ext.provenance.feature_layer == "pool768"
-    assert metric_label("fid", ext.provenance) == "FD[inception/pool768]"
+    # the stand-in weights are not the published ones: their hash is part of the name
+    tag = ext.provenance.weights_sha256[:8]
+    assert metric_label("fid", ext.provenance) == f"FD[inception:{tag}/pool768]"
 
 
 def test_bootstrap_intervals(real, fake):

@@ -125,13 +125,14 @@ def _sections(html):
 
 def test_write_report(tmp_path):
     real_dir, fake_dir = _planted_sets(tmp_path)
+    pr_k = K - 2  # a different k for precision than for coverage: each section must use its own
     result, real, fake = evaluate(real_dir, fake_dir, metrics="fid,prdc", backbone="pixels", mode="native",
-                                  progress=False, workers=0, return_features=True, dc_k=K)
+                                  progress=False, workers=0, return_features=True, dc_k=K, pr_k=pr_k)
     assert isinstance(result, Result) and real.features.shape == (30, 3 * SIZE * SIZE)
     per = 8
     out = tmp_path / "report.html"
-    assert write_report(out, result, real, fake, real_dir, fake_dir, k=K, per_section=per, thumb=48,
-                        chunk_size=7) == str(out)
+    assert write_report(out, result, real, fake, real_dir, fake_dir, pr_k=pr_k, dc_k=K, per_section=per,
+                        thumb=48, chunk_size=7) == str(out)
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert "<script" not in html and "http://" not in html and "https://" not in html
@@ -150,6 +151,14 @@ def test_write_report(tmp_path):
 
     sec_a, sec_b, sec_c = _sections(html)
     assert sec_a.count("<figure>") == per and sec_b.count("<figure>") == per
+    # (b) counts the fakes precision does not count, with precision's k
+    pr_radii = np.sort(d_rr, axis=1)[:, pr_k - 1]
+    outside = int(((d_fr / pr_radii[None, :]).min(axis=1) >= 1).sum())
+    assert outside == round((1 - result.values["precision"]) * 30)
+    assert f"counted by precision with k = {pr_k}): {outside} of 30 fakes" in sec_b
+    assert f"Reals whose {K}-NN ball holds no fake" in sec_c
+    # no bootstrap, no std: no empty columns
+    assert "<th>CI</th>" not in html and "<th>std</th>" not in html
     far = [n for n in fake.names if "far_" in n]
     blue = [n for n in real.names if "blue_" in n]
     assert len(far) == 3 and len(blue) == 6
@@ -199,4 +208,4 @@ def test_cli_report(tmp_path, capsys):
     assert main(["eval", str(real_dir), str(fake_dir), "--report", str(tmp_path / "no" / "r.html"), *PIX,
                  *FAST]) == 2  # checked before any extraction
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "folder does not exist" in err[0]
+    assert len(err) == 1 and "folder" in err[0] and "does not exist" in err[0]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgdist.errors import ImageError, SourceError
+from imgdist.errors import ImgdistError, ImageError, SourceError
 from imgdist.sources import ArchiveSource, FileSource, Skipped, iter_images, open_source
 
 
@@ -370,7 +370,7 @@ def test_iter_images_skip_corrupt_in_the_middle(tmp_path):
     with pytest.raises(ImageError) as info:
         list(iter_images(source))
     assert info.value.name == str(tmp_path / "c.png")
-    with pytest.raises(ValueError):
+    with pytest.raises(ImgdistError, match="on_error"):
         list(iter_images(source, on_error="ignore"))
 
 

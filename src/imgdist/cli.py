@@ -13,11 +13,14 @@ import warnings
 
 from . import __version__
 from . import defaults as D
-from .errors import ImgdistError, one_line
+from .checks import check_int, check_output
+from .errors import ImgdistError, ImgdistWarning, one_line
 from .formatting import format_table
 from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
 EXIT_USAGE = 2
+#: what matplotlib writes without extra packages
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _print_json(obj) -> None:
@@ -40,14 +43,18 @@ _PAIR_NOTES = {
 }
 
 
-def _add_backbone_args(p: argparse.ArgumentParser, default: str, allow_none: bool = False) -> None:
+def _add_backbone_args(p: argparse.ArgumentParser, default: str | None, allow_none: bool = False) -> None:
+    shown = default or f"the statistics file's backbone, else {D.EVAL_BACKBONE}"
     p.add_argument("--backbone", default=default,
-                   help=f"feature network (default: {default}): a name from 'imgdist backbones', or a TorchScript "
-                        "file (custom backbone)" + ("; 'none' for pixel distances only" if allow_none else ""))
+                   help=f"feature network (default: {shown}): a name from 'imgdist backbones', or a "
+                        "TorchScript file (custom backbone)" + ("; 'none' for pixel distances only" if allow_none else ""))
+    p.add_argument("--weights", default=None, help="weights file for the backbone (default: package, "
+                                                   "cache, or a verified download)")
     p.add_argument("--resize-mode", dest="mode", default=None,
                    help="how images become network input (e.g. pytorch-fid, tf, clean for inception); "
                         "default: the backbone's own")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument("--device", default=D.DEVICE,
+                   help=f"auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps (default: {D.DEVICE})")
     p.add_argument("--input-size", type=int, default=224,
                    help="custom backbone (--backbone FILE.pt, TorchScript): input size (default: 224)")
     p.add_argument("--mean", default="0.485,0.456,0.406",
@@ -73,7 +80,10 @@ def _backbone(args):
                 raise ImgdistError(f"{flag} {text!r}: give one value or three (R,G,B)")
             return values if len(values) == 3 else values[0]
 
-        return custom_backbone(name, input_size=args.input_size, mean=floats(args.mean, "--mean"),
+        if args.weights:
+            raise ImgdistError(f"--weights {args.weights}: a TorchScript backbone ({name}) carries its own weights")
+        return custom_backbone(name, input_size=check_int("input_size", args.input_size, 8),
+                               mean=floats(args.mean, "--mean"),
                                std=floats(args.std, "--std"), name=f"custom:{os.path.basename(name)}")
     return name
 
@@ -84,8 +94,9 @@ def _cmd_compare(args) -> int:
     backbone = _backbone(args)
     skipped = Skipped()
     sort_by = args.sort_by or ("feature_cosine" if backbone else "sum_abs_diff")
-    results = compare_many(args.a, args.b, backbone=backbone, mode=args.mode, resize=args.resize,
-                           device=args.device, sort_by=sort_by, on_error=args.on_error, skipped=skipped)
+    results = compare_many(args.a, args.b, backbone=backbone, weights=args.weights, mode=args.mode,
+                           resize=args.resize, device=args.device, sort_by=sort_by, on_error=args.on_error,
+                           skipped=skipped)
     # one file named -> one result object; a folder, glob, archive or array -> always a list
     single = os.path.isfile(args.b) and not args.b.lower().endswith(ARCHIVE_SUFFIXES + (".npy", ".npz"))
     if args.json:
@@ -98,7 +109,7 @@ def _cmd_compare(args) -> int:
         r = results[0]
         print(f"a: {r.a}\nb: {r.b}" + (" (resized to a's size, bicubic)" if r.resized else ""))
         if r.backbone:
-            print(f"backbone: {r.backbone}, resize mode {r.resize_mode}")
+            print(f"backbone: {r.backbone}, resize mode {r.resize_mode}, device {r.device}")
         print(format_table(["metric", "value", "meaning"],
                            [[k, v, _PAIR_NOTES.get(k, "")] for k, v in r.values().items()]))
     else:
@@ -121,8 +132,8 @@ def _extractor_kwargs(args) -> dict:
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    if args.report and not os.path.isdir(os.path.dirname(os.path.abspath(args.report))):
-        raise ImgdistError(f"--report {args.report}: its folder does not exist")  # before any extraction
+    if args.report:  # before any extraction
+        check_output(args.report, "--report", (".html", ".htm"))
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                    kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
                    is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
@@ -132,7 +143,7 @@ def _cmd_eval(args) -> int:
     if args.report:
         from .report import write_report
 
-        write_report(args.report, result, out[1], out[2], args.real, args.fake, k=args.dc_k)
+        write_report(args.report, result, out[1], out[2], args.real, args.fake, pr_k=args.pr_k, dc_k=args.dc_k)
     print(result.to_json() if args.json else result.table())
     if args.report:  # beside --json on stderr, so that stdout stays one JSON document
         print(f"report: {args.report}", file=sys.stderr if args.json else sys.stdout)
@@ -142,11 +153,12 @@ def _cmd_eval(args) -> int:
 def _cmd_stats(args) -> int:
     from .features import extract_features
 
-    features = extract_features(args.source, _backbone(args), keep_features=False, on_error=args.on_error,
-                                **_extractor_kwargs(args))
+    check_output(args.output, "-o/--output", ".npz")
+    features = extract_features(args.source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
+                                on_error=args.on_error, **_extractor_kwargs(args))
     features.stats.save(args.output)
     print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
-          f"{features.stats.provenance.summary()}")
+          f"{features.stats.provenance.summary()}, device {features.device}")
     if features.skipped:
         print(f"imgdist: {features.skipped.summary()}", file=sys.stderr)
     return 0
@@ -155,9 +167,15 @@ def _cmd_stats(args) -> int:
 def _cmd_robustness(args) -> int:
     from .perturbations import robustness
 
+    if args.plot:  # before any work: the folder, the format, and matplotlib itself
+        check_output(args.plot, "--plot", PLOT_SUFFIXES)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImgdistError("--plot needs matplotlib: pip install matplotlib") from None
     backbone = _backbone(args)
-    result = robustness(args.image, args.other, backbone=backbone, mode=args.mode, device=args.device,
-                        seed=args.seed)
+    result = robustness(args.image, args.other, backbone=backbone, weights=args.weights, mode=args.mode,
+                        device=args.device, seed=args.seed)
     if args.plot:
         result.plot(args.plot)
     if args.json:
@@ -206,8 +224,6 @@ def _cmd_weights(args) -> int:
 
 
 def _add_extraction_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default=None, help="weights file for the backbone (default: package, "
-                                                   "cache, or a verified download)")
     p.add_argument("--dims", type=int, default=None,
                    help="feature layer by size (inception: 64, 192, 768, 2048; default: the pool layer)")
     p.add_argument("--batch-size", type=int, default=D.BATCH_SIZE,
@@ -259,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=",".join(D.METRICS),
                    help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf; "
                         f"'prdc' = the four k-NN metrics, 'all' = everything (default: {','.join(D.METRICS)})")
-    _add_backbone_args(p, D.EVAL_BACKBONE)
+    _add_backbone_args(p, None)
     _add_extraction_args(p)
     p.add_argument("--kid-subsets", type=int, default=D.KID_SUBSETS,
                    help=f"KID: number of subsets (default: {D.KID_SUBSETS})")
@@ -327,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")  # each distinct message once
+            # imgdist's own warnings, each distinct message once; libraries' deprecation notices are
+            # for developers, not for someone reading a metric table
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("default", category=ImgdistWarning)
+            warnings.filterwarnings("default", module=r"imgdist(\.|$)")
             warnings.showwarning = _show_warning
             return args.func(args)
     except ImgdistError as exc:

@@ -7,6 +7,7 @@ EVAL_BACKBONE = "inception"              # eval / stats: the standard FID networ
 PAIR_BACKBONE = "efficientnet-lite0"     # compare / robustness: works offline
 METRICS = ("fid", "kid", "precision", "recall")
 BATCH_SIZE = 50
+DEVICE = "auto"                          # CUDA where available, else CPU
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 IS_SPLITS = 10

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import defaults as D
 from .errors import ImgdistError
-from .evaluation import DEFAULT_METRICS, _NEEDS_FEATURES, Evaluator, Result, evaluate_features, parse_metrics
+from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features
+from .options import NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
 from .features import FeatureExtractor, Features
 from .sources import ImageSource, Skipped, open_source
 from .stats import GaussianStats
@@ -95,23 +97,28 @@ def _gather_features(features: Features, shard: ShardSource) -> Features:
 
 
 def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None,
-                         mode=None, dims=None, device="cpu", batch_size=50, workers=None,
+                         mode=None, dims=None, device=D.DEVICE, batch_size=D.BATCH_SIZE, workers=None,
                          progress=False, cache=False, on_error="raise", **metric_kwargs) -> Result:
     """:func:`imgdist.evaluate` with the images split over the ranks; every rank returns the result."""
     _require_initialised()
     rank, world = dist.get_rank(), dist.get_world_size()
-    chosen = parse_metrics(metrics)
-    keep = bool(_NEEDS_FEATURES & set(chosen)) or metric_kwargs.get("bootstrap", 0) > 0
+    options = MetricOptions(**metric_kwargs)
     extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                  batch_size=batch_size, workers=workers, progress=progress and rank == 0,
                                  cache=cache)
+    chosen = parse_metrics(metrics, has_logits=extractor.spec.has_logits)
+    sources = [open_source(spec) for spec in (real, fake)]
+    options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
+                       has_logits=extractor.spec.has_logits)
+    keep = bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0
     sides = []
-    for side, spec in (("real", real), ("fake", fake)):
-        shard = ShardSource(open_source(spec), rank, world)
-        local = extractor.extract(shard, keep_features=keep, keep_logits=("is" in chosen and side == "fake"),
+    for side, source in zip(("real", "fake"), sources):
+        shard = ShardSource(source, rank, world)
+        local = extractor.extract(shard, keep_features=keep,
+                                  keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side)
         sides.append(_gather_features(local, shard))
-    return evaluate_features(sides[0], sides[1], metrics=chosen, **metric_kwargs)
+    return evaluate_features(sides[0], sides[1], metrics=chosen, options=options)
 
 
 def sync_evaluator(evaluator: Evaluator) -> None:

@@ -15,52 +15,49 @@ import numpy as np
 
 from . import defaults as D
 from . import metrics as M
-from .errors import ImgdistError
+from .errors import ImgdistError, one_line
 from .features import FeatureExtractor, Features
+from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
 from .provenance import Provenance
-from .sources import open_source
+from .sources import ImageSource, check_on_error, open_source
 from .stats import GaussianStats, is_stats_file
 
-METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
 DEFAULT_METRICS = D.METRICS
-ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
-           "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",),
-           "all": METRICS}
-#: metrics that need per-image features (not just the Gaussian statistics)
-_NEEDS_FEATURES = {"kid", "precision", "recall", "density", "coverage", "fid-inf"}
 _FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
 _NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
 
 
-def parse_metrics(metrics) -> tuple[str, ...]:
-    """'fid,kid,prdc' or a list -> canonical names in canonical order."""
-    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-    chosen = set()
-    for raw in names:
-        name = raw.strip().lower()
-        if not name:
-            continue
-        if name in ALIASES:
-            chosen.update(ALIASES[name])
-        elif name in METRICS:
-            chosen.add(name)
-        else:
-            raise ImgdistError(f"unknown metric {raw!r}; choose from {', '.join(METRICS)} "
-                               f"(or {', '.join(ALIASES)})")
-    if not chosen:
-        raise ImgdistError("no metric chosen")
-    return tuple(m for m in METRICS if m in chosen)
+def weights_tag(provenance: Provenance) -> str | None:
+    """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
+    weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
+    and where nothing is known to compare with (custom backbones, foreign statistics)."""
+    from .backbones import get_spec
+    from .weights import hash_matches
+
+    if not provenance.backbone or not provenance.weights_sha256:
+        return None
+    try:
+        spec = get_spec(provenance.backbone)
+    except ImgdistError:  # custom backbone: its hash is its identity, nothing to compare with
+        return None
+    expected = spec.weights.sha256 if spec.weights else None
+    if not expected or hash_matches(provenance.weights_sha256, expected):
+        return None
+    return provenance.weights_sha256[:8]
 
 
 def metric_label(metric: str, provenance: Provenance) -> str:
-    """The name a number is printed under: FID only for the Inception pool features."""
-    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool"
+    """The name a number is printed under: FID only for the Inception pool features computed with
+    the published weights; otherwise the backbone, its weights (where not the published ones) and
+    its layer are named, e.g. ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``."""
+    tag = weights_tag(provenance)
+    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
     if standard or (provenance.backbone is None and metric in _FD_NAMES):
         return _FD_NAMES.get(metric, metric)
-    tag = provenance.backbone or "unknown"
+    name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
     if provenance.feature_layer not in (None, "pool"):
-        tag += f"/{provenance.feature_layer}"
-    return f"{_NON_INCEPTION.get(metric, metric)}[{tag}]"
+        name += f"/{provenance.feature_layer}"
+    return f"{_NON_INCEPTION.get(metric, metric)}[{name}]"
 
 
 @dataclass
@@ -112,6 +109,11 @@ class Result:
         lines = [format_table(headers, rows), f"images: {counts}",
                  f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
                  f"resize mode: {p.preprocessing or p.resize_mode}"]
+        if self.details.get("kid_subsets") == "full sets":
+            lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
+                         "set, so there is no subset spread to report)")
+        if "device" in self.details:
+            lines.append(f"device: {self.details['device']}")
         fit = self.details.get("fid_inf_fit")
         if fit:
             lines.append(f"{self.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept "
@@ -136,12 +138,46 @@ def _jsonable(obj):
 
 def compute_stats(source, backbone=D.EVAL_BACKBONE, *, on_error="raise", **kwargs) -> GaussianStats:
     """Reference statistics of a source (save them with ``.save(path)``)."""
+    check_on_error(on_error)
     extractor = FeatureExtractor(backbone, **kwargs)
     return extractor.extract(source, keep_features=False, on_error=on_error).stats
 
 
-def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=D.EVAL_BACKBONE, weights=None, mode=None,
-             dims=None, device="cpu", precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
+def _open_input(spec) -> GaussianStats | ImageSource:
+    """A side of an evaluation: statistics (validated on load) or a source of images."""
+    return GaussianStats.load(spec) if is_stats_file(spec) else open_source(spec)
+
+
+def _spec_of(backbone):
+    from .backbones import Backbone, get_spec
+
+    return backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
+
+
+def _backbone_from_stats(backbone, mode, dims, inputs: dict):
+    """Without an explicit backbone, the one a statistics file was made with (and its resize mode
+    and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was made."""
+    if backbone is not None:
+        return backbone, mode, dims
+    recorded = [obj.provenance for obj in inputs.values()
+                if isinstance(obj, GaussianStats) and obj.provenance.known]
+    if not recorded:
+        return D.EVAL_BACKBONE, mode, dims
+    prov = recorded[0]
+    from .backbones import get_spec
+
+    try:
+        spec = get_spec(prov.backbone)
+    except ImgdistError:
+        raise ImgdistError(f"the statistics were made with backbone {prov.backbone!r}, which is not built in; "
+                           "pass it with --backbone (e.g. the TorchScript file)") from None
+    if dims is None and prov.feature_layer not in (None, "pool"):
+        dims = next((d for d, layer in spec.feature_layers.items() if layer == prov.feature_layer), None)
+    return spec.name, mode or prov.resize_mode, dims
+
+
+def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None, mode=None,
+             dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
              progress=True, cache=False, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
              is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None, bootstrap=D.BOOTSTRAP,
              ci=D.CI, seed=D.SEED, on_error="raise",
@@ -149,82 +185,102 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=D.EVAL_BACKBONE, w
     """Compare a real set with a generated set.
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
-    ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``). ``bootstrap``: number of resamples
-    for confidence intervals of FID and KID (0: none). ``return_features``: keep per-image features
-    of both sides whatever the metrics need and return ``(result, real_features, fake_features)``
-    (e.g. for :func:`imgdist.report.write_report`); both sides must then be images.
+    ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``; ``'all'``: every metric that applies).
+    ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.backbones.Backbone`;
+    None: the backbone a statistics file on either side was made with, else ``inception``.
+    ``bootstrap``: number of resamples for confidence intervals of FID and KID (0: none).
+    ``return_features``: keep per-image features of both sides whatever the metrics need and return
+    ``(result, real_features, fake_features)`` (e.g. for :func:`imgdist.report.write_report`); both
+    sides must then be images.
+
+    Every argument, the statistics files and the set sizes are checked before any extraction.
     """
-    chosen = parse_metrics(metrics)
-    need_feats = bool(_NEEDS_FEATURES & set(chosen)) or bootstrap > 0 or return_features
-    if return_features:
-        for side, spec in (("real", real), ("fake", fake)):
-            if is_stats_file(spec):
-                raise ImgdistError(f"a report needs images, but {side} is a statistics file (it holds only "
-                                   "mu and sigma); pass the images")
+    options = MetricOptions(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits,
+                            pr_k=pr_k, dc_k=dc_k, fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci,
+                            seed=seed)
+    check_on_error(on_error)
+    inputs = {"real": _open_input(real), "fake": _open_input(fake)}
+    stats_sides = tuple(side for side, obj in inputs.items() if isinstance(obj, GaussianStats))
+    if return_features and stats_sides:
+        raise ImgdistError(f"a report needs images, but {stats_sides[0]} is a statistics file (it holds only "
+                           "mu and sigma); pass the images")
     ext = extractor
+    if ext is None and len(stats_sides) < 2:
+        backbone, mode, dims = _backbone_from_stats(backbone, mode, dims, inputs)
+    spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
+    has_logits = bool(spec and spec.has_logits)
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides)
+    counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
+    options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
+
+    if ext is None and len(stats_sides) < 2:
+        ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
+                               precision=precision, batch_size=batch_size, workers=workers,
+                               progress=progress, cache=cache)
+    for side in stats_sides:  # the statistics must have been made like the images will be, before the work
+        inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
+                                                 "features", force) if ext is not None else None
+    need_feats = bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or return_features
     sides: dict[str, Features | GaussianStats] = {}
-    for side, spec in (("real", real), ("fake", fake)):
-        if is_stats_file(spec):
-            sides[side] = GaussianStats.load(spec)
+    for side, obj in inputs.items():
+        if isinstance(obj, GaussianStats):
+            sides[side] = obj
             continue
-        if ext is None:
-            ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
-                                   precision=precision, batch_size=batch_size, workers=workers,
-                                   progress=progress, cache=cache)
-        source = open_source(spec)
         # with no more images than dimensions the features take no more memory than the covariance,
         # and FID from features is exact where the covariance route loses ~1e-6 (singular matrices)
-        keep = need_feats or len(source) <= (dims or ext.spec.feature_dim)
-        sides[side] = ext.extract(source, keep_features=keep, keep_logits=("is" in chosen and side == "fake"),
+        keep = need_feats or len(obj) <= ext.feature_dim
+        sides[side] = ext.extract(obj, keep_features=keep, keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side)
-    result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, kid_subsets=kid_subsets,
-                               kid_subset_size=kid_subset_size, is_splits=is_splits, pr_k=pr_k, dc_k=dc_k,
-                               fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci, seed=seed, force=force)
+    result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force)
+    if ext is not None:
+        result.details["device"] = str(ext.device)
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
-                      metrics=DEFAULT_METRICS, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
-                      is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None,
-                      bootstrap=D.BOOTSTRAP, ci=D.CI, seed=D.SEED, force=False) -> Result:
-    """The metrics from already extracted features (or statistics)."""
-    chosen = parse_metrics(metrics)
+                      metrics=DEFAULT_METRICS, force=False, options: MetricOptions | None = None,
+                      **option_kwargs) -> Result:
+    """The metrics from already extracted features (or statistics).
+
+    Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
+    ``options``.
+    """
+    options = options or MetricOptions(**option_kwargs)
+    stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
+    has_logits = isinstance(fake, Features) and fake.logits is not None
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides)
     real_stats = real if isinstance(real, GaussianStats) else real.stats
     fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
+    options.check_sets(chosen, {"real": real_stats.n, "fake": fake_stats.n}, has_logits=has_logits,
+                       stats_sides=stats_sides)
     notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
     provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
-    for side, obj in (("real", real), ("fake", fake)):
-        if isinstance(obj, GaussianStats):
-            missing = [m for m in chosen if m in _NEEDS_FEATURES or (m == "is" and side == "fake")]
-            if missing or bootstrap:
-                raise ImgdistError(f"{', '.join(missing) or 'bootstrap'} need(s) images, but {side} is a "
-                                   "statistics file (it holds only mu and sigma); pass images, or use "
-                                   "--metrics fid")
     xr = None if isinstance(real, GaussianStats) else real.features
     xf = None if isinstance(fake, GaussianStats) else fake.features
 
-    for side, stats in (("real", real_stats), ("fake", fake_stats)):
-        if stats.n == 1 and {"fid", "fid-inf"} & set(chosen):
-            raise ImgdistError(f"the {side} set has 1 image; FID's covariance needs at least 2 images")
     result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
     result.counts = {"real": real_stats.n, "fake": fake_stats.n}
     for side, obj in (("real", real), ("fake", fake)):
         if isinstance(obj, Features) and len(obj.skipped):
             result.counts[f"{side}_skipped"] = len(obj.skipped)
             result.warnings.append(f"{side}: {obj.skipped.summary()}")
+    tag = weights_tag(provenance)
+    if tag:
+        result.warnings.append(
+            f"{provenance.backbone} weights {tag} are not the published ones ({_spec_of(provenance.backbone).weights.sha256[:8]}): "
+            f"numbers print as {metric_label('fid', provenance)} etc. and are not comparable with published values")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:
             try:
-                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets,
-                         kid_subset_size, is_splits, pr_k, dc_k, fid_inf_sizes, seed)
+                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options)
             except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
-                raise ImgdistError(f"{metric}: {' '.join(str(exc).split())}") from None
-        if bootstrap:
-            _bootstrap(result, chosen, xr, xf, bootstrap, ci, seed, kid_subsets, kid_subset_size)
+                raise ImgdistError(f"{metric}: {one_line(exc)}") from None
+        if options.bootstrap:
+            _bootstrap(result, chosen, xr, xf, options)
     for w in caught:
-        message = " ".join(str(w.message).split())
+        message = one_line(w.message)
         if message not in result.warnings:
             result.warnings.append(message)
     for metric in result.values:
@@ -232,8 +288,7 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     return result
 
 
-def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_subsets, kid_subset_size,
-             is_splits, pr_k, dc_k, fid_inf_sizes, seed):
+def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options: MetricOptions):
     values = result.values
     if metric == "fid":
         if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
@@ -244,30 +299,32 @@ def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, kid_su
         else:
             values["fid"] = real_stats.frechet_distance(fake_stats, force=force)
     elif metric == "kid":
-        values["kid"], result.stds["kid"] = M.kid(xr, xf, subsets=kid_subsets, subset_size=kid_subset_size,
-                                                  seed=seed)
+        value, std = M.kid(xr, xf, subsets=options.kid_subsets, subset_size=options.kid_subset_size,
+                           seed=options.seed)
+        values["kid"] = value
+        if std is None:  # every subset would be the whole set: one estimate, no spread to report
+            result.details["kid_subsets"] = "full sets"
+        else:
+            result.stds["kid"] = std
+            result.details["kid_subsets"] = f"{options.kid_subsets} x {min(options.kid_subset_size, len(xr), len(xf))}"
     elif metric == "is":
-        if fake.logits is None:
-            raise ImgdistError(f"the Inception Score needs a classifier; backbone "
-                               f"{fake.provenance.backbone} has no logits")
-        values["is"], result.stds["is"] = M.inception_score(fake.logits, splits=is_splits)
+        values["is"], result.stds["is"] = M.inception_score(fake.logits, splits=options.is_splits)
     elif metric in ("precision", "recall"):
         if "precision" not in values:
-            pr = M.precision_recall(xr, xf, k=pr_k)
-            values["precision"], values["recall"] = pr
-            result.details["precision_recall_k"] = pr_k
+            values["precision"], values["recall"] = M.precision_recall(xr, xf, k=options.pr_k)
+            result.details["precision_recall_k"] = options.pr_k
     elif metric in ("density", "coverage"):
         if "density" not in values:
-            values["density"], values["coverage"] = M.density_coverage(xr, xf, k=dc_k)
-            result.details["density_coverage_k"] = dc_k
+            values["density"], values["coverage"] = M.density_coverage(xr, xf, k=options.dc_k)
+            result.details["density_coverage_k"] = options.dc_k
     elif metric == "fid-inf":
-        fit = M.fid_infinity((real_stats.mu, real_stats.sigma), xf, sizes=fid_inf_sizes, seed=seed)
+        fit = M.fid_infinity(xr, xf, sizes=options.fid_inf_sizes, seed=options.seed)
         values["fid-inf"] = fit.value
         result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
                                          "r2": fit.r2, "residual_rms": fit.residual_rms}
 
 
-def _bootstrap(result, chosen, xr, xf, n_boot, ci, seed, kid_subsets, kid_subset_size):
+def _bootstrap(result, chosen, xr, xf, options: MetricOptions):
     """Percentile intervals re-centred on the point estimate.
 
     Resampling with replacement repeats images, which shrinks the effective sample size, and FID
@@ -276,6 +333,7 @@ def _bootstrap(result, chosen, xr, xf, n_boot, ci, seed, kid_subsets, kid_subset
     spread (the sampling uncertainty of the number at this N) and removes the offset
     (Efron & Tibshirani 1993, ch. 10).
     """
+    n_boot, ci, seed = options.bootstrap, options.ci, options.seed
     result.details["ci_level"] = ci
     result.details["bootstrap_samples"] = n_boot
     statistics = {}
@@ -283,8 +341,8 @@ def _bootstrap(result, chosen, xr, xf, n_boot, ci, seed, kid_subsets, kid_subset
         statistics["fid"] = M.fid_from_features
     if "kid" in chosen:
         # a few subsets per replicate keep the cost bounded; the spread comes from resampled sets
-        subsets = max(1, min(kid_subsets, 10))
-        size = min(kid_subset_size, len(xr), len(xf))
+        subsets = max(1, min(options.kid_subsets, 10))
+        size = min(options.kid_subset_size, len(xr), len(xf))
         statistics["kid"] = lambda r, f: M.kid(r, f, subsets=subsets, subset_size=size, seed=seed)[0]
     for metric, statistic in statistics.items():
         replicates = M.bootstrap_replicates(statistic, xr, xf, n_boot=n_boot, seed=seed)
@@ -310,15 +368,20 @@ class Evaluator:
     """
 
     def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=("fid",), real_stats=None, weights=None, mode=None,
-                 dims=None, device="cpu", **metric_kwargs):
-        self.metrics = parse_metrics(metrics)
-        self.metric_kwargs = metric_kwargs
+                 dims=None, device=D.DEVICE, **metric_kwargs):
+        self.options = MetricOptions(**metric_kwargs)
         self.extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                           progress=False)
-        self.keep = bool(_NEEDS_FEATURES & set(self.metrics)) or metric_kwargs.get("bootstrap", 0) > 0
+        has_logits = self.extractor.spec.has_logits
+        frozen_real = real_stats is not None
+        self.metrics = parse_metrics(metrics, has_logits=has_logits, features=not frozen_real)
+        self.options.check_sets(self.metrics, {}, has_logits=has_logits,
+                                stats_sides=("real",) if frozen_real else ())
+        self.keep = bool(NEEDS_FEATURES & set(self.metrics)) or self.options.bootstrap > 0
         self._real = self._empty()
-        if real_stats is not None:
+        if frozen_real:
             stats = real_stats if isinstance(real_stats, GaussianStats) else GaussianStats.load(real_stats)
+            stats.provenance.check_compatible(self.extractor.provenance, "real statistics vs the backbone")
             self._real = {"stats": stats, "feats": [], "logits": [], "frozen": True}
         self.reset_fake()
 
@@ -366,4 +429,4 @@ class Evaluator:
         if self._fake["stats"].n == 0 or (self._real["stats"].n == 0 and not self._real["frozen"]):
             raise ImgdistError("update(real=...) and update(fake=...) first: a set is empty")
         return evaluate_features(self._features(self._real), self._features(self._fake),
-                                 metrics=self.metrics, **self.metric_kwargs)
+                                 metrics=self.metrics, options=self.options)

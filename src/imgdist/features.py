@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import defaults as D
 from .backbones import Backbone, load_backbone
+from .checks import check_batch_memory, check_int, resolve_device
 from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
 from .provenance import Provenance
@@ -33,6 +34,14 @@ from .stats import GaussianStats
 CACHE_FORMAT = 1
 #: cached rows read per query
 CACHE_READ_CHUNK = 1000
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _area_factor(spec, prep) -> float:
+    """Activation memory scales with the input area; a recipe may use another size than the spec's."""
+    if not spec.input_size or not prep.size:
+        return 1.0
+    return (prep.size / spec.input_size) ** 2
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Features:
     skipped: Skipped = field(default_factory=Skipped)
     cached: int = 0                      # how many images came from the cache
     indices: list[int] = field(default_factory=list)  # each image's position in the source
+    device: str | None = None                         # where the network ran
 
     def __len__(self) -> int:
         return len(self.names)
@@ -135,22 +145,25 @@ class FeatureExtractor:
     """
 
     def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
-                 dims: int | None = None, device: str = "cpu", batch_size: int = D.BATCH_SIZE,
+                 dims: int | None = None, device: str = D.DEVICE, batch_size: int = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32"):
+        # everything that can be refused is refused before the weights are read
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.workers = None if workers is None else check_int("workers", workers, 0)
+        if precision not in PRECISIONS:
+            raise ImgdistError(f"precision (--precision) {precision!r}: choose from {', '.join(PRECISIONS)}")
+        self.device = torch.device(resolve_device(device))
+        self.dtype = PRECISIONS[precision]
+        if self.dtype != torch.float32 and self.device.type == "cpu":
+            raise ImgdistError(f"precision {precision} is only offered on GPU; use fp32 on CPU")
         self.model = load_backbone(backbone, weights, progress=progress)
         self.spec = self.model.spec
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
-        self.device = torch.device(device)
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ImgdistError("batch size must be at least 1")
-        self.workers = workers
+        check_batch_memory(self.batch_size, self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep),
+                           self.spec.name, str(self.device), precision)
         self.progress = progress
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        if self.dtype != torch.float32 and self.device.type == "cpu":
-            raise ImgdistError(f"precision {precision} is only offered on GPU; use fp32 on CPU")
         self.model = self.model.to(self.device, self.dtype)
         if self.spec.name != "pixels":  # channels_last: 1.5-1.7x on CPU for both CNNs (benchmarks/)
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -158,6 +171,13 @@ class FeatureExtractor:
             backbone=self.spec.name, weights_sha256=getattr(self.model, "weights_id", None),
             resize_mode=self.prep.name, preprocessing=self.prep.describe(), feature_layer=self.layer)
         self.cache_dir = _cache_root(cache)
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the chosen feature layer."""
+        if self.layer == "pool":
+            return self.spec.feature_dim
+        return next(d for d, name in self.spec.feature_layers.items() if name == self.layer)
 
     # ---------------------------------------------------------------- network
 
@@ -251,7 +271,7 @@ class FeatureExtractor:
             names=[source.name_of(i) for i in good], stats=stats, provenance=self.provenance,
             features=np.stack([feats_out[i] for i in good]).astype(np.float32) if keep_features else None,
             logits=np.stack([logits_out[i] for i in good]).astype(np.float32) if keep_logits else None,
-            skipped=skipped, cached=len(cached_idx), indices=good)
+            skipped=skipped, cached=len(cached_idx), indices=good, device=str(self.device))
 
     def _check_one_size(self, source, indices, batch, first_shape):
         """Recipes without resizing (``pixels`` at native size) need every image at one size."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 
 def format_value(value, digits: int = 6) -> str:
@@ -24,10 +25,25 @@ def format_value(value, digits: int = 6) -> str:
     return str(value)
 
 
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide (CJK) characters take two, combining marks none."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
 def format_table(headers: list[str], rows: list[list]) -> str:
-    """Left-aligned columns under a rule; cells through :func:`format_value`."""
+    """Left-aligned columns under a rule; cells through :func:`format_value`. Columns line up in a
+    terminal also for file names in Chinese, Japanese or Korean (two columns per character)."""
     cells = [[str(h) for h in headers]] + [[format_value(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(_pad(c, w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

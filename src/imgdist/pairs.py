@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from PIL import Image
 from . import defaults as D
 from .errors import ImageError, ImgdistError
 from .pixel import PixelDistances, compare_pixels
-from .sources import ImageSource, Skipped, iter_images, open_source
+from .sources import ImageSource, Skipped, check_on_error, iter_images, open_source
 
 FEATURE_METRICS = ("feature_l2", "feature_cosine", "feature_spatial")
 #: the filter used by ``resize=True`` (Pillow's antialiased bicubic)
@@ -49,6 +49,7 @@ class Comparison:
     backbone: str | None = None
     resize_mode: str | None = None
     resized: bool = False
+    device: str | None = None
 
     def values(self) -> dict[str, float]:
         out = self.pixel.to_dict()
@@ -69,24 +70,21 @@ class Comparison:
         out.update({k: clean(v) for k, v in self.values().items()})
         out["backbone"] = self.backbone
         out["resize_mode"] = self.resize_mode
+        out["device"] = self.device
         out["resized_b_to_a"] = self.resized
         return out
 
 
-@dataclass
 class _Embedder:
     """Runs one backbone on single images (pairs are small: no workers, no cache)."""
 
-    backbone: object
-    mode: str | None
-    device: str = "cpu"
-    name: str = field(init=False)
-
-    def __post_init__(self):
+    def __init__(self, backbone, mode: str | None, device=D.DEVICE, weights=None):
         from .backbones import load_backbone
+        from .checks import resolve_device
 
-        self.model = load_backbone(self.backbone).to(self.device)
-        self.prep = self.model.spec.preprocessing(self.mode)
+        self.device = resolve_device(device)
+        self.model = load_backbone(backbone, weights).to(self.device)
+        self.prep = self.model.spec.preprocessing(mode)
         self.name = self.model.spec.name
 
     @torch.inference_mode()
@@ -99,7 +97,8 @@ def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
     pa, pb = fa["pool"][0].double(), fb["pool"][0].double()
     l2 = float((pa - pb).norm())
     denom = float(pa.norm() * pb.norm())
-    cosine = 1.0 - float(pa @ pb) / denom if denom > 0 else math.nan
+    # clamped: rounding leaves -2e-16 for identical images, and a distance is never negative
+    cosine = max(0.0, 1.0 - float(pa @ pb) / denom) if denom > 0 else math.nan
     spatial = 0.0
     for ma, mb in zip(fa.get("spatial", []), fb.get("spatial", [])):
         na = ma.double() / (ma.double().norm(dim=1, keepdim=True) + 1e-10)
@@ -120,24 +119,27 @@ def _load_one(spec) -> tuple[str, np.ndarray]:
     return source.name_of(0), source.load(0)
 
 
-def compare(a, b, *, backbone: str | object | None = D.PAIR_BACKBONE, mode: str | None = None,
-            resize: bool = False, device: str = "cpu") -> Comparison:
+def compare(a, b, *, backbone: str | object | None = D.PAIR_BACKBONE, weights=None, mode: str | None = None,
+            resize: bool = False, device: str = D.DEVICE) -> Comparison:
     """Pixel (and, with a backbone, feature) distances between two images.
 
     ``a`` and ``b``: a path, an array (H x W x C), a tensor (C x H x W) or a PIL image.
     ``resize=True`` resizes ``b`` to ``a``'s size (antialiased bicubic) when sizes differ;
     otherwise different sizes are an error.
     """
-    return compare_many(a, b, backbone=backbone, mode=mode, resize=resize, device=device)[0]
+    return compare_many(a, b, backbone=backbone, weights=weights, mode=mode, resize=resize, device=device)[0]
 
 
-def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, mode: str | None = None,
-                 resize: bool = False, device: str = "cpu", sort_by: str | None = None,
+def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, weights=None,
+                 mode: str | None = None, resize: bool = False, device: str = D.DEVICE, sort_by: str | None = None,
                  on_error: str = "raise", skipped: Skipped | None = None) -> list[Comparison]:
     """Compare ``a`` with every image of ``others`` (any source), optionally sorted by a metric."""
     name_a, image_a = _load_one(a)
     source = others if isinstance(others, ImageSource) else open_source(others)
-    embed = _Embedder(backbone, mode, device) if backbone is not None else None
+    check_on_error(on_error)
+    if weights is not None and backbone is None:
+        raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
+    embed = _Embedder(backbone, mode, device, weights) if backbone is not None else None
     features_a = embed(image_a) if embed else None
     results = []
     for name_b, image_b in iter_images(source, on_error, skipped):
@@ -165,7 +167,7 @@ def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize)
     pixel = compare_pixels(image_a, pixel_b)
     feature = feature_distances(features_a, embed(image_b)) if embed else None
     return Comparison(name_a, name_b, pixel, feature, embed.name if embed else None,
-                      embed.prep.describe() if embed else None, resized)
+                      embed.prep.describe() if embed else None, resized, embed.device if embed else None)
 
 
 def _sort_key(comparison: Comparison, metric: str) -> float:

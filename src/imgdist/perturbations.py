@@ -135,7 +135,7 @@ def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
     return out
 
 
-def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, mode=None, device="cpu",
+def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mode=None, device=D.DEVICE,
                seed: int = 0) -> RobustnessResult:
     """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
     from .pairs import _load_one
@@ -147,7 +147,9 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, mode=None, device
     if oth.shape != img.shape:  # pixel distances need one size; the features see the whole image anyway
         oth = np.asarray(Image.fromarray(oth).resize((img.shape[1], img.shape[0]), Image.BICUBIC))
         other_name += f" (resized to {img.shape[1]}x{img.shape[0]}, bicubic)"
-    embed = _Embedder(backbone, mode, device) if backbone else None
+    if weights is not None and not backbone:
+        raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
+    embed = _Embedder(backbone, mode, device, weights) if backbone else None
     f_img = embed(img) if embed else None
     feats = (lambda x: embed(x)) if embed else (lambda x: None)
     result = RobustnessResult(name, other_name, embed.name if embed else None,

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .decode import DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8, to_rgb_array
-from .errors import ImageError, SourceError
+from .errors import ImageError, ImgdistError, SourceError
 
 ON_ERROR = ("raise", "skip")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -375,4 +375,4 @@ def iter_images(source: ImageSource, on_error: str = "raise", skipped: Skipped |
 
 def check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+        raise ImgdistError(f"on_error (--on-error) must be one of {', '.join(ON_ERROR)}, not {on_error!r}")

@@ -45,6 +45,7 @@ __all__ = [
     "sha256_file",
     "sha256_file_cached",
     "download",
+    "hash_matches",
     "package_file",
     "resolve_weights",
     "weights_status",
@@ -82,7 +83,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _hash_matches(actual: str, expected: str | None) -> bool:
+def hash_matches(actual: str, expected: str | None) -> bool:
     """Full or prefix match (torch hub names carry the first hex digits of the SHA-256)."""
     if not expected:
         return True
@@ -160,7 +161,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
             raise WeightsError(f"download of {url} failed: transfer interrupted after "
                                f"{received} of {total} bytes")
         digest = h.hexdigest()
-        if not _hash_matches(digest, sha256):
+        if not hash_matches(digest, sha256):
             raise WeightsError(f"download of {url} failed: SHA-256 mismatch: expected "
                                f"{sha256.strip().lower()}, got {digest}")  # type: ignore[union-attr]
         os.replace(tmp, dest)
@@ -214,10 +215,10 @@ def _cached_ok(path: Path, expected: str | None) -> bool:
     if not expected:
         return True
     recorded = _read_sidecar(path)
-    if recorded is not None and _hash_matches(recorded, expected):
+    if recorded is not None and hash_matches(recorded, expected):
         return True
     digest = sha256_file(path)
-    if _hash_matches(digest, expected):
+    if hash_matches(digest, expected):
         _write_sidecar(path, digest)
         return True
     return False

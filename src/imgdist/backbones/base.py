@@ -60,6 +60,9 @@ class BackboneSpec:
     num_classes: int = 0
     feature_layers: dict[int, str] = field(default_factory=dict)  # dim -> output name
     description: str = ""
+    #: peak fp32 activation memory per image in a batch, measured (0: unknown, not checked); lets a
+    #: batch size that cannot fit be refused before the first batch instead of killed by the OS
+    memory_mb_per_image: float = 0.0
 
     @property
     def has_logits(self) -> bool:

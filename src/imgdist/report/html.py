@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
+from .. import defaults as D
+from ..metrics.prdc import knn_radii
 from ..errors import ImageError, ImgdistError
 from ..formatting import format_value
 from ..sources import open_source
@@ -53,15 +55,17 @@ font-size:.7em;overflow:hidden}
 """
 
 
-def write_report(path, result, real, fake, real_source, fake_source, *, k: int = 5, per_section: int = 12,
+def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: int = D.PR_K, dc_k: int = D.DC_K,
+                 per_section: int = 12,
                  thumb: int = 96, chunk_size: int | None = None, sample_seed: int | None = None) -> str:
     """Write the HTML report of one evaluation to ``path``; returns the path.
 
     ``result``: the :class:`~imgdist.evaluation.Result`; ``real`` / ``fake``: the
     :class:`~imgdist.features.Features` it was computed from, with per-image ``features`` kept
     (``evaluate(..., return_features=True)``); ``real_source`` / ``fake_source``: the same sources
-    (anything :func:`~imgdist.sources.open_source` takes), for the thumbnails. ``k``: neighbours for
-    the k-NN radii (use the density/coverage k). ``sample_seed``: None shows the first
+    (anything :func:`~imgdist.sources.open_source` takes), for the thumbnails. ``pr_k`` / ``dc_k``:
+    the k of precision (the "farthest fakes" section) and of coverage (the "uncovered reals"
+    section), as in the evaluation. ``sample_seed``: None shows the first
     ``per_section`` fakes in section (a), an int a seeded random sample.
     """
     for side, feats in (("real", real), ("fake", fake)):
@@ -72,8 +76,9 @@ def write_report(path, result, real, fake, real_source, fake_source, *, k: int =
         raise ImgdistError("the report needs per_section >= 1 and thumbnails of at least 8 pixels")
     xr, xf = real.features, fake.features
     try:
-        own = within_set(xr, k, chunk_size)
-        cross = cross_neighbours(xr, xf, own.radii, chunk_size)
+        own = within_set(xr, pr_k, chunk_size)
+        dc_radii = own.radii if dc_k == pr_k else knn_radii(xr, dc_k, chunk_size)
+        cross = cross_neighbours(xr, xf, own.radii, chunk_size, coverage_radii=dc_radii)
     except ValueError as exc:  # too few images for k, feature sizes differ
         raise ImgdistError(f"report: {' '.join(str(exc).split())}") from None
 
@@ -86,7 +91,7 @@ def write_report(path, result, real, fake, real_source, fake_source, *, k: int =
                                                                   replace=False))
     far = np.argsort(-cross.fake_ratio, kind="stable")[:per_section]
     uncovered = np.flatnonzero(~cross.real_covered)
-    real_ratio = cross.real_nn_dist[uncovered] / np.where(own.radii[uncovered] > 0, own.radii[uncovered], 1.0)
+    real_ratio = cross.real_nn_dist[uncovered] / np.where(dc_radii[uncovered] > 0, dc_radii[uncovered], 1.0)
     uncovered = uncovered[np.argsort(-real_ratio, kind="stable")]
 
     parts = [_header(result, thumbs), _metric_table(result),
@@ -105,16 +110,16 @@ def write_report(path, result, real, fake, real_source, fake_source, *, k: int =
                           ("distance", _dist(xf[i], xr[cross.fake_ratio_real[i]]))]) for i in far]
     outside = int((cross.fake_ratio >= 1).sum())
     parts.append(_section("farthest", "(b) Fakes farthest from the real manifold",
-                          f"Fakes with the largest ratio min over reals x of d(fake, x) / r<sub>{k}</sub>(x), "
-                          f"the distance in units of the reals' {k}-NN radii; right: the real attaining "
-                          f"the minimum. A ratio &ge; 1 means outside every real {k}-NN ball (not "
-                          f"counted by precision with k = {k}): {outside} of {n_fake} fakes.", cards))
+                          f"Fakes with the largest ratio min over reals x of d(fake, x) / r<sub>{pr_k}</sub>(x), "
+                          f"the distance in units of the reals' {pr_k}-NN radii; right: the real attaining "
+                          f"the minimum. A ratio &ge; 1 means outside every real {pr_k}-NN ball (not "
+                          f"counted by precision with k = {pr_k}): {outside} of {n_fake} fakes.", cards))
 
     cards = [thumbs.card(("real", i), ("fake", int(cross.real_nn[i])),
                          [("distance to nearest fake", cross.real_nn_dist[i]),
-                          ("k-NN radius", own.radii[i])]) for i in uncovered[:per_section]]
+                          (f"{dc_k}-NN radius", dc_radii[i])]) for i in uncovered[:per_section]]
     parts.append(_section("uncovered", "(c) Real images no fake covers",
-                          f"Reals whose {k}-NN ball holds no fake (the misses of coverage, Naeem et al. "
+                          f"Reals whose {dc_k}-NN ball holds no fake (the misses of coverage, Naeem et al. "
                           f"2020): {len(uncovered)} of {len(xr)}; showing up to {per_section}, farthest "
                           "(in radii) first. Left: real; right: its nearest fake.", cards))
 
@@ -152,20 +157,25 @@ def _header(result, thumbs) -> str:
 
 def _metric_table(result) -> str:
     ci = result.details.get("ci_level")
-    ci_head = f"{ci:.0%} CI (bootstrap)" if ci else "CI"
+    columns = ["metric", "value"] + (["std"] if result.stds else []) + \
+        ([f"{ci:.0%} CI (bootstrap)" if ci else "CI"] if result.intervals else [])
     rows = []
     for key, value in result.values.items():
-        std = f"&plusmn; {escape(format_value(result.stds[key]))}" if key in result.stds else ""
-        interval = (f"[{escape(format_value(result.intervals[key][0]))}, {escape(format_value(result.intervals[key][1]))}]"
-                    if key in result.intervals else "")
-        rows.append(f"<tr><td>{escape(result.labels.get(key, key))}</td><td class=\"num\">"
-                    f"{escape(format_value(value))}</td><td class=\"num\">{std}</td><td class=\"num\">{interval}</td></tr>")
+        cells = [escape(result.labels.get(key, key)), escape(format_value(value))]
+        if result.stds:
+            cells.append(f"&plusmn; {escape(format_value(result.stds[key]))}" if key in result.stds else "")
+        if result.intervals:
+            cells.append(f"[{escape(format_value(result.intervals[key][0]))}, "
+                         f"{escape(format_value(result.intervals[key][1]))}]" if key in result.intervals else "")
+        rows.append("<tr><td>" + cells[0] + "</td>" + "".join(f"<td class=\"num\">{c}</td>" for c in cells[1:])
+                    + "</tr>")
     ks = [f"{name} k = {result.details[key]}" for name, key in
           (("precision/recall", "precision_recall_k"), ("density/coverage", "density_coverage_k"))
           if key in result.details]
     note = f"<p class=\"note\">{escape('; '.join(ks))}</p>" if ks else ""
-    return ("<h2>Metrics</h2>\n<table><thead><tr><th>metric</th><th>value</th><th>std</th>"
-            f"<th>{escape(ci_head)}</th></tr></thead>\n<tbody>" + "\n".join(rows) + "</tbody></table>" + note)
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    return (f"<h2>Metrics</h2>\n<table><thead><tr>{head}</tr></thead>\n<tbody>" + "\n".join(rows)
+            + "</tbody></table>" + note)
 
 
 def _plot_section(fake_to_real: np.ndarray, real_to_real: np.ndarray) -> str:

@@ -97,18 +97,22 @@ def _ratio(d: np.ndarray, r: np.ndarray) -> np.ndarray:
     return out
 
 
-def cross_neighbours(real, fake, real_radii, chunk_size: int | None = None) -> CrossNeighbours:
+def cross_neighbours(real, fake, real_radii, chunk_size: int | None = None, *,
+                     coverage_radii=None) -> CrossNeighbours:
     """Fake-to-real and real-to-fake nearest neighbours, and each fake's distance in real k-NN radii.
 
-    ``real_radii``: the reals' k-NN radii (:func:`within_set`). A real is *covered* (Naeem et al.
-    2020) when its nearest fake is strictly closer than its radius; a fake counts for precision
-    (Kynkäänniemi et al. 2019) exactly when ``fake_ratio < 1``.
+    ``real_radii``: the reals' k-NN radii (:func:`within_set`) with precision's k: a fake counts for
+    precision (Kynkäänniemi et al. 2019) exactly when ``fake_ratio < 1``. ``coverage_radii``: the
+    radii with coverage's k, if it differs (default: ``real_radii``): a real is *covered* (Naeem et
+    al. 2020) when its nearest fake is strictly closer than its radius.
     """
     x, y = _as_features(real, "real"), _as_features(fake, "fake")
     _same_dim(x, y)
     r = np.asarray(real_radii, dtype=np.float64)
-    if r.shape != (len(x),):
-        raise ValueError(f"real_radii must hold one radius per real sample ({len(x)}), got shape {r.shape}")
+    rc = r if coverage_radii is None else np.asarray(coverage_radii, dtype=np.float64)
+    for name, radii in (("real_radii", r), ("coverage_radii", rc)):
+        if radii.shape != (len(x),):
+            raise ValueError(f"{name} must hold one radius per real sample ({len(x)}), got shape {radii.shape}")
     fake_nn = np.empty(len(y), dtype=np.int64)
     fake_nn_dist = np.empty(len(y), dtype=np.float64)
     fake_ratio = np.empty(len(y), dtype=np.float64)
@@ -132,7 +136,7 @@ def cross_neighbours(real, fake, real_radii, chunk_size: int | None = None) -> C
         real_nn_dist[better] = best[better]
     return CrossNeighbours(fake_nn=fake_nn, fake_nn_dist=fake_nn_dist, fake_ratio=fake_ratio,
                            fake_ratio_real=fake_ratio_real, real_nn=real_nn, real_nn_dist=real_nn_dist,
-                           real_covered=real_nn_dist < r)
+                           real_covered=real_nn_dist < rc)
 
 
 def _same_dim(a: np.ndarray, b: np.ndarray) -> None:

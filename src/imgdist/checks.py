@@ -1,0 +1,155 @@
+"""Checks of arguments and of the environment, made before any work starts.
+
+An argument that can only fail after minutes of feature extraction (a k larger than a set, an
+output folder that does not exist, a device this machine does not have) is refused here, up
+front, in one line that names the option the way the user wrote it: the Python keyword and the
+CLI flag (``pr_k (--pr-k)``), since the API and the CLI share these checks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .errors import ImgdistError
+
+#: part of the available memory a batch may plan to use (the rest: the process, workers, the OS)
+MEMORY_FRACTION = 0.8
+
+
+def option(name: str) -> str:
+    """``pr_k`` -> ``pr_k (--pr-k)``: a keyword named for both API and CLI users."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """An integer in ``[minimum, maximum]``, else a one-line error naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not _is_integral(value):
+        raise ImgdistError(f"{option(name)} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ImgdistError(f"{option(name)} must be {bound}, got {value}")
+    return value
+
+
+def _is_integral(value) -> bool:
+    try:
+        import numpy as np
+
+        return isinstance(value, np.integer)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def check_fraction(name: str, value) -> float:
+    """A number strictly between 0 and 1 (a confidence level)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ImgdistError(f"{option(name)} must be a number between 0 and 1, got {value!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ImgdistError(f"{option(name)} must lie strictly between 0 and 1, got {value:g}")
+    return value
+
+
+def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -> str:
+    """An output file that can be written: its folder exists and accepts files; the right suffix.
+
+    Checked by creating (and removing) a temporary file there, which is the only test that also
+    holds for read-only file systems and for root, for whom permission bits say nothing.
+    """
+    path = os.fspath(path)
+    suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix or ())
+    if suffixes and not path.lower().endswith(suffixes):
+        raise ImgdistError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
+    if os.path.isdir(path):
+        raise ImgdistError(f"{flag} {path}: is a folder; name a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise ImgdistError(f"{flag} {path}: the folder {folder} {what}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ImgdistError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    return path
+
+
+# ------------------------------------------------------------------ device
+
+def resolve_device(device) -> str:
+    """``auto`` -> ``cuda`` where a GPU is usable, else ``cpu``; any other name is checked against
+    what this machine has, so that ``--device cuda:1`` on a one-GPU machine is one line, not a
+    traceback from the first batch."""
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    name = str(device or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ImgdistError(f"device (--device) {device!r} is not a device; use auto, cpu, cuda, cuda:N "
+                           "or mps") from None
+    if parsed.type == "cpu":
+        return "cpu"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ImgdistError(f"device (--device) {device}: CUDA is not available ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ImgdistError(f"device (--device) {device}: this machine has {count} CUDA device(s), "
+                               f"numbered 0..{count - 1}")
+        return str(parsed)
+    if parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ImgdistError(f"device (--device) {device}: Apple's MPS is not available on this machine; "
+                               "use --device cpu")
+        return "mps"
+    raise ImgdistError(f"device (--device) {device}: imgdist runs on cpu, cuda or mps, not {parsed.type}")
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes a new batch can use on ``device``, or None where it cannot be told."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    if device != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_batch_memory(batch_size: int, per_image_mb: float, backbone: str, device: str,
+                       precision: str = "fp32") -> None:
+    """Refuse a batch size whose activations cannot fit, before the first batch is killed by the OS."""
+    if not per_image_mb:
+        return  # unknown for custom networks
+    available = available_memory(device)
+    if available is None:
+        return
+    per_image = per_image_mb * 2**20 * (0.5 if precision in ("bf16", "fp16") else 1.0)
+    budget = MEMORY_FRACTION * available
+    if batch_size * per_image > budget:
+        largest = max(1, int(budget // per_image))
+        raise ImgdistError(f"batch_size (--batch-size) {batch_size} needs about "
+                           f"{batch_size * per_image / 2**30:.1f} GiB for {backbone} on {device}, where "
+                           f"{available / 2**30:.1f} GiB are available; use --batch-size {largest} or less")

@@ -1,0 +1,124 @@
+"""Which metrics exist, what each needs, and their settings, checked before any extraction starts.
+
+:func:`parse_metrics` turns ``"fid,kid,prdc"`` (or ``"all"``) into canonical names;
+:class:`MetricOptions` holds every metric setting (the defaults of :mod:`imgdist.defaults`) and
+refuses a bad one on construction; :meth:`MetricOptions.check_sets` refuses what the sizes of the
+sets already tell (a k larger than a set, splits larger than the fakes) before minutes of work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import defaults as D
+from .checks import check_fraction, check_int, option
+from .errors import ImgdistError
+
+METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
+ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
+           "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",)}
+#: metrics that need per-image features of both sets (not just the Gaussian statistics)
+NEEDS_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "fid-inf"})
+#: metrics that need the backbone's classifier logits of the fakes
+NEEDS_LOGITS = frozenset({"is"})
+
+
+def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True) -> tuple[str, ...]:
+    """``'fid,kid,prdc'`` or a list -> canonical names in canonical order.
+
+    ``'all'`` means every metric that applies: without classifier logits (``has_logits``) no
+    Inception Score, and with a statistics file on a side (``features`` False) only FID.
+    Metrics named explicitly are kept; :meth:`MetricOptions.check_sets` explains why one cannot be
+    computed.
+    """
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    chosen = set()
+    for raw in names:
+        name = str(raw).strip().lower()
+        if not name:
+            continue
+        if name == "all":
+            chosen.update(m for m in METRICS if (has_logits or m not in NEEDS_LOGITS)
+                          and (features or m not in NEEDS_FEATURES | NEEDS_LOGITS))
+        elif name in ALIASES:
+            chosen.update(ALIASES[name])
+        elif name in METRICS:
+            chosen.add(name)
+        else:
+            raise ImgdistError(f"unknown metric {raw!r}; choose from {', '.join(METRICS)} "
+                               f"(or {', '.join(ALIASES)}, all)")
+    if not chosen:
+        raise ImgdistError("no metric chosen")
+    return tuple(m for m in METRICS if m in chosen)
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Every metric setting; the keyword names are the CLI flags with ``_`` for ``-``."""
+
+    kid_subsets: int = D.KID_SUBSETS
+    kid_subset_size: int = D.KID_SUBSET_SIZE
+    is_splits: int = D.IS_SPLITS
+    pr_k: int = D.PR_K
+    dc_k: int = D.DC_K
+    fid_inf_sizes: tuple[int, ...] | None = None
+    bootstrap: int = D.BOOTSTRAP
+    ci: float = D.CI
+    seed: int = D.SEED
+
+    def __post_init__(self):
+        put = object.__setattr__  # frozen: normalise the values once, here
+        put(self, "kid_subsets", check_int("kid_subsets", self.kid_subsets, 1))
+        put(self, "kid_subset_size", check_int("kid_subset_size", self.kid_subset_size, 2))
+        put(self, "is_splits", check_int("is_splits", self.is_splits, 1))
+        put(self, "pr_k", check_int("pr_k", self.pr_k, 1))
+        put(self, "dc_k", check_int("dc_k", self.dc_k, 1))
+        put(self, "bootstrap", check_int("bootstrap", self.bootstrap, 0))
+        put(self, "ci", check_fraction("ci", self.ci))
+        put(self, "seed", check_int("seed", self.seed, 0))
+        if self.fid_inf_sizes is not None:
+            sizes = tuple(check_int("fid_inf_sizes", s, 2) for s in self.fid_inf_sizes)
+            if len(set(sizes)) < 2:
+                raise ImgdistError(f"{option('fid_inf_sizes')} needs at least two different sizes, got {sizes}")
+            put(self, "fid_inf_sizes", tuple(sorted(set(sizes))))
+
+    def check_sets(self, chosen, counts: dict[str, int], *, has_logits: bool = True,
+                   stats_sides: tuple[str, ...] = ()) -> None:
+        """Refuse, before extraction, what the set sizes and the sides' kinds already rule out.
+
+        ``counts``: images per side (``real``, ``fake``); ``stats_sides``: sides given as statistics
+        files (mu and sigma only).
+        """
+        chosen = set(chosen)
+        for side in stats_sides:
+            missing = [m for m in sorted(chosen) if m in NEEDS_FEATURES or (m in NEEDS_LOGITS and side == "fake")]
+            if missing or self.bootstrap:
+                what = ", ".join(missing) + (" and " if missing and self.bootstrap else "") + \
+                    ("bootstrap intervals" if self.bootstrap else "")
+                raise ImgdistError(f"{what} need(s) images, but {side} is a statistics file (it holds only "
+                                   "mu and sigma); pass the images, or use --metrics fid")
+        if chosen & NEEDS_LOGITS and not has_logits:
+            raise ImgdistError("is: the Inception Score needs a classifier, and this backbone has no logits; "
+                               "use --backbone inception (or a backbone with classes in 'imgdist backbones')")
+        pairwise = [m for m in METRICS if m in chosen & {"fid", "kid", "fid-inf"}]
+        for side, n in counts.items():
+            if n < 2 and pairwise:
+                raise ImgdistError(f"{', '.join(pairwise)}: the {side} set has {n} image(s); a covariance "
+                                   "needs at least 2 images per set")
+        real, fake = counts.get("real"), counts.get("fake")
+        if "is" in chosen and fake is not None and self.is_splits > fake:
+            raise ImgdistError(f"is: {option('is_splits')} {self.is_splits} is more than the {fake} fake images")
+        if chosen & {"precision", "recall"}:
+            for side, n in counts.items():
+                if n is not None and self.pr_k >= n:
+                    raise ImgdistError(f"precision/recall: {option('pr_k')} {self.pr_k} needs more than {self.pr_k} images per "
+                                       f"set, and the {side} set has {n}")
+        if chosen & {"density", "coverage"} and real is not None and self.dc_k >= real:
+            raise ImgdistError(f"density/coverage: {option('dc_k')} {self.dc_k} needs more than {self.dc_k} real images, "
+                               f"and the real set has {real}")
+        if "fid-inf" in chosen and fake is not None:
+            if fake < 3:
+                raise ImgdistError(f"fid-inf needs at least 3 fake images, got {fake}")
+            if self.fid_inf_sizes and max(self.fid_inf_sizes) > fake:
+                raise ImgdistError(f"{option('fid_inf_sizes')} go up to {max(self.fid_inf_sizes)}, more "
+                                   f"than the {fake} fake images")
