@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 import os
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from skimage.metrics import structural_similarity
 from imgdist.cli import main
 
 PIXEL_KEYS = ("sum_abs_diff", "mean_abs_diff", "mse", "rmse", "psnr", "ssim", "ssim_luma")
+
+
+_COFFEE = resources.files("imgdist") / "data" / "coffee.jpg"
 
 
 def _png(path, array) -> str:
@@ -86,6 +90,18 @@ def test_identical_images(capsys, tmp_path):
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()}
     assert rows["psnr"] == "inf"
     assert rows["sum_abs_diff"] == "0"
+
+
+def test_identical_images_have_feature_distance_zero(capsys, tmp_path):
+    # rounding leaves 1 - cos = -2.2e-16 for some images; a distance is never negative
+    img = np.array(Image.open(_COFFEE).convert("RGB").resize((96, 64)))
+    a, b = _png(tmp_path / "x.png", img), _png(tmp_path / "y.png", img)
+    code, out, err = _run(capsys, "compare", a, b, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["feature_cosine"] == 0.0 and result["feature_l2"] == 0.0
+    assert result["feature_spatial"] == 0.0
+    assert result["device"] == "cpu"
 
 
 def test_ssim_is_mean_of_per_channel_ssim(capsys, tmp_path):

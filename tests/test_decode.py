@@ -10,7 +10,7 @@ from PIL import Image
 
 import imgdist.decode
 from imgdist.decode import decode_bytes, decode_file, to_rgb_array
-from imgdist.errors import ImageError
+from imgdist.errors import ImageError, ImgdistError
 
 
 def _save(img: Image.Image, path, **kwargs):
@@ -225,7 +225,7 @@ def test_animated_gif_first_frame(tmp_path):
 def test_decompression_bomb_limit(tmp_path, monkeypatch):
     path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "big.png")
     np.testing.assert_array_equal(decode_file(path)[0, 0], (1, 2, 3))
-    monkeypatch.setattr(imgdist.decode, "MAX_PIXELS", 50)
+    monkeypatch.setenv("IMGDIST_MAX_PIXELS", "50")
     with pytest.raises(ImageError) as info:
         decode_file(path)
     _assert_one_line_naming(info.value, str(path))
@@ -236,9 +236,17 @@ def test_raised_limit_overrides_pillows_own(tmp_path, monkeypatch):
     # IMGDIST_MAX_PIXELS above Pillow's limit must let the image through (and leave Pillow as it was)
     path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)
-    monkeypatch.setattr(imgdist.decode, "MAX_PIXELS", 1000)
+    monkeypatch.setenv("IMGDIST_MAX_PIXELS", "1_000")
     np.testing.assert_array_equal(decode_file(path)[9, 9], (1, 2, 3))
     assert Image.MAX_IMAGE_PIXELS == 20
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "0", "1e9"])
+def test_bad_pixel_limit_in_the_environment(tmp_path, monkeypatch, value):
+    path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "big.png")
+    monkeypatch.setenv("IMGDIST_MAX_PIXELS", value)
+    with pytest.raises(ImgdistError, match=f"IMGDIST_MAX_PIXELS={value!r}: expected a positive whole number"):
+        decode_file(path)
 
 
 # ------------------------------------------------------------------ broken files

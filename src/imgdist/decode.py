@@ -17,12 +17,19 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .environment import env_positive_int
 from .errors import ImageError
 
 #: transparent pixels are composited on this colour (white, like a browser page)
 DEFAULT_BACKGROUND = (255, 255, 255)
-#: Pillow's own limit (~89 Mpixel) only warns; we refuse above it, overridable by environment
-MAX_PIXELS = int(os.environ.get("IMGDIST_MAX_PIXELS", 89_478_485))
+#: Pillow's own limit (~89 Mpixel) only warns; we refuse above it (``IMGDIST_MAX_PIXELS`` overrides)
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def max_pixels() -> int:
+    """The decompression-bomb limit now: ``IMGDIST_MAX_PIXELS`` or the default (read per use, so it is
+    checked like any input and a changed environment applies)."""
+    return env_positive_int("IMGDIST_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
@@ -48,14 +55,15 @@ def decode_bytes(data: bytes, name: str, background=DEFAULT_BACKGROUND) -> np.nd
 
 def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.ndarray:
     pillow_limit = Image.MAX_IMAGE_PIXELS
+    limit = max_pixels()
     try:
         with warnings.catch_warnings():
             # imgdist's own limit applies (in _check_size, before any pixel is decoded); Pillow's
             # warning and its hard stop at twice its limit follow that limit, not Pillow's default
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            Image.MAX_IMAGE_PIXELS = limit
             with Image.open(fh) as img:
-                _check_size(img, name)
+                _check_size(img, name, limit)
                 img.seek(0)  # animated GIF/WebP/APNG: the first frame
                 img.load()
                 return to_rgb_array(img, name, background)
@@ -74,11 +82,11 @@ def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.
         Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
-def _check_size(img: Image.Image, name: str) -> None:
+def _check_size(img: Image.Image, name: str, limit: int) -> None:
     width, height = img.size
-    if width * height > MAX_PIXELS:
+    if width * height > limit:
         raise ImageError(name, f"{width}x{height} = {width * height} pixels is over the limit of "
-                               f"{MAX_PIXELS} (set IMGDIST_MAX_PIXELS to allow it)")
+                               f"{limit} (set IMGDIST_MAX_PIXELS to allow it)")
 
 
 def to_rgb_array(img: Image.Image, name: str = "<image>", background=DEFAULT_BACKGROUND) -> np.ndarray:

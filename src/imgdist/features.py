@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from . import defaults as D
 from .backbones import Backbone, load_backbone
 from .checks import check_batch_memory, check_int, resolve_device
+from .decode import max_pixels
 from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
 from .provenance import Provenance
@@ -153,6 +154,7 @@ class FeatureExtractor:
         self.workers = None if workers is None else check_int("workers", workers, 0)
         if precision not in PRECISIONS:
             raise ImgdistError(f"precision (--precision) {precision!r}: choose from {', '.join(PRECISIONS)}")
+        max_pixels()  # the environment's limit is checked here, not as a traceback from a worker
         self.device = torch.device(resolve_device(device))
         self.dtype = PRECISIONS[precision]
         if self.dtype != torch.float32 and self.device.type == "cpu":

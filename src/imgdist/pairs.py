@@ -96,9 +96,10 @@ class _Embedder:
 def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
     pa, pb = fa["pool"][0].double(), fb["pool"][0].double()
     l2 = float((pa - pb).norm())
-    denom = float(pa.norm() * pb.norm())
-    # clamped: rounding leaves -2e-16 for identical images, and a distance is never negative
-    cosine = max(0.0, 1.0 - float(pa @ pb) / denom) if denom > 0 else math.nan
+    na, nb = float(pa.norm()), float(pb.norm())
+    # 1 - cos as half the squared distance of the unit vectors: the same number, but exactly 0 for
+    # identical images and never negative (1 - a.b/(|a||b|) leaves -2e-16 or +4e-16 there)
+    cosine = float(((pa / na - pb / nb) ** 2).sum()) / 2.0 if na > 0 and nb > 0 else math.nan
     spatial = 0.0
     for ma, mb in zip(fa.get("spatial", []), fb.get("spatial", [])):
         na = ma.double() / (ma.double().norm(dim=1, keepdim=True) + 1e-10)

@@ -53,7 +53,6 @@ __all__ = [
 
 CHUNK_SIZE = 1 << 16
 OFFLINE_BACKBONE = "efficientnet-lite0"
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def cache_dir() -> Path:
@@ -70,8 +69,11 @@ def weights_dir() -> Path:
 
 
 def offline() -> bool:
-    """True when ``IMGDIST_OFFLINE`` is set to 1/true/yes/on: no downloads."""
-    return os.environ.get("IMGDIST_OFFLINE", "").strip().lower() in _TRUE
+    """True when ``IMGDIST_OFFLINE`` is set to 1/true/yes/on: no downloads (other values than
+    those and 0/false/no/off are refused, not guessed)."""
+    from .environment import env_flag
+
+    return env_flag("IMGDIST_OFFLINE")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

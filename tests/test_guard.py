@@ -1,0 +1,238 @@
+"""The guard: bad invocations and bad files, as a careless or hostile user would make them.
+
+Every row runs the real command line (``imgdist.cli.main``) and must end in one of two ways:
+
+* ``ERR``: exit status 2 and exactly one stderr line ``imgdist: error: ...`` containing the given
+  text (which names the file or option and the cause); nothing on stdout;
+* ``SAME``: exit status 0, the same numbers as the clean run of the same command, and on stderr
+  only ``imgdist: warning: ...`` / ``imgdist: skipped ...`` lines containing the given text.
+
+Never a traceback, never a wrong number. A new user-facing error gets a row here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imgdist.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = 4
+N = 24
+PIX = ["--backbone", "pixels", "--resize-mode", "native"]
+FAST = ["--no-progress", "--no-cache", "--workers", "0"]
+
+
+def _images(n, seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(60, 190, (n, 1, 1, 3)) + shift
+    return np.clip(np.rint(base + rng.normal(0, 30, (n, SIZE, SIZE, 3))), 0, 255).astype(np.uint8)
+
+
+def _folder(path, images):
+    path.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(path / f"im_{i:03d}.png")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Every file the table refers to, made once: ``{name}`` in a row is replaced by its path."""
+    root = tmp_path_factory.mktemp("guard")
+    f = {"root": root}
+    f["real"] = _folder(root / "real", _images(N, 1))
+    f["fake"] = _folder(root / "fake", _images(N, 2, shift=20))
+    f["empty"] = root / "empty"
+    f["empty"].mkdir()
+    f["one"] = _folder(root / "one", _images(1, 3))
+    # a folder with one unreadable file among good ones (skip: same numbers as the good ones alone)
+    f["fake_bad"] = root / "fake_bad"
+    shutil.copytree(f["fake"], f["fake_bad"])
+    (f["fake_bad"] / "zz_text.png").write_text("not an image")
+    png = (f["real"] / "im_000.png").read_bytes()
+    (f["root"] / "truncated.png").write_bytes(png[: len(png) // 2])
+    f["truncated_png"] = root / "truncated.png"
+    f["a"], f["b"] = f["real"] / "im_000.png", f["real"] / "im_001.png"
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(root / "other_size.png")
+    f["other_size"] = root / "other_size.png"
+    big = np.random.default_rng(5).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(big).save(root / "photo.png")
+    f["photo"] = root / "photo.png"
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(root / "tiny.png")
+    f["tiny"] = root / "tiny.png"
+    (root / "corrupt.png").write_bytes(os.urandom(300))
+    f["corrupt"] = root / "corrupt.png"  # also a "weights file" that is not one
+    torch.save({"conv.weight": torch.zeros(3)}, root / "wrong_keys.pth")
+    f["wrong_keys"] = root / "wrong_keys.pth"
+    np.save(root / "floats.npy", np.full((4, SIZE, SIZE, 3), 2.5))
+    f["floats_npy"] = root / "floats.npy"
+    np.save(root / "bad_shape.npy", np.zeros((4, 5)))
+    f["bad_shape_npy"] = root / "bad_shape.npy"
+    f["a_file"] = root / "a_file.txt"
+    f["a_file"].write_text("x")
+    # statistics: a valid file of the real set with the pixels backbone
+    f["stats"] = root / "real_stats.npz"
+    assert main(["stats", str(f["real"]), "-o", str(f["stats"]), *PIX, *FAST]) == 0
+    return f
+
+
+def _fill(arg, files):
+    arg = str(arg)
+    for key, value in files.items():
+        arg = arg.replace("{" + key + "}", str(value))
+    return arg
+
+
+def _run(capsys, monkeypatch, files, argv, env=None):
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, _fill(value, files))
+    code = main([_fill(a, files) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _values(out):
+    data = json.loads(out)
+    if "metrics" in data:
+        return {k: v["value"] for k, v in data["metrics"].items()}
+    return {k: v for k, v in data.items() if isinstance(v, float)}
+
+
+EVAL = ["eval", "{real}", "{fake}", *PIX, "--metrics", "fid,kid,prdc", "--kid-subset-size", "10",
+        "--kid-subsets", "5", "--json", *FAST]
+STATS = ["stats", "{real}", *PIX, *FAST]
+COMPARE = ["compare", "{a}", "{b}", "--backbone", "none", "--json"]
+ROBUST = ["robustness", "{photo}", "{photo}", "--backbone", "none", "--json"]
+LITE = ["--backbone", "efficientnet-lite0"]
+
+ERR = "error"
+SAME = "same"
+
+# (id, argv, environment, outcome, text the one stderr line must contain)
+CASES = [
+    # metric settings refused before any extraction
+    ("bootstrap-negative", EVAL + ["--bootstrap", "-1"], None, ERR, "bootstrap (--bootstrap) must be at least 0"),
+    ("pr-k-zero", EVAL + ["--pr-k", "0"], None, ERR, "pr_k (--pr-k) must be at least 1, got 0"),
+    ("dc-k-zero", EVAL + ["--dc-k", "0"], None, ERR, "dc_k (--dc-k) must be at least 1"),
+    ("is-splits-zero", EVAL + ["--is-splits", "0"], None, ERR, "is_splits (--is-splits) must be at least 1"),
+    ("kid-subset-size-1", EVAL + ["--kid-subset-size", "1"], None, ERR, "kid_subset_size (--kid-subset-size) must be at least 2"),
+    ("kid-subsets-0", EVAL + ["--kid-subsets", "0"], None, ERR, "kid_subsets (--kid-subsets) must be at least 1"),
+    ("ci-above-1", EVAL + ["--ci", "1.5"], None, ERR, "ci (--ci) must lie strictly between 0 and 1"),
+    ("ci-zero", EVAL + ["--ci", "0"], None, ERR, "ci (--ci) must lie strictly between 0 and 1"),
+    ("seed-negative", EVAL + ["--seed", "-3"], None, ERR, "seed (--seed) must be at least 0"),
+    ("pr-k-too-large", EVAL + ["--pr-k", str(N)], None, ERR, f"pr_k (--pr-k) {N} needs more than {N} images"),
+    ("dc-k-too-large", EVAL + ["--dc-k", "40"], None, ERR, "dc_k (--dc-k) 40 needs more than 40 real images"),
+    ("is-without-logits", EVAL + ["--metrics", "is"], None, ERR, "is: the Inception Score needs a classifier"),
+    ("unknown-metric", EVAL + ["--metrics", "fid,fod"], None, ERR, "unknown metric 'fod'"),
+    ("no-metric", EVAL + ["--metrics", " , "], None, ERR, "no metric chosen"),
+    ("kid-on-statistics", ["eval", "{stats}", "{fake}", *PIX, "--metrics", "kid", *FAST], None, ERR,
+     "kid need(s) images, but real is a statistics file"),
+    ("bootstrap-on-statistics", ["eval", "{stats}", "{fake}", *PIX, "--metrics", "fid", "--bootstrap", "5", *FAST],
+     None, ERR, "bootstrap intervals need(s) images, but real is a statistics file"),
+    ("fid-one-image-set", ["eval", "{one}", "{fake}", *PIX, "--metrics", "fid,kid", *FAST], None, ERR,
+     "fid, kid: the real set has 1 image(s); a covariance needs at least 2 images per set"),
+    # outputs checked before the work
+    ("stats-into-missing-folder", STATS + ["-o", "{root}/missing/ref.npz"], None, ERR, "missing does not exist"),
+    ("stats-without-npz", STATS + ["-o", "{root}/ref.txt"], None, ERR, "must end in .npz"),
+    ("stats-onto-a-folder", STATS + ["-o", "{empty}"], None, ERR, "must end in .npz"),
+    ("stats-under-a-file", STATS + ["-o", "{a_file}/ref.npz"], None, ERR, "is not a folder"),
+    ("plot-into-missing-folder", ROBUST + ["--plot", "{root}/missing/r.png"], None, ERR, "missing does not exist"),
+    ("plot-unknown-format", ROBUST + ["--plot", "{root}/r.gif"], None, ERR, "must end in .png or .pdf"),
+    ("report-into-missing-folder", EVAL + ["--report", "{root}/missing/r.html"], None, ERR, "missing does not exist"),
+    ("report-not-html", EVAL + ["--report", "{root}/r.txt"], None, ERR, "must end in .html or .htm"),
+    # devices this machine does not have, and memory it does not have
+    ("device-banana", EVAL + ["--device", "banana"], None, ERR, "device (--device) 'banana' is not a device"),
+    ("device-cuda", EVAL + ["--device", "cuda"], None, ERR, "--device) cuda: CUDA is not available"),
+    ("device-cuda-1", EVAL + ["--device", "cuda:1"], None, ERR, "--device) cuda:1: CUDA is not available"),
+    ("device-mps", EVAL + ["--device", "mps"], None, ERR, "MPS is not available"),
+    ("batch-size-zero", EVAL + ["--batch-size", "0"], None, ERR, "batch_size (--batch-size) must be at least 1"),
+    ("batch-size-huge", ["eval", "{real}", "{fake}", *LITE, "--metrics", "fid", "--batch-size", "100000000", *FAST],
+     None, ERR, "batch_size (--batch-size) 100000000 needs about"),
+    ("workers-negative", EVAL + ["--workers", "-1"], None, ERR, "workers (--workers) must be at least 0"),
+    # backbones, modes, layers, weights
+    ("unknown-backbone", EVAL + ["--backbone", "banana"], None, ERR, "unknown backbone 'banana'"),
+    ("unknown-resize-mode", EVAL + ["--resize-mode", "banana"], None, ERR, "has no resize mode 'banana'"),
+    ("unknown-dims", ["eval", "{real}", "{fake}", *LITE, "--dims", "100", *FAST], None, ERR,
+     "has no 100-dimensional feature layer"),
+    ("weights-missing", ["eval", "{real}", "{fake}", *LITE, "--weights", "{root}/nope.pth", *FAST], None, ERR,
+     "nope.pth does not exist"),
+    ("weights-not-a-weights-file", ["eval", "{real}", "{fake}", *LITE, "--weights", "{corrupt}", *FAST], None,
+     ERR, "corrupt.png"),
+    ("weights-wrong-keys", ["compare", "{a}", "{b}", *LITE, "--weights", "{wrong_keys}"], None, ERR,
+     "wrong_keys.pth: not efficientnet-lite0 weights"),
+    ("weights-without-backbone", COMPARE + ["--weights", "{wrong_keys}"], None, ERR,
+     "weights were given, but no backbone"),
+    ("custom-backbone-not-torchscript", ["eval", "{real}", "{fake}", "--backbone", "{corrupt}", *FAST], None,
+     ERR, "corrupt.png: not a loadable TorchScript file"),
+    ("custom-input-size-zero", ["eval", "{real}", "{fake}", "--backbone", "{corrupt}", "--input-size", "0", *FAST],
+     None, ERR, "input_size (--input-size) must be at least 8"),
+    # sources
+    ("missing-folder", EVAL[:1] + ["{root}/nope"] + EVAL[2:], None, ERR, "nope: no such file or directory"),
+    ("empty-folder", EVAL[:1] + ["{empty}"] + EVAL[2:], None, ERR, "empty: no images found in folder"),
+    ("unreadable-image-raise", EVAL[:2] + ["{fake_bad}"] + EVAL[3:], None, ERR,
+     "zz_text.png: not a readable image"),
+    ("unreadable-image-skip", EVAL[:2] + ["{fake_bad}"] + EVAL[3:] + ["--on-error", "skip"], None, SAME,
+     "zz_text.png"),
+    ("array-out-of-range", ["eval", "{real}", "{floats_npy}", *PIX, "--metrics", "fid", *FAST], None, ERR,
+     "floats.npy[0]: float image with values 2.5..2.5"),
+    ("array-bad-shape", ["eval", "{real}", "{bad_shape_npy}", *PIX, "--metrics", "fid", *FAST], None, ERR,
+     "bad_shape.npy: array of shape (4, 5)"),
+    # pairs
+    ("compare-missing", ["compare", "{a}", "{root}/nope.png", "--backbone", "none"], None, ERR,
+     "nope.png: no such file"),
+    ("compare-truncated", ["compare", "{a}", "{truncated_png}", "--backbone", "none"], None, ERR, "truncated.png"),
+    ("compare-sizes-differ", ["compare", "{a}", "{other_size}", "--backbone", "none"], None, ERR,
+     "pixel distances need equal sizes"),
+    ("robustness-tiny", ["robustness", "{tiny}", "--backbone", "none"], None, ERR, "too small for shifts"),
+    # the environment
+    ("env-max-pixels", EVAL, {"IMGDIST_MAX_PIXELS": "lots"}, ERR, "IMGDIST_MAX_PIXELS='lots'"),
+    ("env-offline", ["eval", "{real}", "{fake}", "--backbone", "inception", *FAST], {"IMGDIST_OFFLINE": "maybe"},
+     ERR, "IMGDIST_OFFLINE='maybe'"),
+]
+
+
+def _clean_argv(argv):
+    """The same command without the fault: what its numbers must equal."""
+    out = [a for a in argv if a not in ("--on-error", "skip")]
+    return [{"{fake_bad}": "{fake}"}.get(a, a) for a in out]
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_guard(case, files, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("IMGDIST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("IMGDIST_OFFLINE", raising=False)
+    monkeypatch.delenv("IMGDIST_MAX_PIXELS", raising=False)
+    name, argv, env, outcome, text = case
+    code, out, err = _run(capsys, monkeypatch, files, argv, env)
+    assert "Traceback" not in err + out
+    lines = [line for line in err.splitlines() if line.strip()]
+    if outcome == ERR:
+        assert code == 2, (name, out, err)
+        assert len(lines) == 1, err
+        assert lines[0].startswith("imgdist: error: ") and text in lines[0], lines[0]
+        assert out == ""
+        return
+    assert code == 0, err
+    for line in lines:
+        assert line.startswith(("imgdist: warning: ", "imgdist: skipped ")), err
+    if text:
+        assert any(text in line for line in lines) or text in out, err
+    monkeypatch.undo()
+    monkeypatch.setenv("IMGDIST_CACHE", str(tmp_path / "cache-clean"))
+    clean_code, clean_out, clean_err = _run(capsys, monkeypatch, files, _clean_argv(argv))
+    assert clean_code == 0, clean_err
+    assert _values(out) == _values(clean_out)
