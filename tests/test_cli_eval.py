@@ -122,6 +122,39 @@ def test_stats_then_eval_equals_image_fd(capsys, sets, tmp_path):
     assert from_stats == pytest.approx(M.fid_from_features(_feats(sets["real"]), _feats(sets["fake"])), rel=1e-9)
 
 
+def test_eval_takes_backbone_and_mode_from_the_statistics_file(capsys, sets, tmp_path):
+    ref = tmp_path / "ref.npz"
+    assert _run(capsys, "stats", sets["real_dir"], "-o", ref, *PIX, *FAST)[0] == 0
+    # no --backbone / --resize-mode: the file's (pixels, native), not the default inception
+    code, out, err = _run(capsys, "eval", ref, sets["fake_dir"], "--metrics", "fid", "--json", *FAST)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["provenance"]["backbone"] == "pixels" and data["provenance"]["resize_mode"] == "native"
+    assert data["metrics"]["FD[pixels]"]["value"] == pytest.approx(
+        M.fid_from_features(_feats(sets["real"]), _feats(sets["fake"])), rel=1e-9)
+    # told otherwise, the difference is an error before any extraction
+    code, out, err = _run(capsys, "eval", ref, sets["fake_dir"], "--backbone", "pixels", "--metrics", "fid", *FAST)
+    assert code == 2 and "resize_mode native vs antialias" in _error_line(err)
+
+
+def test_device_auto_says_which_device(capsys, sets):
+    code, out, err = _run(capsys, "eval", sets["real_dir"], sets["fake_dir"], *PIX, "--metrics", "fid", *FAST)
+    assert code == 0, err
+    assert "device: cpu" in out.splitlines()  # no GPU here: auto means the CPU
+
+
+def test_kid_without_subset_spread_prints_no_std(capsys, sets):
+    # subsets as large as both sets are all the whole set: no spread to report, and it says so
+    code, out, err = _run(capsys, "eval", sets["real_dir"], sets["fake_dir"], *PIX, "--metrics", "kid", *FAST)
+    assert code == 0, err
+    assert "±" not in out and "KID: unbiased estimate on the full sets" in out
+    data = json.loads(_run(capsys, "eval", sets["real_dir"], sets["fake_dir"], *PIX, "--metrics", "kid", "--json",
+                           *FAST)[1])
+    assert "std" not in data["metrics"]["KD[pixels]"]
+    assert data["metrics"]["KD[pixels]"]["value"] == pytest.approx(M.kid_full(_feats(sets["real"]),
+                                                                             _feats(sets["fake"])), rel=1e-9)
+
+
 def test_stats_file_with_kid_is_an_error(capsys, sets, tmp_path):
     ref = tmp_path / "ref.npz"
     assert _run(capsys, "stats", sets["real_dir"], "-o", ref, *PIX, *FAST)[0] == 0
