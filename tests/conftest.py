@@ -19,3 +19,20 @@ def one_thread():
     with limits:
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_hang():
+    """Turn a hang (e.g. a blocking open of a FIFO) into a failure after 30 s instead of a stuck run."""
+    import signal
+
+    def timeout(signum, frame):
+        raise TimeoutError("the test hung for 30 s")
+
+    before = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(30)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)

@@ -233,9 +233,9 @@ def test_cached_rows_are_read_in_chunks_and_stream_into_the_stats(folder, tmp_pa
     requested = []
     original = features_module.FeatureCache.get
 
-    def get(self, hashes):
-        requested.append(len(hashes))
-        return original(self, hashes)
+    def get(self, keys, *args):
+        requested.append(len(keys))
+        return original(self, keys, *args)
 
     monkeypatch.setattr(features_module.FeatureCache, "get", get)
     again = _extract(str(folder), cache=cache, batch_size=4, keep_features=False)

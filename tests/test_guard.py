@@ -79,6 +79,19 @@ def files(tmp_path_factory):
     f["bad_shape_npy"] = root / "bad_shape.npy"
     f["a_file"] = root / "a_file.txt"
     f["a_file"].write_text("x")
+    # entries named like images that are not readable files
+    f["fake_fifo"] = root / "fake_fifo"
+    shutil.copytree(f["fake"], f["fake_fifo"])
+    os.mkfifo(f["fake_fifo"] / "zz_pipe.png")
+    f["fake_link"] = root / "fake_link"
+    shutil.copytree(f["fake"], f["fake_link"])
+    os.symlink(root / "nowhere.png", f["fake_link"] / "zz_link.png")
+    # a feature cache whose database file was overwritten with garbage
+    f["garbage_cache"] = root / "garbage_cache"
+    assert main(["eval", str(f["real"]), str(f["fake"]), *PIX, "--metrics", "fid", "--no-progress",
+                 "--cache-dir", str(f["garbage_cache"])]) == 0
+    for db in f["garbage_cache"].glob("*.sqlite"):
+        db.write_bytes(os.urandom(4096))
     # statistics: a valid file of the real set with the pixels backbone
     f["stats"] = root / "real_stats.npz"
     assert main(["stats", str(f["real"]), "-o", str(f["stats"]), *PIX, *FAST]) == 0
@@ -109,6 +122,7 @@ def _values(out):
 
 EVAL = ["eval", "{real}", "{fake}", *PIX, "--metrics", "fid,kid,prdc", "--kid-subset-size", "10",
         "--kid-subsets", "5", "--json", *FAST]
+CACHED = [a for a in EVAL if a != "--no-cache"]
 STATS = ["stats", "{real}", *PIX, *FAST]
 COMPARE = ["compare", "{a}", "{b}", "--backbone", "none", "--json"]
 ROBUST = ["robustness", "{photo}", "{photo}", "--backbone", "none", "--json"]
@@ -186,6 +200,16 @@ CASES = [
      "floats.npy[0]: float image with values 2.5..2.5"),
     ("array-bad-shape", ["eval", "{real}", "{bad_shape_npy}", *PIX, "--metrics", "fid", *FAST], None, ERR,
      "bad_shape.npy: array of shape (4, 5)"),
+    ("fifo-named-like-an-image", EVAL[:2] + ["{fake_fifo}"] + EVAL[3:], None, ERR,
+     "zz_pipe.png: not a regular file (a FIFO (named pipe))"),
+    ("fifo-skipped", EVAL[:2] + ["{fake_fifo}"] + EVAL[3:] + ["--on-error", "skip"], None, SAME, "zz_pipe.png"),
+    ("broken-symlink", EVAL[:2] + ["{fake_link}"] + EVAL[3:], None, ERR, "zz_link.png: broken symbolic link"),
+    ("broken-symlink-skipped", EVAL[:2] + ["{fake_link}"] + EVAL[3:] + ["--on-error", "skip"], None, SAME,
+     "zz_link.png"),
+    # the feature cache: never a traceback, never a wrong number
+    ("cache-dir-is-a-file", CACHED + ["--cache-dir", "{a_file}"], None, SAME, "feature cache"),
+    ("cache-file-garbage", CACHED + ["--cache-dir", "{garbage_cache}"], None, SAME, "could not be read (file is not a database); moved it to"),
+    ("cache-env-is-a-file", CACHED, {"IMGDIST_CACHE": "{a_file}"}, SAME, "feature cache"),
     # pairs
     ("compare-missing", ["compare", "{a}", "{root}/nope.png", "--backbone", "none"], None, ERR,
      "nope.png: no such file"),
@@ -203,7 +227,11 @@ CASES = [
 def _clean_argv(argv):
     """The same command without the fault: what its numbers must equal."""
     out = [a for a in argv if a not in ("--on-error", "skip")]
-    return [{"{fake_bad}": "{fake}"}.get(a, a) for a in out]
+    out = [{"{fake_bad}": "{fake}", "{fake_fifo}": "{fake}", "{fake_link}": "{fake}"}.get(a, a) for a in out]
+    if "--cache-dir" in out:
+        i = out.index("--cache-dir")
+        out = out[:i] + out[i + 2:]
+    return out + (["--no-cache"] if "--no-cache" not in out else [])
 
 
 def test_the_table_is_large_enough():

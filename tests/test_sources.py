@@ -381,3 +381,103 @@ def test_single_hwc_array_is_one_image_whatever_its_height(height):
     source = open_source(img)
     assert len(source) == 1
     np.testing.assert_array_equal(source.load(0), img)
+
+
+# ------------------------------------------------------------------ entries that are not regular files
+
+
+@pytest.fixture
+def odd_tree(tmp_path):
+    """Two good images beside a FIFO, a broken link, a socket and a folder named like images, a link
+    to a good image, and a link back up the tree (a loop for a walker that follows links)."""
+    import socket
+
+    root = tmp_path / "odd"
+    _write_png(root / "a.png", 10)
+    _write_png(root / "sub" / "c.png", 30)
+    os.mkfifo(root / "fifo.png")
+    os.symlink(root / "gone.png", root / "broken.png")
+    os.symlink(root / "a.png", root / "link.png")
+    (root / "folder.png").mkdir()
+    _write_png(root / "folder.png" / "inner.png", 50)
+    os.symlink(root, root / "sub" / "loop")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock.png"))
+    yield root
+    sock.close()
+
+
+ODD_CAUSES = {"broken.png": "broken symbolic link", "fifo.png": "not a regular file (a FIFO (named pipe))",
+              "sock.png": "not a regular file (a socket)"}
+
+
+def test_folder_reports_entries_that_are_not_regular_files(odd_tree, no_hang):
+    source = open_source(odd_tree)
+    names = [os.path.relpath(source.name_of(i), odd_tree) for i in range(len(source))]
+    # the loop is walked once; a folder named x.png is a folder: its images are listed
+    assert names == ["a.png", "broken.png", "fifo.png", os.path.join("folder.png", "inner.png"), "link.png",
+                     "sock.png", os.path.join("sub", "c.png")]
+    for i, name in enumerate(names):
+        if name in ODD_CAUSES:
+            for read in (source.load, source.content_bytes):  # never opened, so never blocks
+                with pytest.raises(ImageError) as info:
+                    read(i)
+                assert info.value.name == str(odd_tree / name)
+                assert info.value.cause.startswith(ODD_CAUSES[name])
+        else:
+            assert source.content_bytes(i) == (odd_tree / name).read_bytes()
+    skipped = Skipped()
+    got = list(iter_images(source, on_error="skip", skipped=skipped))
+    assert [int(img[0, 0, 0]) for _, img in got] == [10, 50, 10, 30]
+    assert sorted(os.path.basename(n) for n, _ in skipped.items) == sorted(ODD_CAUSES)
+    assert "gone.png" in dict(skipped.items)[str(odd_tree / "broken.png")]
+
+
+def test_glob_and_single_path_report_them_too(odd_tree, no_hang):
+    source = open_source(str(odd_tree / "*.png"))  # folder.png is a folder: not an entry of a glob
+    assert [os.path.basename(source.name_of(i)) for i in range(len(source))] == [
+        "a.png", "broken.png", "fifo.png", "link.png", "sock.png"]
+    fifo = open_source(odd_tree / "fifo.png")
+    with pytest.raises(ImageError, match="FIFO"):
+        fifo.load(0)
+    listed = open_source([odd_tree / "a.png", odd_tree / "broken.png"])
+    with pytest.raises(ImageError, match="broken symbolic link"):
+        listed.load(1)
+    with pytest.raises(SourceError, match="is a folder"):
+        open_source([odd_tree / "a.png", odd_tree / "folder.png"])
+
+
+def test_a_directory_given_as_a_file_is_an_image_error(odd_tree):
+    source = FileSource([str(odd_tree / "a.png"), str(odd_tree / "folder.png")], "two")
+    with pytest.raises(ImageError, match="not a regular file \\(a folder\\)"):
+        source.content_bytes(1)
+    with pytest.raises(ImageError, match="not a regular file \\(a folder\\)"):
+        source.load(1)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_an_image_error(tmp_path):
+    path = _write_png(tmp_path / "secret.png", 5)
+    os.chmod(path, 0)
+    source = open_source(tmp_path)
+    for read in (source.load, source.content_bytes):
+        with pytest.raises(ImageError, match="Permission denied"):
+            read(0)
+
+
+def test_permission_denied_while_opening_is_an_image_error(tmp_path, monkeypatch):
+    # what a file without read permission gives a user who is not root (the test above)
+    path = _write_png(tmp_path / "secret.png", 5)
+    real_open = os.open
+
+    def denying_open(name, *args, **kwargs):
+        if os.fspath(name) == path:
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denying_open)
+    source = open_source(tmp_path)
+    for read in (source.load, source.content_bytes):
+        with pytest.raises(ImageError) as info:
+            read(0)
+        assert str(info.value) == f"{path}: cannot open: Permission denied"

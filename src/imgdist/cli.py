@@ -333,9 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Every warning as one line on stderr, without the source line Python would add."""
-    print(f"imgdist: warning: {one_line(message)}", file=sys.stderr)
+class _WarningPrinter:
+    """Every warning as one line on stderr, each distinct message once per run. (Python's own
+    once-only bookkeeping is reset by every ``warnings.catch_warnings`` block, which decoding
+    enters per image, so it cannot be relied on here.)"""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = one_line(message)
+        if text not in self.seen:
+            self.seen.add(text)
+            print(f"imgdist: warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
             # imgdist's own warnings, each distinct message once; libraries' deprecation notices are
             # for developers, not for someone reading a metric table
             warnings.simplefilter("ignore")
-            warnings.filterwarnings("default", category=ImgdistWarning)
-            warnings.filterwarnings("default", module=r"imgdist(\.|$)")
-            warnings.showwarning = _show_warning
+            warnings.filterwarnings("always", category=ImgdistWarning)
+            warnings.filterwarnings("always", module=r"imgdist(\.|$)")
+            warnings.showwarning = _WarningPrinter()
             return args.func(args)
     except ImgdistError as exc:
         print(f"imgdist: error: {one_line(exc)}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from typing import BinaryIO
 
@@ -37,14 +38,61 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 def decode_file(path: str | os.PathLike, background=DEFAULT_BACKGROUND) -> np.ndarray:
     """Read an image file -> H x W x 3 uint8."""
     name = os.fspath(path)
-    try:
-        size = os.path.getsize(name)
-    except OSError as exc:
-        raise ImageError(name, exc.strerror or exc) from None
-    if size == 0:
-        raise ImageError(name, "file is empty (0 bytes)")
-    with open(name, "rb") as fh:
+    with open_regular_file(name) as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ImageError(name, "file is empty (0 bytes)")
         return decode_stream(fh, name, background)
+
+
+def read_regular_file(path: str | os.PathLike) -> bytes:
+    """All bytes of a regular file, or :class:`ImageError` (see :func:`open_regular_file`)."""
+    name = os.fspath(path)
+    with open_regular_file(name) as fh:
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise ImageError(name, f"cannot read: {exc.strerror or exc}") from None
+
+
+def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """Open a regular file (symbolic links followed) for reading.
+
+    Anything else is an :class:`ImageError` and is never opened: a FIFO named ``x.png`` would block
+    the reader forever. The check runs on ``stat`` before opening; the open itself is non-blocking
+    and re-checked, so a file swapped for a FIFO in between cannot block either."""
+    name = os.fspath(path)
+    why = _not_regular(name)
+    if why:
+        raise ImageError(name, why)
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ImageError(name, f"cannot open: {exc.strerror or exc}") from None
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise ImageError(name, "not a regular file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fh
+
+
+def _not_regular(name: str) -> str | None:
+    """Why ``name`` is not a readable regular file, or None."""
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        if os.path.islink(name):
+            return f"broken symbolic link (to {os.readlink(name)}, which does not exist)"
+        return "no such file"
+    except OSError as exc:  # e.g. a symbolic link loop, a folder on the way without permission
+        return f"cannot open: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a special file")
+    return f"not a regular file ({kind})"
 
 
 def decode_bytes(data: bytes, name: str, background=DEFAULT_BACKGROUND) -> np.ndarray:

@@ -4,16 +4,21 @@
 * Order is the source's order, whatever the number of workers.
 * The Gaussian statistics stream (O(d^2) memory); per-image features are kept only on request
   (``keep_features``), as float32.
-* A content-addressed cache (SQLite, one database per backbone / weights / preprocessing /
-  layer) stores each image's features under the SHA-256 of its encoded bytes, committed batch by
-  batch: unchanged images are never recomputed, and an interrupted run loses at most one batch.
+* A content-addressed cache (:mod:`imgdist.cache`: SQLite, one file per backbone / weights /
+  preprocessing / layer) stores each image's features (and logits, where computed) under the
+  SHA-256 of its encoded bytes, committed batch by batch: unchanged images are never recomputed,
+  and an interrupted run loses at most one batch. The file is untrusted: every row carries its
+  lengths and a checksum and must hold finite values of the expected length, else it is dropped
+  and its image recomputed; an unreadable file is moved aside and rebuilt; a locked or unusable
+  cache means running without it. Each case is one warning, none changes a number.
+* An item the hashing pass cannot read (a broken link, a FIFO, no permission) gets no cache key
+  and fails in decoding like any unreadable image (skipped and counted, or the one-line error).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import defaults as D
 from .backbones import Backbone, load_backbone
+from .cache import CACHE_FORMAT, FeatureCache
 from .checks import check_batch_memory, check_int, resolve_device
 from .decode import max_pixels
 from .errors import ImageError, ImgdistError
@@ -31,9 +37,7 @@ from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
 from .stats import GaussianStats
 
-#: bump when the cached values would change for the same key (e.g. a preprocessing fix)
-CACHE_FORMAT = 1
-#: cached rows read per query
+#: cached rows read at a time (statistics-only runs hold no more than this many)
 CACHE_READ_CHUNK = 1000
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -94,48 +98,6 @@ def _collate(items):
     return indices, (torch.stack(tensors) if tensors else None), errors
 
 
-class FeatureCache:
-    """SQLite table: image content hash -> feature vector (+ logits)."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.path = path
-        self.db = sqlite3.connect(path)
-        self.db.execute("CREATE TABLE IF NOT EXISTS features "
-                        "(hash TEXT PRIMARY KEY, feat BLOB, logits BLOB)")
-
-    def present(self, hashes: list[str], need_logits: bool = False) -> set[str]:
-        """Which of ``hashes`` have a row (with logits, if ``need_logits``)."""
-        condition = " AND logits IS NOT NULL" if need_logits else ""
-        found = set()
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            rows = self.db.execute(f"SELECT hash FROM features WHERE hash IN "
-                                   f"({','.join('?' * len(chunk))}){condition}", chunk)
-            found.update(h for (h,) in rows)
-        return found
-
-    def get(self, hashes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        found = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
-            rows = self.db.execute(f"SELECT hash, feat, logits FROM features WHERE hash IN "
-                                   f"({','.join('?' * len(chunk))})", chunk)
-            for h, feat, logits in rows:
-                found[h] = (np.frombuffer(feat, np.float32),
-                            None if logits is None else np.frombuffer(logits, np.float32))
-        return found
-
-    def put(self, hashes: list[str], feats: np.ndarray, logits: np.ndarray | None) -> None:
-        rows = [(h, feats[j].tobytes(), None if logits is None else logits[j].tobytes())
-                for j, h in enumerate(hashes)]
-        with self.db:  # one transaction per batch: committed work survives an interruption
-            self.db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?)", rows)
-
-    def close(self):
-        self.db.close()
-
-
 class FeatureExtractor:
     """A backbone ready to turn sources into :class:`Features`.
 
@@ -173,6 +135,7 @@ class FeatureExtractor:
             backbone=self.spec.name, weights_sha256=getattr(self.model, "weights_id", None),
             resize_mode=self.prep.name, preprocessing=self.prep.describe(), feature_layer=self.layer)
         self.cache_dir = _cache_root(cache)
+        self._cache_given_up = False
 
     @property
     def feature_dim(self) -> int:
@@ -211,33 +174,44 @@ class FeatureExtractor:
         check_on_error(on_error)
         source = open_source(source)
         n = len(source)
-        hashes = self._hashes(source) if self.cache_dir else None
-        cache = FeatureCache(self._cache_path()) if hashes is not None else None
         keep_logits = keep_logits and self.spec.has_logits
-        # rows cached without logits (by a run that needed none) do not count when logits are needed
-        found = cache.present(sorted(set(hashes)), keep_logits) if cache else set()
+        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
+        cache = self._open_cache() if keys is not None else None
 
         feats_out: list = [None] * n
         logits_out: list = [None] * n
         stats = GaussianStats(provenance=self.provenance)
         skipped = Skipped()
         errors: dict[int, tuple[str, str]] = {}
-
-        first_shape = None
-        todo = [i for i in range(n) if hashes is None or hashes[i] not in found]
-        cached_idx = [i for i in range(n) if hashes is not None and hashes[i] in found]
+        first_shape = dim = None
+        cached_idx: list[int] = []
         bar = tqdm(total=n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         try:
-            for start in range(0, len(cached_idx), CACHE_READ_CHUNK):
-                # in chunks: without keep_features, memory stays O(d^2) however much is cached
-                chunk = cached_idx[start:start + CACHE_READ_CHUNK]
-                rows = cache.get([hashes[i] for i in chunk])
-                stats.update(np.stack([rows[hashes[i]][0] for i in chunk]))
+            keyed = [i for i in range(n) if keys is not None and keys[i] is not None]
+            for start in range(0, len(keyed), CACHE_READ_CHUNK):
+                # in chunks: without keep_features, memory stays O(d^2) however much is cached.
+                # Only sound rows come back (rows without logits do not count when logits are
+                # needed); every other image is computed below.
+                chunk = keyed[start:start + CACHE_READ_CHUNK]
+                rows = cache.get(list(dict.fromkeys(keys[i] for i in chunk)), keep_logits)
+                hits = []
                 for i in chunk:
-                    feats_out[i] = rows[hashes[i]][0] if keep_features else None
-                    logits_out[i] = rows[hashes[i]][1] if keep_logits else None
-                bar.update(len(chunk))
+                    row = rows.get(keys[i])
+                    # at native size a row of another length is another image size: computing
+                    # that image below names it (one run needs one size)
+                    if row is not None and (dim is None or len(row[0]) == dim):
+                        dim = len(row[0])
+                        hits.append(i)
+                for i in hits:
+                    feats_out[i] = rows[keys[i]][0] if keep_features else None
+                    logits_out[i] = rows[keys[i]][1] if keep_logits else None
+                if hits:
+                    stats.update(np.stack([rows[keys[i]][0] for i in hits]))
+                cached_idx += hits
+                bar.update(len(hits))
+            done = set(cached_idx)
+            todo = [i for i in range(n) if i not in done]
             for indices, batch, errs in self._loader(source, todo):
                 for i, err in errs:
                     errors[i] = err
@@ -252,9 +226,12 @@ class FeatureExtractor:
                     if not np.isfinite(feats).all():
                         raise ImgdistError(f"{self.spec.name} produced non-finite features "
                                            f"(first image of the batch: {source.name_of(indices[0])})")
+                    dim = self._check_dim(source, indices[0], feats.shape[1], dim)
                     stats.update(feats)
                     if cache:
-                        cache.put([hashes[i] for i in indices], feats, logits)
+                        have = [j for j, i in enumerate(indices) if keys[i] is not None]
+                        cache.put([keys[indices[j]] for j in have], feats[have],
+                                  None if logits is None else logits[have])
                     for j, i in enumerate(indices):
                         feats_out[i] = feats[j] if keep_features else None
                         logits_out[i] = logits[j] if keep_logits and logits is not None else None
@@ -263,6 +240,9 @@ class FeatureExtractor:
             bar.close()
             if cache:
                 cache.close()
+                # locked or unusable: the warning said this run goes on without it (evaluate's
+                # second set included), so later extractions neither retry nor repeat it
+                self._cache_given_up = cache.given_up
         for i in sorted(errors):
             skipped.items.append(errors[i])
         good = [i for i in range(n) if i not in errors]
@@ -274,6 +254,13 @@ class FeatureExtractor:
             features=np.stack([feats_out[i] for i in good]).astype(np.float32) if keep_features else None,
             logits=np.stack([logits_out[i] for i in good]).astype(np.float32) if keep_logits else None,
             skipped=skipped, cached=len(cached_idx), indices=good, device=str(self.device))
+
+    def _check_dim(self, source, index, d, dim):
+        """Computed features must have the length of the cached ones (native size: one image size)."""
+        if dim is not None and d != dim:
+            raise ImageError(source.name_of(index), f"gives {d} feature values, earlier images {dim}; "
+                                                    f"resize mode {self.prep.name!r} needs one size")
+        return d
 
     def _check_one_size(self, source, indices, batch, first_shape):
         """Recipes without resizing (``pixels`` at native size) need every image at one size."""
@@ -296,20 +283,37 @@ class FeatureExtractor:
                           num_workers=workers, collate_fn=_collate,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
-    def _hashes(self, source: ImageSource) -> list[str] | None:
-        hashes = []
+    def _hashes(self, source: ImageSource) -> list[str | None] | None:
+        """Each item's cache key: the SHA-256 of its bytes; None for an item that cannot be read now
+        (it goes to decoding, where it becomes an ordinary image error). None for in-memory images:
+        nothing stable to key a cache on."""
+        keys: list[str | None] = []
         for i in range(len(source)):
-            data = source.content_bytes(i)
+            try:
+                data = source.content_bytes(i)
+            except ImageError:
+                keys.append(None)
+                continue
             if data is None:
-                return None  # in-memory images: nothing stable to key a cache on
-            hashes.append(hashlib.sha256(data).hexdigest())
-        return hashes
+                return None
+            keys.append(hashlib.sha256(data).hexdigest())
+        return keys
+
+    def _extractor_id(self) -> str:
+        """What the cached values depend on besides the image (stored in the file and checked)."""
+        return "|".join(str(v) for v in (CACHE_FORMAT, self.spec.name, self.provenance.weights_sha256,
+                                         self.prep, self.layer))
 
     def _cache_path(self) -> str:
-        key = "|".join(str(v) for v in (CACHE_FORMAT, self.spec.name, self.provenance.weights_sha256,
-                                         self.prep, self.layer))
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(self._extractor_id().encode()).hexdigest()[:16]
         return os.path.join(self.cache_dir, f"{self.spec.name}-{self.layer}-{self.prep.name}-{digest}.sqlite")
+
+    def _open_cache(self) -> FeatureCache:
+        # native size ('pixels' without resize): the length depends on the image, the checksum holds it
+        feature_dim = self.feature_dim if self.prep.size is not None else None
+        return FeatureCache.open(self._cache_path(), feature_dim=feature_dim,
+                                 logits_dim=self.spec.num_classes if self.spec.has_logits else None,
+                                 extractor=self._extractor_id())
 
 
 def _cache_root(cache: bool | str) -> str | None:

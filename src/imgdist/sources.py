@@ -21,7 +21,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .decode import DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8, to_rgb_array
+from .decode import (DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8,
+                     read_regular_file, to_rgb_array)
 from .errors import ImageError, ImgdistError, SourceError
 
 ON_ERROR = ("raise", "skip")
@@ -71,8 +72,7 @@ class FileSource(ImageSource):
         return decode_file(self.paths[index], self.background)
 
     def content_bytes(self, index):
-        with open(self.paths[index], "rb") as fh:
-            return fh.read()
+        return read_regular_file(self.paths[index])
 
 
 class ArchiveSource(ImageSource):
@@ -203,8 +203,10 @@ def open_source(spec, background=DEFAULT_BACKGROUND) -> ImageSource:
         if all(isinstance(s, (str, os.PathLike)) for s in spec):
             paths = [os.fspath(s) for s in spec]
             for p in paths:
-                if not os.path.isfile(p):
+                if not os.path.lexists(p):
                     raise SourceError(f"{p}: no such file")
+                if os.path.isdir(p):
+                    raise SourceError(f"{p}: is a folder; pass it alone to read the images in it")
             return FileSource(paths, f"{len(paths)} files", background)
         return ItemsSource(spec, "<images>", background)
     raise SourceError(f"cannot read images from a {type(spec).__name__}; pass a folder, file, glob, "
@@ -228,8 +230,11 @@ def _open_path(path: str, background) -> ImageSource:
         if lower.endswith((".npy", ".npz")):
             return ArraySource(_normalise_array_layout(load_array_file(path), path), path, background)
         return FileSource([path], path, background)
+    if os.path.lexists(path) and not any(ch in path for ch in "*?["):
+        return FileSource([path], path, background)  # a FIFO, a broken link ...: reported when read
     if any(ch in path for ch in "*?["):
-        files = sorted(f for f in _glob.glob(path, recursive=True) if os.path.isfile(f))
+        # not only regular files: a FIFO or a broken link the pattern names is reported, never opened
+        files = sorted(f for f in _glob.glob(path, recursive=True) if not os.path.isdir(f))
         if not files:
             raise SourceError(f"{path}: the pattern matches no files")
         return FileSource(files, path, background)
@@ -311,11 +316,31 @@ def _tensor_to_hwc(tensor, name: str) -> np.ndarray:
 
 
 def _walk_images(root: str) -> Iterator[str]:
+    """Image-named entries under ``root`` that are not folders. Besides regular files (and links to
+    them) this yields FIFOs, sockets, devices and broken links named like images: they are reported
+    as image errors when read (never opened), rather than passed over in silence."""
+    # each folder's ancestors by (device, inode): a link back up the tree must not loop forever
+    chains = {root: {_folder_id(root)}}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        chain = chains.pop(dirpath, set())
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            ident = _folder_id(os.path.join(dirpath, d))
+            if ident not in chain:
+                keep.append(d)
+                chains[os.path.join(dirpath, d)] = chain | {ident}
+        dirnames[:] = keep
         for f in filenames:
             if _is_image_name(f) and not f.startswith("."):
                 yield os.path.join(dirpath, f)
+
+
+def _folder_id(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    return st.st_dev, st.st_ino
 
 
 def _is_image_name(name: str) -> bool:
