@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_robustness)
 
-    p = sub.add_parser("demo", help="pixel vs feature distances on built-in photos, offline, in seconds",
+    p = sub.add_parser("demo", help="pixel vs feature distances on built-in photos, offline (under a minute on CPU)",
                        description="The lecture's example, one photo against shifted, noised and blurred "
                                    "copies, and whole sets of crops (FD and precision/recall in pixel and in "
                                    "feature space), all on photos that ship with imgdist.")
