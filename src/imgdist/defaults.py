@@ -16,3 +16,4 @@ DC_K = 5                                 # Naeem et al. 2020
 BOOTSTRAP = 0
 CI = 0.95
 SEED = 0
+DEMO_CROPS = 64                          # imgdist demo: images per set

@@ -53,11 +53,21 @@ def perturbations(image: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+#: photos shipped inside the package (sources and licences: imgdist/data/README.md)
+BUILTIN_PHOTOS = ("chelsea.jpg", "astronaut.jpg", "coffee.jpg")
+
+
+def builtin_photo(name: str) -> np.ndarray:
+    """One of :data:`BUILTIN_PHOTOS` as H x W x 3 uint8."""
+    if name not in BUILTIN_PHOTOS:
+        raise ImgdistError(f"no built-in photo {name!r}; choose from {', '.join(BUILTIN_PHOTOS)}")
+    with resources.as_file(resources.files("imgdist") / "data" / name) as path:
+        return np.array(Image.open(path).convert("RGB"))
+
+
 def builtin_other() -> tuple[str, np.ndarray]:
     """The built-in different image: a photo of a cup of espresso (see imgdist/data/README.md)."""
-    ref = resources.files("imgdist") / "data" / "coffee.jpg"
-    with resources.as_file(ref) as path:
-        return "built-in coffee.jpg", np.array(Image.open(path).convert("RGB"))
+    return "built-in coffee.jpg", builtin_photo("coffee.jpg")
 
 
 @dataclass
