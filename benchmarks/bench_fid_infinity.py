@@ -55,25 +55,25 @@ def _slow_route(real, fake, sizes, points, seed=0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=600)
+    parser.add_argument("--samples", type=int, default=600, help="0: skip the timing")
     parser.add_argument("--slow-points", type=int, default=2, help="0: skip the old route")
     parser.add_argument("--memory", action="store_true")
     args = parser.parse_args()
 
-    real = _pixel_features(_fashion("train", args.samples))
-    fake = _pixel_features(_fashion("t10k", args.samples))
-    start = time.perf_counter()
-    res = fid_infinity(real, fake, progress=False)
-    print(f"fid_infinity N = {args.samples}, d = {real.shape[1]}, {len(res.sizes)} sizes "
-          f"{res.sizes[0]}..{res.sizes[-1]}: {time.perf_counter() - start:.1f} s, FID_inf {res.value:.6g}")
-
-    if args.slow_points:
+    if args.samples:
+        real = _pixel_features(_fashion("train", args.samples))
+        fake = _pixel_features(_fashion("t10k", args.samples))
         start = time.perf_counter()
-        old = _slow_route(real, fake, res.sizes, args.slow_points)
-        per_point = (time.perf_counter() - start) / len(old)
-        print(f"old route: {per_point:.1f} s per size ({len(res.sizes) * per_point:.0f} s for all "
-              f"{len(res.sizes)} extrapolated); max relative difference of the first {len(old)} FIDs "
-              f"{np.max(np.abs(res.fids[:len(old)] / old - 1)):.2e}")
+        res = fid_infinity(real, fake, progress=False)
+        print(f"fid_infinity N = {args.samples}, d = {real.shape[1]}, {len(res.sizes)} sizes "
+              f"{res.sizes[0]}..{res.sizes[-1]}: {time.perf_counter() - start:.1f} s, FID_inf {res.value:.6g}")
+        if args.slow_points:
+            start = time.perf_counter()
+            old = _slow_route(real, fake, res.sizes, args.slow_points)
+            per_point = (time.perf_counter() - start) / len(old)
+            print(f"old route: {per_point:.1f} s per size ({len(res.sizes) * per_point:.0f} s for all "
+                  f"{len(res.sizes)} extrapolated); max relative difference of the first {len(old)} FIDs "
+                  f"{np.max(np.abs(res.fids[:len(old)] / old - 1)):.2e}")
 
     if args.memory:
         rng = np.random.default_rng(0)
