@@ -74,9 +74,20 @@ def test_general_statistic_kid():
 
 def test_errors():
     real, fake = _sets(10)
-    with pytest.raises(ValueError):
-        bootstrap_ci(_mean_gap, real, fake, ci=1.5)
-    with pytest.raises(ValueError):
-        bootstrap_ci(_mean_gap, real, fake, method="bca")
-    with pytest.raises(ValueError):
-        bootstrap_ci(_mean_gap, real, fake, n_boot=0)
+    cases = [
+        ({"ci": 1.5}, "ci"), ({"ci": 0.0}, "ci"), ({"ci": 1.0}, "ci"), ({"ci": "0.9"}, "ci"),
+        ({"ci": True}, "ci"), ({"ci": np.nan}, "ci"),
+        ({"n_boot": 0}, "n_boot"), ({"n_boot": -1}, "n_boot"), ({"n_boot": 2.5}, "n_boot"),
+        ({"n_boot": "10"}, "n_boot"), ({"n_boot": True}, "n_boot"),
+        ({"seed": -1}, "seed"), ({"seed": 0.5}, "seed"), ({"method": "bca"}, "method"),
+    ]
+    for kwargs, name in cases:
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            bootstrap_ci(_mean_gap, real, fake, **kwargs)
+    with pytest.raises(ValueError, match="^statistic must be a function"):
+        bootstrap_ci("fid", real, fake)
+    with pytest.raises(ValueError, match="^fake must hold at least one sample"):
+        bootstrap_replicates(_mean_gap, real, fake[:0])
+    with pytest.raises(ValueError, match="^n_boot must"):
+        fid_bootstrap_ci(real, fake, n_boot=0)
+    assert bootstrap_ci(_mean_gap, real, fake, n_boot=np.int64(5), ci=np.float32(0.9), seed=np.int64(1))

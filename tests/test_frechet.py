@@ -188,3 +188,53 @@ def test_fid_from_features_low_rank_route_against_50_digit_reference():
     exact = (mpmath.fsum((a - b) ** 2 for a, b in zip(mu1, mu2))
              + sum(c1[i, i] for i in range(16)) + sum(c2[i, i] for i in range(16)) - 2 * trace_sqrt)
     assert fid_from_features(x, y) == pytest.approx(float(exact), rel=1e-12)
+
+
+@pytest.mark.parametrize("operand", ["mu1", "sigma1", "mu2", "sigma2"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_names_the_operand(operand, bad):
+    # NaN used to flow through to a nan result (the docstring promises a finite number)
+    rng = np.random.default_rng(10)
+    args = {"mu1": rng.standard_normal(4), "sigma1": _random_spd(4, rng),
+            "mu2": rng.standard_normal(4), "sigma2": _random_spd(4, rng)}
+    args[operand] = args[operand].copy()
+    args[operand][(0, 0) if operand.startswith("sigma") else 1] = bad
+    with pytest.raises(ValueError, match=f"^{operand} contains NaN or infinity"):
+        frechet_distance(**args)
+
+
+def test_asymmetric_covariance_is_an_error_not_symmetrised():
+    rng = np.random.default_rng(11)
+    s1, s2 = _random_spd(6, rng), _random_spd(6, rng)
+    mu = np.zeros(6)
+    edited = s2.copy()
+    edited[0, 1] += 0.5  # a changed entry, not rounding: symmetrising would silently halve the edit
+    with pytest.raises(ValueError, match=r"^sigma2 is not symmetric"):
+        frechet_distance(mu, s1, mu, edited)
+    with pytest.raises(ValueError, match=r"^sigma1 is not symmetric"):
+        trace_sqrt_product(edited, s1)
+    # rounding-level asymmetry (float32 sums reach ~1e-7 of the largest entry) is averaged away
+    nudged = s2.copy()
+    nudged[0, 1] += 1e-7 * np.abs(s2).max()
+    assert frechet_distance(mu, s1, mu, nudged) == pytest.approx(
+        frechet_distance(mu, s1, mu, 0.5 * (nudged + nudged.T)), rel=1e-14)
+
+
+def test_fid_from_features_rejects_non_finite_features():
+    x = np.random.default_rng(12).standard_normal((20, 5))
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="^feats_fake contains NaN"):
+        fid_from_features(x, bad)
+    with pytest.raises(ValueError, match="^feats_real contains NaN"):
+        fid_from_features(bad[:4], x[:4])  # the N < d route checks too
+
+
+def test_mean_cov_is_exact_under_a_large_offset():
+    # multiples of 2^-10 plus 1e6 are exact in float64: the covariance must not notice the offset
+    x = np.round(np.random.default_rng(13).standard_normal((300, 5)) * 1024) / 1024
+    mu, s = mean_cov(x + 1e6)
+    np.testing.assert_allclose(s, np.cov(x, rowvar=False), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mu - 1e6, x.mean(0), rtol=0, atol=1e-9)
+    rows = np.array([5, 0, 17, 17, 200])  # a subset, repeats allowed
+    np.testing.assert_allclose(mean_cov(x, rows)[1], np.cov(x[rows], rowvar=False), rtol=1e-12, atol=1e-12)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from imgdist import metrics
-from imgdist.errors import ImgdistError, ProvenanceError
+from imgdist.errors import ImgdistError, ProvenanceError, SourceError
 from imgdist.provenance import Provenance
 from imgdist.stats import GaussianStats, is_stats_file
 
@@ -138,11 +138,14 @@ def test_foreign_npz_with_only_mu_sigma(tmp_path):
 
 def test_is_stats_file_negatives(tmp_path):
     np.savez(tmp_path / "images.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    (tmp_path / "folder.npz").mkdir()
     assert not is_stats_file(tmp_path / "images.npz")
-    assert not is_stats_file(tmp_path / "junk.npz")
     assert not is_stats_file(tmp_path / "missing.npz")
+    assert not is_stats_file(tmp_path / "folder.npz")  # the image sources report folders
     assert not is_stats_file(np.zeros(3))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(SourceError, match=r"junk\.npz: not a \.npz archive"):
+        is_stats_file(tmp_path / "junk.npz")  # unreadable either way: said once, naming the file
 
 
 @pytest.mark.parametrize("field,value", [("backbone", "efficientnet-lite0"), ("resize_mode", "native")])
@@ -209,3 +212,69 @@ def test_from_moments_with_n_merges():
     rebuilt.merge(_stats_of(x[30:]))
     np.testing.assert_allclose(rebuilt.mu, x.mean(0), rtol=0, atol=1e-12)
     np.testing.assert_allclose(rebuilt.sigma, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------ large common offsets
+
+def _grid_rows(n, d, seed, shift=0.0):
+    """Rows on a 2^-10 grid: adding 1e6 is exact in float64, so shifted rows carry exactly the same
+    information, and every statistic but the mean (and the Fréchet distance) must be unchanged."""
+    return np.round(_rows(n, d, seed, shift) * 1024) / 1024
+
+
+def _batched(x, offset, batch=50):
+    stats = GaussianStats(provenance=PROV)
+    for start in range(0, len(x), batch):
+        stats.update(x[start:start + batch] + offset)
+    return stats
+
+
+def test_offset_of_1e6_costs_no_digits_in_batches_of_50():
+    # the one-pass sum x x^T - n mu mu^T was off by ~1e-3 here (1e12-sized sums, 1e0 variances)
+    x, y = _grid_rows(600, 10, 1), _grid_rows(500, 10, 2, shift=0.4)
+    plain = _batched(x, 0.0).frechet_distance(_batched(y, 0.0))
+    shifted_x, shifted_y = _batched(x, 1e6), _batched(y, 1e6)
+    assert shifted_x.frechet_distance(shifted_y) == pytest.approx(plain, rel=1e-6)
+    np.testing.assert_allclose(shifted_x.sigma, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(shifted_x.mu - 1e6, x.mean(axis=0), rtol=0, atol=1e-9)
+
+
+def test_merge_under_offset_equals_whole():
+    x = _grid_rows(333, 7, 3) + 1e6
+    parts = [_batched(x[a:b], 0.0, batch=17) for a, b in ((0, 1), (1, 100), (100, 333))]
+    merged = GaussianStats(provenance=PROV)
+    for part in parts:
+        merged.merge(part)
+    assert merged.n == 333
+    np.testing.assert_allclose(merged.sigma, np.cov(x - 1e6, rowvar=False), rtol=1e-9, atol=1e-9)
+    n, mean, scatter = merged.state
+    rebuilt = GaussianStats.from_state(n, mean, scatter, PROV)
+    np.testing.assert_array_equal(rebuilt.sigma, merged.sigma)
+
+
+class _OffsetFeatures(torch.nn.Module):
+    """The first 12 normalised pixels on a 1/16 grid, plus ``offset``: float32 holds 1e6 + k/16
+    exactly, so the network's features differ by the offset alone."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        return torch.round(x.flatten(1)[:, :12] * 16) / 16 + self.offset
+
+
+def test_offset_of_1e6_through_evaluate():
+    import imgdist
+
+    rng = np.random.default_rng(6)
+    real = rng.integers(0, 256, (120, 4, 4, 3), dtype=np.uint8)  # 120 images > 12 dimensions:
+    fake = np.clip(real[::-1].astype(int) + rng.integers(-40, 60, real.shape), 0, 255).astype(np.uint8)
+
+    def fid(offset):  # ... so FID comes from the streamed statistics (batches of 50, 50, 20)
+        backbone = imgdist.custom_backbone(_OffsetFeatures(offset), input_size=4, mean=0.5, std=0.25)
+        return imgdist.evaluate(real, fake, metrics="fid", backbone=backbone, progress=False).values["fid"]
+
+    plain = fid(0.0)
+    assert plain > 0.1
+    assert fid(1e6) == pytest.approx(plain, rel=1e-6)

@@ -1,9 +1,10 @@
 """Evaluation across processes with ``torch.distributed`` (launch with ``torchrun``).
 
 Each rank reads its own shard of every source (item ``i`` goes to rank ``i % world_size``), the
-Gaussian statistics are all-reduced (float64 sums: the merged statistics equal a single
-process's), and per-image features are gathered where k-NN metrics and KID need them, back in
-source order. gloo works on CPU, NCCL on GPU.
+Gaussian statistics are gathered and merged in rank order (float64 means and centred scatter
+matrices: the merged statistics equal a single process's to rounding, on every rank alike), and
+per-image features are gathered where k-NN metrics and KID need them, back in source order.
+gloo works on CPU, NCCL on GPU.
 """
 
 from __future__ import annotations
@@ -53,21 +54,35 @@ def _require_initialised():
 
 
 def all_reduce_stats(stats: GaussianStats, device="cpu") -> GaussianStats:
-    """Statistics summed over all ranks (float64 count, sum, sum of outer products): exactly the
-    statistics one process would have computed from all images."""
+    """The statistics of all ranks' images together, identical on every rank.
+
+    Every rank's state (count, mean, centred scatter; float64) is gathered and the states are
+    merged in rank order with Chan et al.'s pairwise update (see :mod:`imgdist.stats`): the same
+    arithmetic on every rank, so every rank gets bit-identical statistics, equal to one process's
+    over all images up to rounding. Summing raw moments instead would lose digits to any
+    common offset in the features.
+    """
     _require_initialised()
     dim = torch.tensor([stats.dim or 0], dtype=torch.int64, device=device)
     dist.all_reduce(dim, op=dist.ReduceOp.MAX)
     d = int(dim.item())
-    local = GaussianStats(d, stats.provenance).merge(stats) if stats.n else GaussianStats(d, stats.provenance)
-    flat = torch.cat([torch.tensor([float(local.n)], dtype=torch.float64), torch.from_numpy(local._sum),
-                      torch.from_numpy(local._outer.ravel())]).to(device)
-    dist.all_reduce(flat)
-    flat = flat.cpu().numpy()
+    if stats.n:
+        n, mean, scatter = stats.state
+        if len(mean) != d:
+            raise ImgdistError(f"feature dimensions differ across ranks: {len(mean)} vs {d}")
+    else:
+        n, mean, scatter = 0, np.zeros(d), np.zeros((d, d))
+    flat = torch.cat([torch.tensor([float(n)], dtype=torch.float64), torch.from_numpy(mean),
+                      torch.from_numpy(scatter.ravel())]).to(device)
+    parts = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, flat)
     total = GaussianStats(d, stats.provenance)
-    total.n = int(round(flat[0]))
-    total._sum = flat[1:1 + d].copy()
-    total._outer = flat[1 + d:].reshape(d, d).copy()
+    for part in parts:  # rank order
+        part = part.cpu().numpy()
+        count = int(round(part[0]))
+        if count:
+            total.merge(GaussianStats.from_state(count, part[1:1 + d], part[1 + d:].reshape(d, d),
+                                                 stats.provenance))
     return total
 
 

@@ -1,73 +1,126 @@
 """Streaming Gaussian statistics of features, exactly mergeable across shards and processes.
 
-Only the count, the float64 sum and the float64 sum of outer products are kept: memory is
-O(d^2) whatever the number of images, and two halves merge into exactly the statistics of the
-whole (addition is all it takes).
+The state is the count ``n``, the float64 mean and the float64 centred scatter matrix
+``sum (x - mean)(x - mean)^T``. Each batch contributes its own mean and centred scatter, and two
+states combine by the pairwise update of T. F. Chan, G. H. Golub, R. J. LeVeque, "Updating
+formulae and a pairwise algorithm for computing sample variances" (Stanford CS report, 1979)::
+
+    n = na + nb,  delta = mean_b - mean_a,  mean = mean_a + delta nb / n,
+    scatter = scatter_a + scatter_b + delta delta^T na nb / n
+
+Nothing is ever subtracted from a sum of squares, so a common offset in the features (1e6, say)
+costs no digits, unlike the one-pass ``sum x x^T - n mu mu^T``. Memory is O(d^2) whatever the number
+of images, and merged halves equal the whole to rounding.
 
 Files are ``.npz`` with ``mu`` and ``sigma`` like pytorch-fid's and clean-fid's, so each tool reads
-the others' files, plus ``n`` and the provenance fields.
+the others' files, plus ``n`` and the provenance fields. A file is untrusted input: ``load`` checks
+it (see ``_checked_moments``) and refuses anything that is not a covariance with a one-line
+:class:`SourceError` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zipfile
+import zlib
 
 import numpy as np
+import scipy.linalg
 
-from .errors import ImgdistError, SourceError
+from .errors import ImgdistError, SourceError, one_line
+from .metrics._arrays import SYMMETRY_RTOL, relative_asymmetry
 from .provenance import Provenance
+
+#: Smallest accepted eigenvalue of a loaded covariance, relative to its largest: ``lambda_min >=
+#: -PSD_RTOL * lambda_max``. Measured on genuine files (pytorch-fid --save-stats, imgdist's old and
+#: new accumulation, numpy.cov; d = 64 to 3072, N below and above d): >= -3.4e-16; their float32
+#: copies >= -3.3e-9; covariances summed in float32 (torch.cov) >= -4.9e-8. 1e-6 accepts all of
+#: those and refuses any real defect (a negative variance, -S, a sign flip in a matrix).
+PSD_RTOL = 1e-6
+
+# what reading a damaged or foreign file can raise, from numpy's loader and the zip and zlib layers
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, NotImplementedError,
+               MemoryError, OverflowError, zipfile.BadZipFile, zlib.error, struct.error)
 
 
 class GaussianStats:
     def __init__(self, dim: int | None = None, provenance: Provenance | None = None):
         self.provenance = provenance or Provenance()
         self.n = 0
-        self._sum = None if dim is None else np.zeros(dim, np.float64)
-        self._outer = None if dim is None else np.zeros((dim, dim), np.float64)
-        self._moments = None  # (mu, sigma) for loaded files that carry no sums
+        self._mean = None if dim is None else np.zeros(dim, np.float64)
+        self._scatter = None if dim is None else np.zeros((dim, dim), np.float64)
+        self._moments = None  # (mu, sigma) for loaded files that carry no sample count
 
     @property
     def dim(self) -> int | None:
         if self._moments is not None:
             return len(self._moments[0])
-        return None if self._sum is None else len(self._sum)
+        return None if self._mean is None else len(self._mean)
 
     def update(self, features) -> "GaussianStats":
         """Add a batch of features (N x d; numpy or torch)."""
-        if self._moments is not None and self._sum is None:
+        if self._moments is not None:
             raise ImgdistError("statistics loaded without a sample count cannot be updated")
-        x = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features, dtype=np.float64)
+        if hasattr(features, "detach"):
+            features = features.detach().cpu().numpy()
+        x = np.array(features, dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"features must be N x d, got shape {x.shape}")
         if not len(x):
             return self
-        if self._sum is None:
-            self._sum = np.zeros(x.shape[1], np.float64)
-            self._outer = np.zeros((x.shape[1], x.shape[1]), np.float64)
-        if x.shape[1] != len(self._sum):
-            raise ValueError(f"features have {x.shape[1]} dimensions, the statistics {len(self._sum)}")
-        self.n += len(x)
-        self._sum += x.sum(axis=0)
-        self._outer += x.T @ x
+        if self._mean is not None and x.shape[1] != len(self._mean):
+            raise ValueError(f"features have {x.shape[1]} dimensions, the statistics {len(self._mean)}")
+        mean = x.mean(axis=0)
+        x -= mean  # x is our own float64 copy
+        self._combine(len(x), mean, x.T @ x)
         return self
+
+    def _combine(self, n_b: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
+        """Chan et al.'s pairwise update with a part of ``n_b`` samples (arrays are not kept)."""
+        if not self.n:
+            self.n, self._mean, self._scatter = n_b, mean_b.copy(), scatter_b.copy()
+            return
+        n = self.n + n_b
+        delta = mean_b - self._mean
+        self._mean += delta * (n_b / n)
+        self._scatter += scatter_b
+        w = delta * np.sqrt(self.n * n_b / n)
+        self._scatter += np.outer(w, w)  # w w^T: exactly symmetric, like the products above
+        self.n = n
 
     def merge(self, other: "GaussianStats") -> "GaussianStats":
         """Add ``other`` into these statistics (same provenance required)."""
         self.provenance.check_compatible(other.provenance, "merge")
         if other.n == 0:
             return self
-        if other._sum is None or (self._sum is None and self.n) or self._moments is not None:
+        if other._moments is not None or self._moments is not None:
             raise ImgdistError("only statistics with a sample count (imgdist's own) can be merged")
-        if self._sum is None:
-            self._sum, self._outer = other._sum.copy(), other._outer.copy()
-        else:
-            self._sum += other._sum
-            self._outer += other._outer
-        self.n += other.n
+        if self.dim is not None and self.dim != other.dim:
+            raise ImgdistError(f"feature dimensions differ: {self.dim} vs {other.dim}")
+        self._combine(other.n, other._mean, other._scatter)
         if not self.provenance.known:
             self.provenance = other.provenance
         return self
+
+    @property
+    def state(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(n, mean, scatter)``: what :meth:`from_state` rebuilds and what processes exchange."""
+        if self._moments is not None:
+            raise ImgdistError("statistics loaded without a sample count have no mergeable state")
+        if self._mean is None:
+            raise ImgdistError("no images: the statistics are empty")
+        return self.n, self._mean.copy(), self._scatter.copy()
+
+    @classmethod
+    def from_state(cls, n: int, mean, scatter, provenance: Provenance | None = None) -> "GaussianStats":
+        """Statistics from a count, a mean and a centred scatter matrix (the exact, mergeable state)."""
+        stats = cls(provenance=provenance)
+        stats.n = int(n)
+        stats._mean = np.array(mean, dtype=np.float64)
+        stats._scatter = np.array(scatter, dtype=np.float64)
+        return stats
 
     @property
     def mu(self) -> np.ndarray:
@@ -75,7 +128,7 @@ class GaussianStats:
             return self._moments[0]
         if not self.n:
             raise ImgdistError("no images: the statistics are empty")
-        return self._sum / self.n
+        return self._mean.copy()
 
     @property
     def sigma(self) -> np.ndarray:
@@ -84,9 +137,7 @@ class GaussianStats:
             return self._moments[1]
         if self.n < 2:
             raise ImgdistError(f"{self.n} image(s): a covariance needs at least 2 images")
-        mu = self._sum / self.n
-        sigma = (self._outer - self.n * np.outer(mu, mu)) / (self.n - 1)
-        return (sigma + sigma.T) / 2
+        return self._scatter / (self.n - 1)
 
     def frechet_distance(self, other: "GaussianStats", force: bool = False) -> float:
         """Fréchet distance between the two Gaussians (FID when the features are Inception's)."""
@@ -112,52 +163,172 @@ class GaussianStats:
     def save(self, path: str | os.PathLike) -> None:
         path = os.fspath(path)
         meta = {f"provenance_{k}": ("" if v is None else v) for k, v in self.provenance.to_dict().items()}
+        count = {"n": np.int64(self.n)} if self.n else {}  # no count known: no 'n', like pytorch-fid
         tmp = path + ".part.npz"
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), **meta)
+        np.savez(tmp, mu=self.mu, sigma=self.sigma, **count, **meta)
         os.replace(tmp, path)  # never a half-written statistics file
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GaussianStats":
+        """Statistics from an ``.npz`` file (imgdist's, pytorch-fid's or clean-fid's), checked.
+
+        Anything that is not a readable archive with a finite mean, a symmetric positive
+        semi-definite covariance of matching size, an optional integer count >= 2 and string
+        provenance fields is refused with a one-line :class:`SourceError` naming the file.
+        """
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if "mu" not in data or "sigma" not in data:
-                    raise SourceError(f"{path}: not a statistics file (needs arrays 'mu' and 'sigma', "
-                                      f"has {', '.join(data.keys())})")
-                mu = np.asarray(data["mu"], np.float64)
-                sigma = np.asarray(data["sigma"], np.float64)
-                n = int(data["n"]) if "n" in data else 0
-                meta = {k[len("provenance_"):]: (str(data[k]) or None) for k in data.keys()
-                        if k.startswith("provenance_")}
-        except (OSError, ValueError, EOFError) as exc:
-            raise SourceError(f"{path}: cannot read statistics ({' '.join(str(exc).split())})") from None
-        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
-            raise SourceError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-        return cls.from_moments(mu, sigma, n, Provenance.from_dict(meta) if meta else Provenance(imgdist_version=None))
+        arrays = _read_npz(path)
+        if "mu" not in arrays or "sigma" not in arrays:
+            raise SourceError(f"{path}: not a statistics file (needs arrays 'mu' and 'sigma', "
+                              f"has {', '.join(sorted(arrays)) or 'none'})")
+        mu, sigma, n = _checked_moments(arrays["mu"], arrays["sigma"], arrays.get("n"), path, SourceError)
+        meta = {}
+        for key in sorted(k for k in arrays if k.startswith("provenance_")):
+            value = arrays[key]
+            if value.ndim != 0 or value.dtype.kind != "U":
+                raise SourceError(f"{path}: {key} must be a string, got {_describe(value)}")
+            meta[key[len("provenance_"):]] = str(value) or None
+        provenance = Provenance.from_dict(meta) if meta else Provenance(imgdist_version=None)
+        return cls._from_checked(mu, sigma, n, provenance)
 
     @classmethod
     def from_moments(cls, mu, sigma, n: int = 0, provenance: Provenance | None = None) -> "GaussianStats":
-        """Statistics from a mean and covariance; with ``n`` the sums are rebuilt, so they merge."""
+        """Statistics from a mean and covariance, checked like a file; with ``n`` (>= 2) they merge
+        like any others (``n = 0``: count unknown)."""
+        checked = _checked_moments(np.asarray(mu), np.asarray(sigma), np.asarray(n), "from_moments",
+                                   ImgdistError)
+        return cls._from_checked(*checked, provenance)
+
+    @classmethod
+    def _from_checked(cls, mu, sigma, n, provenance) -> "GaussianStats":
+        if n:
+            return cls.from_state(n, mu, sigma * (n - 1), provenance)
         stats = cls(provenance=provenance)
-        mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
-        if n >= 2:
-            stats.n = n
-            stats._sum = n * mu
-            stats._outer = (n - 1) * sigma + n * np.outer(mu, mu)
-        else:
-            stats._moments = (mu, sigma)
+        stats._moments = (mu, sigma)
         return stats
 
     def __repr__(self) -> str:
         return f"GaussianStats(n={self.n}, dim={self.dim}, {self.provenance.summary()})"
 
 
+def _describe(value: np.ndarray) -> str:
+    if value.ndim == 0 and value.dtype.kind in "biufU":
+        return f"{value.dtype} {value.item()!r}"
+    return f"{value.dtype} array of shape {value.shape}"
+
+
+def _checked_moments(mu: np.ndarray, sigma: np.ndarray, n: np.ndarray | None, where: str,
+                     error: type[ImgdistError]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The one gate for statistics from outside: ``(mu, sigma, n)`` as float64 / int, or ``error``
+    with a one-line message starting with ``where`` (the file name)."""
+    if mu.ndim != 1 or not len(mu) or mu.dtype.kind not in "iuf":
+        raise error(f"{where}: mu must be a non-empty vector of real numbers, got {_describe(mu)}")
+    d = len(mu)
+    if sigma.dtype.kind not in "iuf":
+        raise error(f"{where}: sigma must be a matrix of real numbers, got {_describe(sigma)}")
+    if sigma.shape != (d, d):
+        raise error(f"{where}: sigma has shape {sigma.shape}, expected ({d}, {d}) to match mu")
+    count = 0
+    if n is not None:
+        if n.ndim != 0 or n.dtype.kind not in "iu" or (int(n) < 2 and int(n) != 0):
+            raise error(f"{where}: n must be the number of images, an integer >= 2, got {_describe(n)}")
+        count = int(n)  # 0: written by imgdist for statistics whose count was unknown
+    mu, sigma = mu.astype(np.float64, copy=False), sigma.astype(np.float64, copy=False)
+    for name, value in (("mu", mu), ("sigma", sigma)):
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            entries = "entry" if bad == 1 else "entries"
+            raise error(f"{where}: {name} has {bad} non-finite {entries} (NaN or infinity)")
+    asym = relative_asymmetry(sigma)
+    if asym > SYMMETRY_RTOL:
+        raise error(f"{where}: sigma is not symmetric (max |sigma - sigma^T| is {asym:.3g} of its largest "
+                    f"entry; rounding stays below {SYMMETRY_RTOL:g})")
+    sigma = 0.5 * (sigma + sigma.T)
+    extremes = _psd_violation(sigma)
+    if extremes is not None:
+        raise error(f"{where}: sigma is not positive semi-definite (smallest eigenvalue {extremes[0]:.4g}, "
+                    f"largest {extremes[1]:.4g})")
+    return mu, sigma, count
+
+
+def _psd_violation(sigma: np.ndarray) -> tuple[float, float] | None:
+    """``(smallest, largest eigenvalue)`` if ``smallest < -PSD_RTOL * max(largest, 0)``, else None.
+
+    The common case costs one Cholesky factorisation (about a tenth of a Fréchet distance at
+    d = 2048): the largest eigenvalue is at least the largest diagonal entry ``v``, so if
+    ``sigma + PSD_RTOL v I`` has a Cholesky factor, the smallest eigenvalue is above
+    ``-PSD_RTOL v >= -PSD_RTOL lambda_max`` and the matrix passes. Only when that fails are the
+    eigenvalues computed, to decide exactly and to name them in the message.
+    """
+    shift = PSD_RTOL * float(np.max(np.diag(sigma)))
+    if shift > 0:
+        shifted = sigma.copy()
+        shifted.flat[:: len(sigma) + 1] += shift
+        try:
+            scipy.linalg.cholesky(shifted, lower=True, overwrite_a=True, check_finite=False)
+            return None
+        except np.linalg.LinAlgError:
+            pass
+    w = scipy.linalg.eigvalsh(sigma, check_finite=False)
+    if w[0] >= -PSD_RTOL * max(float(w[-1]), 0.0):
+        return None
+    return float(w[0]), float(w[-1])
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, or a one-line SourceError naming the file."""
+    if os.path.isdir(path):
+        raise SourceError(f"{path}: is a directory, not a statistics file")
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise SourceError(f"{path}: not a regular file")  # a FIFO would block the reader forever
+    key = None
+    try:
+        with _open_archive(path) as data:
+            arrays = {}
+            for key in data.files:
+                arrays[key] = np.asarray(data[key])
+            return arrays
+    except SourceError:
+        raise
+    except _UNREADABLE as exc:
+        what = f"cannot read '{key}'" if key else "cannot read the archive"
+        raise SourceError(f"{path}: {what} ({_reason(exc)})") from None
+
+
+def _open_archive(path: str):
+    if os.path.getsize(path) == 0:
+        raise SourceError(f"{path}: the file is empty, not a .npz archive")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise SourceError(f"{path}: holds a single .npy array, not a .npz archive of named arrays")
+    if not magic.startswith(b"PK"):
+        raise SourceError(f"{path}: not a .npz archive (a .npz file is a zip of .npy arrays)")
+    return np.load(path, allow_pickle=False)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
+        return f"truncated or corrupt: {one_line(exc) or type(exc).__name__}"
+    return one_line(exc) or type(exc).__name__
+
+
 def is_stats_file(path) -> bool:
-    """A ``.npz`` holding ``mu`` and ``sigma`` (ours, pytorch-fid's or clean-fid's)."""
+    """A ``.npz`` holding ``mu`` and ``sigma`` (ours, pytorch-fid's or clean-fid's).
+
+    False for anything that is not an existing regular ``.npz`` file (the image sources report
+    those); a ``.npz`` file that cannot be read as an archive raises a one-line SourceError naming
+    it, whichever way it was meant.
+    """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(".npz"):
         return False
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            return "mu" in data and "sigma" in data
-    except (OSError, ValueError):
+    path = os.fspath(path)
+    if not os.path.isfile(path):
         return False
+    try:
+        with _open_archive(path) as data:
+            return "mu" in data.files and "sigma" in data.files
+    except _UNREADABLE as exc:
+        raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None

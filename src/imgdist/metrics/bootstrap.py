@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._arrays import check_fraction, check_int, check_seed
 from .frechet import fid_from_features
 
 __all__ = ["bootstrap_ci", "bootstrap_replicates", "fid_bootstrap_ci"]
@@ -36,13 +37,21 @@ def bootstrap_replicates(
     n_boot: int = 200,
     seed: int | None = 0,
 ) -> np.ndarray:
-    """``n_boot`` values of ``statistic(real[i], fake[j])`` with ``i``, ``j`` drawn with replacement."""
+    """``n_boot`` values of ``statistic(real[i], fake[j])`` with ``i``, ``j`` drawn with replacement.
+
+    Arguments are checked before any work: ``statistic`` callable, ``n_boot`` an integer >= 1,
+    ``seed`` None or an integer >= 0, both sets arrays with at least one sample (ValueError naming
+    the argument otherwise).
+    """
+    if not callable(statistic):
+        raise ValueError(f"statistic must be a function of (real, fake), got {type(statistic).__name__}")
+    n_boot = check_int(n_boot, "n_boot", 1)
+    seed = check_seed(seed)
     real = np.asarray(real)
     fake = np.asarray(fake)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if len(real) < 1 or len(fake) < 1:
-        raise ValueError("both sets need at least one sample")
+    for name, sample in (("real", real), ("fake", fake)):
+        if sample.ndim < 1 or len(sample) < 1:
+            raise ValueError(f"{name} must hold at least one sample, got shape {sample.shape}")
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot, dtype=np.float64)
     for b in range(n_boot):
@@ -67,8 +76,7 @@ def bootstrap_ci(
     :func:`imgdist.metrics.fid_from_features` or ``lambda r, f: kid(r, f)[0]``. Reproducible for a
     given ``seed``.
     """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be between 0 and 1, got {ci}")
+    ci = check_fraction(ci, "ci")
     if method not in ("percentile", "basic"):
         raise ValueError(f"method must be 'percentile' or 'basic', got {method!r}")
     reps = bootstrap_replicates(statistic, real, fake, n_boot=n_boot, seed=seed)
