@@ -95,6 +95,36 @@ def files(tmp_path_factory):
     # statistics: a valid file of the real set with the pixels backbone
     f["stats"] = root / "real_stats.npz"
     assert main(["stats", str(f["real"]), "-o", str(f["stats"]), *PIX, *FAST]) == 0
+    # tampered copies of it, as the issue found them
+    with np.load(f["stats"]) as data:
+        good = {k: data[k] for k in data.files}
+
+    def tampered(name, **changes):
+        np.savez(root / f"{name}.npz", **{**good, **changes})
+        f[name] = root / f"{name}.npz"
+
+    sigma = good["sigma"]
+    negative = sigma.copy()
+    negative[0, 0] = -50
+    tampered("sigma_negative_entry", sigma=negative)
+    tampered("sigma_negated", sigma=-sigma)
+    asymmetric = sigma.copy()
+    asymmetric[0, 1] += 0.5
+    tampered("sigma_asymmetric", sigma=asymmetric)
+    tampered("n_vector", n=np.array([5, 6]))
+    tampered("n_negative", n=np.int64(-5))
+    mu_nan = good["mu"].copy()
+    mu_nan[3] = np.nan
+    tampered("mu_nan", mu=mu_nan)
+    tampered("mu_wrong_length", mu=good["mu"][:-1])
+    raw = f["stats"].read_bytes()
+    (root / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    f["truncated_npz"] = root / "truncated.npz"
+    (root / "empty.npz").write_bytes(b"")
+    f["empty_npz"] = root / "empty.npz"
+    np.save(root / "renamed.npy", np.zeros((3, SIZE, SIZE, 3), np.uint8))
+    os.replace(root / "renamed.npy", root / "renamed.npz")
+    f["npy_renamed_npz"] = root / "renamed.npz"
     return f
 
 
@@ -123,6 +153,11 @@ def _values(out):
 EVAL = ["eval", "{real}", "{fake}", *PIX, "--metrics", "fid,kid,prdc", "--kid-subset-size", "10",
         "--kid-subsets", "5", "--json", *FAST]
 CACHED = [a for a in EVAL if a != "--no-cache"]
+
+
+def STATS_EVAL(name):  # noqa: N802 - reads as a row builder in the table
+    return ["eval", "{" + name + "}", "{fake}", *PIX, "--metrics", "fid", *FAST]
+
 STATS = ["stats", "{real}", *PIX, *FAST]
 COMPARE = ["compare", "{a}", "{b}", "--backbone", "none", "--json"]
 ROBUST = ["robustness", "{photo}", "{photo}", "--backbone", "none", "--json"]
@@ -148,6 +183,22 @@ CASES = [
     ("is-without-logits", EVAL + ["--metrics", "is"], None, ERR, "is: the Inception Score needs a classifier"),
     ("unknown-metric", EVAL + ["--metrics", "fid,fod"], None, ERR, "unknown metric 'fod'"),
     ("no-metric", EVAL + ["--metrics", " , "], None, ERR, "no metric chosen"),
+    # statistics files are untrusted: refused with the file's name and what is wrong
+    ("stats-sigma-negative-entry", STATS_EVAL("sigma_negative_entry"), None, ERR,
+     "sigma_negative_entry.npz: sigma is not positive semi-definite (smallest eigenvalue -5"),
+    ("stats-sigma-negated", STATS_EVAL("sigma_negated"), None, ERR,
+     "sigma_negated.npz: sigma is not positive semi-definite"),
+    ("stats-sigma-asymmetric", STATS_EVAL("sigma_asymmetric"), None, ERR,
+     "sigma_asymmetric.npz: sigma is not symmetric"),
+    ("stats-n-vector", STATS_EVAL("n_vector"), None, ERR, "n_vector.npz: n must be the number of images"),
+    ("stats-n-negative", STATS_EVAL("n_negative"), None, ERR, "n_negative.npz: n must be the number of images"),
+    ("stats-mu-nan", STATS_EVAL("mu_nan"), None, ERR, "mu_nan.npz: mu has 1 non-finite entry"),
+    ("stats-mu-wrong-length", STATS_EVAL("mu_wrong_length"), None, ERR, "mu_wrong_length.npz: sigma has shape"),
+    ("stats-truncated", STATS_EVAL("truncated_npz"), None, ERR, "truncated.npz: cannot read the archive"),
+    ("stats-empty-file", STATS_EVAL("empty_npz"), None, ERR, "empty.npz: the file is empty"),
+    ("stats-npy-renamed", STATS_EVAL("npy_renamed_npz"), None, ERR, "renamed.npz: holds a single .npy array"),
+    ("stats-as-fake-truncated", ["eval", "{real}", "{truncated_npz}", *PIX, "--metrics", "fid", *FAST], None,
+     ERR, "truncated.npz: cannot read the archive"),
     ("kid-on-statistics", ["eval", "{stats}", "{fake}", *PIX, "--metrics", "kid", *FAST], None, ERR,
      "kid need(s) images, but real is a statistics file"),
     ("bootstrap-on-statistics", ["eval", "{stats}", "{fake}", *PIX, "--metrics", "fid", "--bootstrap", "5", *FAST],

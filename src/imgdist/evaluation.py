@@ -231,7 +231,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         keep = need_feats or len(obj) <= ext.feature_dim
         sides[side] = ext.extract(obj, keep_features=keep, keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side)
-    result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force)
+    result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
+                               progress=progress)
     if ext is not None:
         result.details["device"] = str(ext.device)
     return (result, sides["real"], sides["fake"]) if return_features else result
@@ -239,11 +240,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
 
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
                       metrics=DEFAULT_METRICS, force=False, options: MetricOptions | None = None,
-                      **option_kwargs) -> Result:
+                      progress: bool = False, **option_kwargs) -> Result:
     """The metrics from already extracted features (or statistics).
 
     Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
-    ``options``.
+    ``options``. ``progress``: progress bars for metrics that can take a while (FID-infinity).
     """
     options = options or MetricOptions(**option_kwargs)
     stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
@@ -274,7 +275,7 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
         warnings.simplefilter("always")
         for metric in chosen:
             try:
-                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options)
+                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options, progress)
             except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
                 raise ImgdistError(f"{metric}: {one_line(exc)}") from None
         if options.bootstrap:
@@ -288,7 +289,7 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     return result
 
 
-def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options: MetricOptions):
+def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options: MetricOptions, progress):
     values = result.values
     if metric == "fid":
         if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
@@ -318,7 +319,7 @@ def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, option
             values["density"], values["coverage"] = M.density_coverage(xr, xf, k=options.dc_k)
             result.details["density_coverage_k"] = options.dc_k
     elif metric == "fid-inf":
-        fit = M.fid_infinity(xr, xf, sizes=options.fid_inf_sizes, seed=options.seed)
+        fit = M.fid_infinity(xr, xf, sizes=options.fid_inf_sizes, seed=options.seed, progress=progress)
         values["fid-inf"] = fit.value
         result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
                                          "r2": fit.r2, "residual_rms": fit.residual_rms}
