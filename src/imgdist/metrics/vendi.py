@@ -71,8 +71,9 @@ def vendi_spectrum(x, chunk_size: int | None = None, name: str = "features") -> 
     n, d = x.shape
     if n == 0 or d == 0:
         raise ValueError(f"{name} holds no samples or no feature dimensions (shape {x.shape})")
-    block = max(1, int(chunk_size) if chunk_size else DEFAULT_BLOCK_BYTES // (8 * max(n, d)))
-    norms = _row_norms(x, block, name)
+    # a block holds chunk_size rows of d values (N > d) or chunk_size columns of N values
+    block = max(1, int(chunk_size) if chunk_size else DEFAULT_BLOCK_BYTES // (8 * min(n, d)))
+    norms = _row_norms(x, block if n > d else max(1, DEFAULT_BLOCK_BYTES // (8 * d)), name)
     if n > d:
         gram = np.zeros((d, d), dtype=np.float64)
         for start in range(0, n, block):
