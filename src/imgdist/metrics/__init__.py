@@ -6,6 +6,10 @@
 - :mod:`.prdc` -- precision/recall (Kynkäänniemi et al. 2019), density/coverage (Naeem et al. 2020)
 - :mod:`.fid_infinity` -- FID extrapolated to infinite N (Chong & Forsyth 2020)
 - :mod:`.bootstrap` -- bootstrap confidence intervals (Efron 1979)
+- :mod:`.vendi` -- Vendi score and its order-q family (Friedman & Dieng 2023; Pasarkar & Dieng 2024)
+- :mod:`.memorization` -- authenticity (Alaa et al. 2022), the data-copying test C_T (Meehan et al.
+  2020), copies of training samples
+- :mod:`.realism` -- per-image realism score (Kynkäänniemi et al. 2019, eq. 3)
 """
 
 from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
@@ -13,13 +17,35 @@ from .fid_infinity import FIDInfinity, fid_infinity
 from .frechet import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
 from .inception_score import inception_score
 from .kid import kid, kid_full, mmd2_unbiased, polynomial_kernel
+from .memorization import (
+    CT,
+    Authenticity,
+    Copies,
+    RealNeighbours,
+    authenticity,
+    copies,
+    ct_score,
+    kmeans,
+    nearest_real,
+    real_neighbours,
+)
 from .prdc import PRDC, density_coverage, knn_radii, prdc, precision_recall
+from .realism import Realism, realism
+from .vendi import vendi_from_spectrum, vendi_score, vendi_spectrum
 
 __all__ = [
+    "CT",
+    "Authenticity",
+    "Copies",
     "FIDInfinity",
     "PRDC",
+    "RealNeighbours",
+    "Realism",
+    "authenticity",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "copies",
+    "ct_score",
     "density_coverage",
     "fid_bootstrap_ci",
     "fid_from_features",
@@ -28,11 +54,18 @@ __all__ = [
     "inception_score",
     "kid",
     "kid_full",
+    "kmeans",
     "knn_radii",
     "mean_cov",
     "mmd2_unbiased",
+    "nearest_real",
     "polynomial_kernel",
     "prdc",
     "precision_recall",
+    "real_neighbours",
+    "realism",
     "trace_sqrt_product",
+    "vendi_from_spectrum",
+    "vendi_score",
+    "vendi_spectrum",
 ]
