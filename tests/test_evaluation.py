@@ -229,8 +229,15 @@ def test_parse_metrics():
     assert parse_metrics("prdc") == ("precision", "recall", "density", "coverage")
     assert parse_metrics("KID, fid ,dc") == ("fid", "kid", "density", "coverage")
     assert parse_metrics(["is", "fid_inf"]) == ("is", "fid-inf")
-    assert set(parse_metrics("all")) == {"fid", "kid", "is", "precision", "recall", "density",
-                                         "coverage", "fid-inf"}
+    every = {"fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf", "vendi",
+             "authenticity", "copies", "realism"}
+    # 'all': every metric that applies -- C_T only with a held-out set, IS only with logits,
+    # only FID from a statistics file
+    assert set(parse_metrics("all")) == every
+    assert set(parse_metrics("all", real_test=True)) == every | {"ct"}
+    assert set(parse_metrics("all", has_logits=False)) == every - {"is"}
+    assert parse_metrics("all", features=False) == ("fid",)
+    assert parse_metrics("memorization", real_test=True) == ("authenticity", "ct", "copies")
     with pytest.raises(ImgdistError, match="unknown metric 'fod'"):
         parse_metrics("fid,fod")
     with pytest.raises(ImgdistError, match="no metric"):

@@ -120,7 +120,7 @@ def _sections(html):
     a = html.index('id="nearest"')
     b = html.index('id="farthest"')
     c = html.index('id="uncovered"')
-    return html[a:b], html[b:c], html[c:]
+    return html[a:b], html[b:c], html[c:html.index('id="diversity"')]
 
 
 def test_write_report(tmp_path):
@@ -147,7 +147,19 @@ def test_write_report(tmp_path):
     uncovered = np.flatnonzero(d_fr.min(0) >= radii)
     assert len(uncovered) / 30 == pytest.approx(1 - result.values["coverage"])
     n_c = min(per, len(uncovered))
-    assert html.count("<img ") == 2 * (per + per + n_c) + 1  # pairs in (a), (b), (c) + the plot
+    # copies: fakes nearer a real than percentile 1 of the reals' nearest-other-real distances
+    threshold = np.percentile(d_rr.min(axis=1), 1.0)
+    n_copies = int((d_fr.min(axis=1) <= threshold).sum())
+    assert f": {n_copies} of 30, closest first" in html
+    # pairs in copies, (a), (b), (c) + the distance histogram and the PCA plot
+    assert html.count("<img ") == 2 * (min(per, n_copies) + per + per + n_c) + 2
+    # the diversity table: Vendi of each set (q = 1) as the metric computes it on these features
+    from imgdist.metrics import vendi_score
+    from imgdist.formatting import format_value
+
+    diversity = html[html.index('id="diversity"'):]
+    for x in (fake.features, real.features):
+        assert f">{format_value(vendi_score(x, q=1.0))}<" in diversity
 
     sec_a, sec_b, sec_c = _sections(html)
     assert sec_a.count("<figure>") == per and sec_b.count("<figure>") == per

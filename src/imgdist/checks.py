@@ -53,6 +53,17 @@ def check_fraction(name: str, value) -> float:
     return value
 
 
+def check_number(name: str, value, minimum: float, maximum: float) -> float:
+    """A finite number in ``[minimum, maximum]``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ImgdistError(f"{option(name)} must be a number, got {value!r}") from None
+    if not minimum <= number <= maximum:  # NaN fails too
+        raise ImgdistError(f"{option(name)} must lie between {minimum:g} and {maximum:g}, got {value!r}")
+    return number
+
+
 def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -> str:
     """An output file that can be written: its folder exists and accepts files; the right suffix.
 

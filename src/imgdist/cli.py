@@ -132,21 +132,31 @@ def _extractor_kwargs(args) -> dict:
 def _cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    if args.report:  # before any extraction
+    # outputs before any extraction
+    if args.report:
         check_output(args.report, "--report", (".html", ".htm"))
+    if args.per_image:
+        check_output(args.per_image, "--per-image", ".csv")
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                    kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
                    is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
-                   ci=args.ci, seed=args.seed, on_error=args.on_error, force=args.force,
-                   return_features=bool(args.report), **_extractor_kwargs(args))
+                   ci=args.ci, seed=args.seed, ct_cells=args.ct_cells, copies_percentile=args.copies_percentile,
+                   real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
+                   on_error=args.on_error, force=args.force, return_features=bool(args.report),
+                   **_extractor_kwargs(args))
     result = out[0] if args.report else out
     if args.report:
         from .report import write_report
 
-        write_report(args.report, result, out[1], out[2], args.real, args.fake, pr_k=args.pr_k, dc_k=args.dc_k)
+        write_report(args.report, result, out[1], out[2], args.real, args.fake, pr_k=args.pr_k, dc_k=args.dc_k,
+                     copies_percentile=args.copies_percentile)
+    if args.per_image:
+        result.per_image.write_csv(args.per_image)
     print(result.to_json() if args.json else result.table())
-    if args.report:  # beside --json on stderr, so that stdout stays one JSON document
-        print(f"report: {args.report}", file=sys.stderr if args.json else sys.stdout)
+    # file notes beside --json on stderr, so that stdout stays one JSON document
+    for flag, path in (("report", args.report), ("per-image table", args.per_image)):
+        if path:
+            print(f"{flag}: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -285,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
     p.add_argument("--metrics", default=",".join(D.METRICS),
-                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf; "
-                        f"'prdc' = the four k-NN metrics, 'all' = everything (default: {','.join(D.METRICS)})")
+                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf, vendi, "
+                        "authenticity, ct, copies, realism; 'prdc' = the four k-NN metrics, 'memorization' = "
+                        "authenticity, ct, copies; 'all' = every metric that applies "
+                        f"(default: {','.join(D.METRICS)})")
     _add_backbone_args(p, None)
     _add_extraction_args(p)
     p.add_argument("--kid-subsets", type=int, default=D.KID_SUBSETS,
@@ -305,7 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci", type=float, default=D.CI,
                    help=f"confidence level of the intervals (default: {D.CI})")
     p.add_argument("--seed", type=int, default=D.SEED,
-                   help=f"seed for KID subsets and the bootstrap (default: {D.SEED})")
+                   help=f"seed for KID subsets, the bootstrap and C_T's cells (default: {D.SEED})")
+    p.add_argument("--real-test", metavar="SRC", default=None,
+                   help="held-out real images the generator never saw (needed by ct, the data-copying test)")
+    p.add_argument("--ct-cells", type=int, default=D.CT_CELLS,
+                   help=f"C_T: k-means cells on the real set (default: {D.CT_CELLS})")
+    p.add_argument("--copies-percentile", type=float, default=D.COPIES_PERCENTILE,
+                   help="copies: a fake nearer a real than this percentile of the reals' nearest-neighbour "
+                        f"distances counts as a copy (default: {D.COPIES_PERCENTILE:g})")
+    p.add_argument("--per-image", metavar="PATH", default=None,
+                   help="write a CSV with one row per fake: realism, nearest real, distance, inside the real "
+                        "manifold, authentic, copy")
+    p.add_argument("--per-class", action="store_true",
+                   help="REAL and FAKE hold one subfolder per class: every metric per class, worst first, "
+                        "and the class-averaged FD (intra-FID)")
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

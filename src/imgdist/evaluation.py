@@ -6,132 +6,25 @@ reference statistics; :class:`Evaluator` streams batches from a training loop.
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import defaults as D
 from . import metrics as M
 from .errors import ImgdistError, one_line
+from .compute import MetricRun
 from .features import FeatureExtractor, Features
 from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
-from .provenance import Provenance
+from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
 from .stats import GaussianStats, is_stats_file
 
 DEFAULT_METRICS = D.METRICS
-_FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
-_NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
-
-
-def weights_tag(provenance: Provenance) -> str | None:
-    """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
-    weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
-    and where nothing is known to compare with (custom backbones, foreign statistics)."""
-    from .backbones import get_spec
-    from .weights import hash_matches
-
-    if not provenance.backbone or not provenance.weights_sha256:
-        return None
-    try:
-        spec = get_spec(provenance.backbone)
-    except ImgdistError:  # custom backbone: its hash is its identity, nothing to compare with
-        return None
-    expected = spec.weights.sha256 if spec.weights else None
-    if not expected or hash_matches(provenance.weights_sha256, expected):
-        return None
-    return provenance.weights_sha256[:8]
-
-
-def metric_label(metric: str, provenance: Provenance) -> str:
-    """The name a number is printed under: FID only for the Inception pool features computed with
-    the published weights; otherwise the backbone, its weights (where not the published ones) and
-    its layer are named, e.g. ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``."""
-    tag = weights_tag(provenance)
-    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
-    if standard or (provenance.backbone is None and metric in _FD_NAMES):
-        return _FD_NAMES.get(metric, metric)
-    name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
-    if provenance.feature_layer not in (None, "pool"):
-        name += f"/{provenance.feature_layer}"
-    return f"{_NON_INCEPTION.get(metric, metric)}[{name}]"
-
-
-@dataclass
-class Result:
-    """Values, uncertainty and provenance of one evaluation."""
-
-    values: dict[str, float]
-    labels: dict[str, str]
-    stds: dict[str, float] = field(default_factory=dict)
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    provenance: Provenance = field(default_factory=Provenance)
-    details: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def __getitem__(self, metric: str) -> float:
-        return self.values[metric]
-
-    def to_dict(self) -> dict:
-        metrics = {}
-        for key, value in self.values.items():
-            entry = {"metric": key, "value": _finite(value)}
-            if key in self.stds:
-                entry["std"] = _finite(self.stds[key])
-            if key in self.intervals:
-                entry["ci"] = [_finite(v) for v in self.intervals[key]]
-            metrics[self.labels[key]] = entry
-        return {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
-                "details": self.details, "warnings": self.warnings}
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
-
-    def table(self) -> str:
-        from .formatting import format_table
-
-        rows = []
-        ci_label = self.details.get("ci_level")
-        for key, value in self.values.items():
-            spread = f"± {self.stds[key]:.4g}" if key in self.stds else ""
-            interval = (f"[{self.intervals[key][0]:.5g}, {self.intervals[key][1]:.5g}]"
-                        if key in self.intervals else "")
-            rows.append([self.labels[key], value, spread, interval])
-        headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
-        keep = [0, 1] + [j for j in (2, 3) if any(row[j] for row in rows)]
-        headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
-        p = self.provenance
-        lines = [format_table(headers, rows), f"images: {counts}",
-                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
-                 f"resize mode: {p.preprocessing or p.resize_mode}"]
-        if self.details.get("kid_subsets") == "full sets":
-            lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
-                         "set, so there is no subset spread to report)")
-        if "device" in self.details:
-            lines.append(f"device: {self.details['device']}")
-        fit = self.details.get("fid_inf_fit")
-        if fit:
-            lines.append(f"{self.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept "
-                         f"fitted over N = {int(fit['sizes'][0])}..{int(fit['sizes'][-1])} "
-                         f"({len(fit['sizes'])} sizes), R^2 {fit['r2']:.4f}")
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
-
-
-def _finite(v):
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _jsonable(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
+# the metric catalogue and result naming live in options.py / results.py; re-exported here, where
+# users of evaluate() look for them
+__all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Evaluator", "MetricOptions", "Result", "compute_stats",
+           "evaluate", "evaluate_features", "metric_label", "parse_metrics", "weights_tag"]
 
 
 # ------------------------------------------------------------------ API
@@ -180,7 +73,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
              dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
              progress=True, cache=False, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
              is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None, bootstrap=D.BOOTSTRAP,
-             ci=D.CI, seed=D.SEED, on_error="raise",
+             ci=D.CI, seed=D.SEED, ct_cells=D.CT_CELLS, copies_percentile=D.COPIES_PERCENTILE,
+             real_test=None, per_image: bool = False, per_class: bool = False, on_error="raise",
              force=False, extractor: FeatureExtractor | None = None, return_features: bool = False):
     """Compare a real set with a generated set.
 
@@ -189,6 +83,10 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.backbones.Backbone`;
     None: the backbone a statistics file on either side was made with, else ``inception``.
     ``bootstrap``: number of resamples for confidence intervals of FID and KID (0: none).
+    ``real_test``: held-out real images the generator never saw (the C_T test, metric ``ct``).
+    ``per_image``: fill ``result.per_image`` (realism, nearest real, authenticity, copy per fake).
+    ``per_class``: ``real`` and ``fake`` are folders with one subfolder per class; fill
+    ``result.per_class`` and the class-averaged FD (``result.details['intra_fid']``).
     ``return_features``: keep per-image features of both sides whatever the metrics need and return
     ``(result, real_features, fake_features)`` (e.g. for :func:`imgdist.report.write_report`); both
     sides must then be images.
@@ -197,21 +95,28 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     """
     options = MetricOptions(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits,
                             pr_k=pr_k, dc_k=dc_k, fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci,
-                            seed=seed)
+                            seed=seed, ct_cells=ct_cells, copies_percentile=copies_percentile)
     check_on_error(on_error)
     inputs = {"real": _open_input(real), "fake": _open_input(fake)}
+    if real_test is not None:
+        inputs["real_test"] = open_source(real_test)
     stats_sides = tuple(side for side, obj in inputs.items() if isinstance(obj, GaussianStats))
-    if return_features and stats_sides:
-        raise ImgdistError(f"a report needs images, but {stats_sides[0]} is a statistics file (it holds only "
-                           "mu and sigma); pass the images")
+    for wanted, what in ((return_features, "a report"), (per_image, "the per-image table"),
+                         (per_class, "per-class metrics")):
+        if wanted and stats_sides:
+            raise ImgdistError(f"{what} needs images, but {stats_sides[0]} is a statistics file (it holds only "
+                               "mu and sigma); pass the images")
     ext = extractor
     if ext is None and len(stats_sides) < 2:
         backbone, mode, dims = _backbone_from_stats(backbone, mode, dims, inputs)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
     has_logits = bool(spec and spec.has_logits)
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides)
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None)
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
+    if per_class:  # the layout is checked before the work, as far as names tell
+        for side in ("real", "fake"):
+            _check_class_folders(inputs[side], side)
 
     if ext is None and len(stats_sides) < 2:
         ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
@@ -219,8 +124,9 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
                                progress=progress, cache=cache)
     for side in stats_sides:  # the statistics must have been made like the images will be, before the work
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
-                                                 "features", force) if ext is not None else None
-    need_feats = bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or return_features
+                                                 "features", force)
+    need_feats = (bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or return_features or per_image
+                  or per_class)
     sides: dict[str, Features | GaussianStats] = {}
     for side, obj in inputs.items():
         if isinstance(obj, GaussianStats):
@@ -229,39 +135,60 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         # with no more images than dimensions the features take no more memory than the covariance,
         # and FID from features is exact where the covariance route loses ~1e-6 (singular matrices)
         keep = need_feats or len(obj) <= ext.feature_dim
-        sides[side] = ext.extract(obj, keep_features=keep, keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
-                                  on_error=on_error, desc=side)
+        sides[side] = ext.extract(obj, keep_features=keep,
+                                  keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
+                                  on_error=on_error, desc=side.replace("_", " "))
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
-                               progress=progress)
+                               progress=progress, real_test=sides.get("real_test"), per_image=per_image)
+    if per_class:
+        from .per_class import evaluate_per_class
+
+        result.per_class, intra, notes = evaluate_per_class(sides["real"], sides["fake"], inputs["real"],
+                                                            inputs["fake"], chosen, options, force)
+        if intra is not None:
+            result.details["intra_fid"] = intra
+        result.warnings += notes
     if ext is not None:
         result.details["device"] = str(ext.device)
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 
+def _check_class_folders(source, side: str) -> None:
+    from .per_class import class_names
+
+    names = [source.name_of(i) for i in range(len(source))]
+    class_names(Features(names=names, stats=None, provenance=None), source, side)
+
+
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
                       metrics=DEFAULT_METRICS, force=False, options: MetricOptions | None = None,
-                      progress: bool = False, **option_kwargs) -> Result:
+                      progress: bool = False, real_test: Features | None = None, per_image: bool = False,
+                      **option_kwargs) -> Result:
     """The metrics from already extracted features (or statistics).
 
     Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
     ``options``. ``progress``: progress bars for metrics that can take a while (FID-infinity).
+    ``real_test``: held-out real features (C_T). ``per_image``: fill ``result.per_image``.
     """
     options = options or MetricOptions(**option_kwargs)
     stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
     has_logits = isinstance(fake, Features) and fake.logits is not None
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides)
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None)
     real_stats = real if isinstance(real, GaussianStats) else real.stats
     fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
-    options.check_sets(chosen, {"real": real_stats.n, "fake": fake_stats.n}, has_logits=has_logits,
-                       stats_sides=stats_sides)
+    counts = {"real": real_stats.n, "fake": fake_stats.n}
+    if real_test is not None:
+        counts["real_test"] = real_test.stats.n
+        real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
+    options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
+    if per_image and stats_sides:
+        raise ImgdistError(f"the per-image table needs images, but {stats_sides[0]} is a statistics file")
     notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
     provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
-    xr = None if isinstance(real, GaussianStats) else real.features
-    xf = None if isinstance(fake, GaussianStats) else fake.features
 
     result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
     result.counts = {"real": real_stats.n, "fake": fake_stats.n}
-    for side, obj in (("real", real), ("fake", fake)):
+    for side, obj in (("real", real), ("fake", fake), ("real_test", real_test)):
         if isinstance(obj, Features) and len(obj.skipped):
             result.counts[f"{side}_skipped"] = len(obj.skipped)
             result.warnings.append(f"{side}: {obj.skipped.summary()}")
@@ -271,15 +198,18 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
             f"{provenance.backbone} weights {tag} are not the published ones ({_spec_of(provenance.backbone).weights.sha256[:8]}): "
             f"numbers print as {metric_label('fid', provenance)} etc. and are not comparable with published values")
 
+    run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:
             try:
-                _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options, progress)
+                run.compute(metric)
             except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
                 raise ImgdistError(f"{metric}: {one_line(exc)}") from None
         if options.bootstrap:
-            _bootstrap(result, chosen, xr, xf, options)
+            _bootstrap(result, chosen, run.xr, run.xf, options)
+        if per_image:
+            result.per_image = run.per_image()
     for w in caught:
         message = one_line(w.message)
         if message not in result.warnings:
@@ -287,42 +217,6 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     for metric in result.values:
         result.labels[metric] = metric_label(metric, provenance)
     return result
-
-
-def _compute(metric, result, real_stats, fake_stats, xr, xf, fake, force, options: MetricOptions, progress):
-    values = result.values
-    if metric == "fid":
-        if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
-            # fewer images than dimensions: the same distance from the features, exactly and
-            # without any d x d decomposition (see metrics.frechet.fid_from_features)
-            real_stats.check_comparable(fake_stats, force)
-            values["fid"] = M.fid_from_features(xr, xf)
-        else:
-            values["fid"] = real_stats.frechet_distance(fake_stats, force=force)
-    elif metric == "kid":
-        value, std = M.kid(xr, xf, subsets=options.kid_subsets, subset_size=options.kid_subset_size,
-                           seed=options.seed)
-        values["kid"] = value
-        if std is None:  # every subset would be the whole set: one estimate, no spread to report
-            result.details["kid_subsets"] = "full sets"
-        else:
-            result.stds["kid"] = std
-            result.details["kid_subsets"] = f"{options.kid_subsets} x {min(options.kid_subset_size, len(xr), len(xf))}"
-    elif metric == "is":
-        values["is"], result.stds["is"] = M.inception_score(fake.logits, splits=options.is_splits)
-    elif metric in ("precision", "recall"):
-        if "precision" not in values:
-            values["precision"], values["recall"] = M.precision_recall(xr, xf, k=options.pr_k)
-            result.details["precision_recall_k"] = options.pr_k
-    elif metric in ("density", "coverage"):
-        if "density" not in values:
-            values["density"], values["coverage"] = M.density_coverage(xr, xf, k=options.dc_k)
-            result.details["density_coverage_k"] = options.dc_k
-    elif metric == "fid-inf":
-        fit = M.fid_infinity(xr, xf, sizes=options.fid_inf_sizes, seed=options.seed, progress=progress)
-        values["fid-inf"] = fit.value
-        result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
-                                         "r2": fit.r2, "residual_rms": fit.residual_rms}
 
 
 def _bootstrap(result, chosen, xr, xf, options: MetricOptions):

@@ -11,23 +11,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import defaults as D
-from .checks import check_fraction, check_int, option
+from .checks import check_fraction, check_int, check_number, option
 from .errors import ImgdistError
 
-METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf")
+METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf",
+           "vendi", "authenticity", "ct", "copies", "realism")
 ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
-           "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",)}
+           "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",),
+           "memorization": ("authenticity", "ct", "copies")}
 #: metrics that need per-image features of both sets (not just the Gaussian statistics)
-NEEDS_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "fid-inf"})
+NEEDS_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "fid-inf", "vendi",
+                            "authenticity", "ct", "copies", "realism"})
 #: metrics that need the backbone's classifier logits of the fakes
 NEEDS_LOGITS = frozenset({"is"})
+#: metrics that need a held-out real set (``real_test`` / ``--real-test``)
+NEEDS_REAL_TEST = frozenset({"ct"})
 
 
-def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True) -> tuple[str, ...]:
+def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True,
+                  real_test: bool = False) -> tuple[str, ...]:
     """``'fid,kid,prdc'`` or a list -> canonical names in canonical order.
 
     ``'all'`` means every metric that applies: without classifier logits (``has_logits``) no
-    Inception Score, and with a statistics file on a side (``features`` False) only FID.
+    Inception Score, with a statistics file on a side (``features`` False) only FID, and C_T only
+    with a held-out real set (``real_test``).
     Metrics named explicitly are kept; :meth:`MetricOptions.check_sets` explains why one cannot be
     computed.
     """
@@ -39,7 +46,8 @@ def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True) ->
             continue
         if name == "all":
             chosen.update(m for m in METRICS if (has_logits or m not in NEEDS_LOGITS)
-                          and (features or m not in NEEDS_FEATURES | NEEDS_LOGITS))
+                          and (features or m not in NEEDS_FEATURES | NEEDS_LOGITS)
+                          and (real_test or m not in NEEDS_REAL_TEST))
         elif name in ALIASES:
             chosen.update(ALIASES[name])
         elif name in METRICS:
@@ -65,6 +73,8 @@ class MetricOptions:
     bootstrap: int = D.BOOTSTRAP
     ci: float = D.CI
     seed: int = D.SEED
+    ct_cells: int = D.CT_CELLS
+    copies_percentile: float = D.COPIES_PERCENTILE
 
     def __post_init__(self):
         put = object.__setattr__  # frozen: normalise the values once, here
@@ -76,6 +86,8 @@ class MetricOptions:
         put(self, "bootstrap", check_int("bootstrap", self.bootstrap, 0))
         put(self, "ci", check_fraction("ci", self.ci))
         put(self, "seed", check_int("seed", self.seed, 0))
+        put(self, "ct_cells", check_int("ct_cells", self.ct_cells, 1))
+        put(self, "copies_percentile", check_number("copies_percentile", self.copies_percentile, 0.0, 100.0))
         if self.fid_inf_sizes is not None:
             sizes = tuple(check_int("fid_inf_sizes", s, 2) for s in self.fid_inf_sizes)
             if len(set(sizes)) < 2:
@@ -86,10 +98,13 @@ class MetricOptions:
                    stats_sides: tuple[str, ...] = ()) -> None:
         """Refuse, before extraction, what the set sizes and the sides' kinds already rule out.
 
-        ``counts``: images per side (``real``, ``fake``); ``stats_sides``: sides given as statistics
-        files (mu and sigma only).
+        ``counts``: images per side (``real``, ``fake`` and, where given, ``real_test``);
+        ``stats_sides``: sides given as statistics files (mu and sigma only).
         """
         chosen = set(chosen)
+        if chosen & NEEDS_REAL_TEST and "real_test" not in counts:
+            raise ImgdistError("ct: the data-copying test C_T needs held-out real images the generator never "
+                               "saw; pass them with --real-test SRC (real_test=...)")
         for side in stats_sides:
             missing = [m for m in sorted(chosen) if m in NEEDS_FEATURES or (m in NEEDS_LOGITS and side == "fake")]
             if missing or self.bootstrap:
@@ -102,17 +117,26 @@ class MetricOptions:
                                "use --backbone inception (or a backbone with classes in 'imgdist backbones')")
         pairwise = [m for m in METRICS if m in chosen & {"fid", "kid", "fid-inf"}]
         for side, n in counts.items():
+            if side == "real_test":
+                continue
             if n < 2 and pairwise:
                 raise ImgdistError(f"{', '.join(pairwise)}: the {side} set has {n} image(s); a covariance "
                                    "needs at least 2 images per set")
         real, fake = counts.get("real"), counts.get("fake")
+        if "ct" in chosen and real is not None and self.ct_cells > real:
+            raise ImgdistError(f"ct: {option('ct_cells')} {self.ct_cells} is more than the {real} real images")
+        if chosen & {"authenticity", "copies", "realism"} and real is not None and real < 2:
+            raise ImgdistError("authenticity, copies and realism need at least 2 real images (each real's "
+                               "nearest other real)")
         if "is" in chosen and fake is not None and self.is_splits > fake:
             raise ImgdistError(f"is: {option('is_splits')} {self.is_splits} is more than the {fake} fake images")
-        if chosen & {"precision", "recall"}:
-            for side, n in counts.items():
-                if n is not None and self.pr_k >= n:
-                    raise ImgdistError(f"precision/recall: {option('pr_k')} {self.pr_k} needs more than {self.pr_k} images per "
-                                       f"set, and the {side} set has {n}")
+        # precision/recall need k-NN radii in both sets, realism in the real set only
+        k_sides = ("real", "fake") if chosen & {"precision", "recall"} else ("real",) if "realism" in chosen else ()
+        for side in k_sides:
+            n = counts.get(side)
+            if n is not None and self.pr_k >= n:
+                raise ImgdistError(f"{'precision/recall' if len(k_sides) == 2 else 'realism'}: {option('pr_k')} "
+                                   f"{self.pr_k} needs more than {self.pr_k} images per set, and the {side} set has {n}")
         if chosen & {"density", "coverage"} and real is not None and self.dc_k >= real:
             raise ImgdistError(f"density/coverage: {option('dc_k')} {self.dc_k} needs more than {self.dc_k} real images, "
                                f"and the real set has {real}")

@@ -27,6 +27,7 @@ from PIL import Image
 
 from .. import __version__
 from .. import defaults as D
+from .. import metrics as M
 from ..metrics.prdc import knn_radii
 from ..errors import ImageError, ImgdistError
 from ..formatting import format_value
@@ -56,7 +57,7 @@ font-size:.7em;overflow:hidden}
 
 
 def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: int = D.PR_K, dc_k: int = D.DC_K,
-                 per_section: int = 12,
+                 copies_percentile: float = D.COPIES_PERCENTILE, per_section: int = 12,
                  thumb: int = 96, chunk_size: int | None = None, sample_seed: int | None = None) -> str:
     """Write the HTML report of one evaluation to ``path``; returns the path.
 
@@ -65,7 +66,8 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
     (``evaluate(..., return_features=True)``); ``real_source`` / ``fake_source``: the same sources
     (anything :func:`~imgdist.sources.open_source` takes), for the thumbnails. ``pr_k`` / ``dc_k``:
     the k of precision (the "farthest fakes" section) and of coverage (the "uncovered reals"
-    section), as in the evaluation. ``sample_seed``: None shows the first
+    section), as in the evaluation; ``copies_percentile`` as in the ``copies`` metric. ``sample_seed``:
+    None shows the first
     ``per_section`` fakes in section (a), an int a seeded random sample.
     """
     for side, feats in (("real", real), ("fake", fake)):
@@ -94,7 +96,14 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
     real_ratio = cross.real_nn_dist[uncovered] / np.where(dc_radii[uncovered] > 0, dc_radii[uncovered], 1.0)
     uncovered = uncovered[np.argsort(-real_ratio, kind="stable")]
 
+    # memorisation from the passes made above (the metric functions, given them, need no new pass)
+    real_nn = M.RealNeighbours(nn_index=own.nn_index, nn_distance=own.nn_dist, radii=own.radii, k=pr_k)
+    nearest = (cross.fake_nn, cross.fake_nn_dist)
+    found = M.copies(xr, xf, percentile=copies_percentile, real_nn=real_nn, fake_nearest=nearest)
+    authentic = M.authenticity(xr, xf, real_nn=real_nn, fake_nearest=nearest)
+
     parts = [_header(result, thumbs), _metric_table(result),
+             _copies_section(found, authentic, result, thumbs, per_section),
              _plot_section(cross.fake_nn_dist, own.nn_dist)]
 
     cards = [thumbs.card(("fake", i), ("real", int(cross.fake_nn[i])),
@@ -123,6 +132,7 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
                           f"2020): {len(uncovered)} of {len(xr)}; showing up to {per_section}, farthest "
                           "(in radii) first. Left: real; right: its nearest fake.", cards))
 
+    parts.append(_diversity_section(xr, xf, result, sample_seed))
     body = "\n".join(parts)
     doc = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -176,6 +186,75 @@ def _metric_table(result) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     return (f"<h2>Metrics</h2>\n<table><thead><tr>{head}</tr></thead>\n<tbody>" + "\n".join(rows)
             + "</tbody></table>" + note)
+
+
+def _copies_section(found, authentic, result, thumbs, per_section: int) -> str:
+    """Near-copies of real (training) images first: the finding a user most needs to see."""
+    ct = result.details.get("ct")
+    ct_note = (f" C_T (Meehan et al. 2020): {escape(format_value(result.values['ct']))} over "
+               f"{ct['cells_used']} of {ct['cells']} cells (strongly negative: copying; about 0: fine; "
+               "positive: underfitting)." if ct and "ct" in result.values else "")
+    note = (f"Fakes nearer a real image than {escape(format_value(found.threshold))}, percentile "
+            f"{found.percentile:g} of the reals' distances to their nearest other real: {found.count} of "
+            f"{found.n_fake}, closest first. Authenticity (Alaa et al. 2022, the share of fakes farther from "
+            f"their nearest real than that real from its own nearest real): "
+            f"{escape(format_value(authentic.value))}.{ct_note}")
+    cards = [thumbs.card(("fake", int(i)), ("real", int(j)), [("distance", d)])
+             for i, j, d in zip(found.fake_index[:per_section], found.real_index[:per_section],
+                                found.distance[:per_section])]
+    return _section("copies", "Copies of real images", note, cards)
+
+
+def _diversity_section(xr: np.ndarray, xf: np.ndarray, result, seed: int | None) -> str:
+    """Vendi of both sets at every order, and where the sets lie in the first two principal axes."""
+    orders = result.details.get("vendi_orders")
+    if not orders:
+        orders = {}
+        for side, x in (("fake", xf), ("real", xr)):
+            spectrum = M.vendi_spectrum(x, name=side)
+            orders[side] = {("inf" if np.isinf(q) else f"{q:g}"): M.vendi_from_spectrum(spectrum, q)
+                            for q in D.VENDI_ORDERS}
+    head = "".join(f"<th>q = {escape(q)}</th>" for q in orders["fake"])
+    rows = "".join(f"<tr><td>{side}</td>" + "".join(f"<td class=\"num\">{escape(format_value(v))}</td>"
+                                                   for v in values.values()) + "</tr>"
+                   for side, values in orders.items())
+    table = f"<table><thead><tr><th>set</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    note = ("Vendi score (Friedman &amp; Dieng 2023): the effective number of distinct images, from the "
+            "eigenvalues of the cosine-similarity kernel; order q weighs rare modes (q &lt; 1) or common ones "
+            "(q &gt; 1). A fake set far below the real one has collapsed onto fewer modes.")
+    try:
+        plot = (f"<img src=\"data:image/png;base64,{_pca_png(xr, xf, seed)}\" width=\"520\" "
+                "alt=\"real and fake features on their first two principal axes\">")
+    except ImportError:
+        plot = "<p class=\"note\">(install matplotlib for the plot: pip install matplotlib)</p>"
+    return (f"<h2 id=\"diversity\">Diversity</h2>\n<p class=\"note\">{note}</p>\n{table}\n"
+            "<p class=\"note\">Real and fake features on the first two principal axes of both sets together "
+            "(up to 5,000 points per set): fakes that fill only part of the real cloud miss modes.</p>\n" + plot)
+
+
+def _pca_png(xr: np.ndarray, xf: np.ndarray, seed: int | None, limit: int = 5000) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(0 if seed is None else seed)
+    pick = [x if len(x) <= limit else x[np.sort(rng.choice(len(x), limit, replace=False))] for x in (xr, xf)]
+    both = np.concatenate(pick).astype(np.float64)
+    centred = both - both.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, ::-1][:, :2]  # the two largest
+    r2, f2 = (centred[: len(pick[0])] @ axes), (centred[len(pick[0]):] @ axes)
+    fig = Figure(figsize=(5.2, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(r2[:, 0], r2[:, 1], s=6, alpha=0.5, color="#1f77b4", label="real")
+    ax.scatter(f2[:, 0], f2[:, 1], s=6, alpha=0.5, color="#d62728", label="fake")
+    ax.set_xlabel("principal axis 1")
+    ax.set_ylabel("principal axis 2")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _plot_section(fake_to_real: np.ndarray, real_to_real: np.ndarray) -> str:

@@ -1,0 +1,194 @@
+"""What an evaluation returns: values, uncertainty, provenance, and the names they print under.
+
+:class:`Result` holds one evaluation; :func:`metric_label` names a number by its backbone (``FID``
+only for the Inception pool features with the published weights), so that a number never passes
+for another kind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from typing import TYPE_CHECKING
+
+from .errors import ImgdistError
+from .provenance import Provenance
+
+if TYPE_CHECKING:
+    from .compute import PerImage
+
+_FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
+_NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
+#: how the other metrics print (the rest print under their own names)
+_DISPLAY = {"vendi": "Vendi", "vendi-real": "Vendi_real", "ct": "C_T", "realism": "realism_median"}
+#: direction of each metric, for sorting classes worst first
+LOWER_IS_BETTER = frozenset({"fid", "kid", "fid-inf", "copies", "cmmd"})
+
+
+def weights_tag(provenance: Provenance) -> str | None:
+    """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
+    weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
+    and where nothing is known to compare with (custom backbones, foreign statistics)."""
+    from .backbones import get_spec
+    from .weights import hash_matches
+
+    if not provenance.backbone or not provenance.weights_sha256:
+        return None
+    try:
+        spec = get_spec(provenance.backbone)
+    except ImgdistError:  # custom backbone: its hash is its identity, nothing to compare with
+        return None
+    expected = spec.weights.sha256 if spec.weights else None
+    if not expected or hash_matches(provenance.weights_sha256, expected):
+        return None
+    return provenance.weights_sha256[:8]
+
+
+def metric_label(metric: str, provenance: Provenance) -> str:
+    """The name a number is printed under: FID only for the Inception pool features computed with
+    the published weights; otherwise the backbone, its weights (where not the published ones) and
+    its layer are named, e.g. ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``."""
+    tag = weights_tag(provenance)
+    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
+    if standard or (provenance.backbone is None and metric in _FD_NAMES):
+        return _FD_NAMES.get(metric, _DISPLAY.get(metric, metric))
+    name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
+    if provenance.feature_layer not in (None, "pool"):
+        name += f"/{provenance.feature_layer}"
+    return f"{_NON_INCEPTION.get(metric, _DISPLAY.get(metric, metric))}[{name}]"
+
+
+@dataclass
+class Result:
+    """Values, uncertainty and provenance of one evaluation."""
+
+    values: dict[str, float]
+    labels: dict[str, str]
+    stds: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    details: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    per_image: "PerImage | None" = None                      # one row per fake (``per_image=True``)
+    per_class: dict[str, "Result"] = field(default_factory=dict)  # class name -> its result
+
+    def __getitem__(self, metric: str) -> float:
+        return self.values[metric]
+
+    def to_dict(self) -> dict:
+        metrics = {}
+        for key, value in self.values.items():
+            entry = {"metric": key, "value": _finite(value)}
+            if key in self.stds:
+                entry["std"] = _finite(self.stds[key])
+            if key in self.intervals:
+                entry["ci"] = [_finite(v) for v in self.intervals[key]]
+            metrics[self.labels[key]] = entry
+        out = {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
+               "details": self.details, "warnings": self.warnings}
+        if self.per_class:
+            out["per_class"] = {name: {r.labels[k]: _finite(v) for k, v in r.values.items()} | {"counts": r.counts}
+                                for name, r in self.per_class.items()}
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
+
+    def table(self) -> str:
+        from .formatting import format_table
+
+        rows = []
+        ci_label = self.details.get("ci_level")
+        for key, value in self.values.items():
+            spread = f"± {self.stds[key]:.4g}" if key in self.stds else ""
+            interval = (f"[{self.intervals[key][0]:.5g}, {self.intervals[key][1]:.5g}]"
+                        if key in self.intervals else "")
+            rows.append([self.labels[key], value, spread, interval])
+        headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
+        keep = [0, 1] + [j for j in (2, 3) if any(row[j] for row in rows)]
+        headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        p = self.provenance
+        lines = [format_table(headers, rows), f"images: {counts}",
+                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
+                 f"resize mode: {p.preprocessing or p.resize_mode}"]
+        if self.details.get("kid_subsets") == "full sets":
+            lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
+                         "set, so there is no subset spread to report)")
+        if "device" in self.details:
+            lines.append(f"device: {self.details['device']}")
+        lines += self._notes()
+        if self.per_class:
+            lines += ["", self.class_table()]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+    def _notes(self) -> list[str]:
+        """One line per metric that has more to say than its value."""
+        from .formatting import format_value as fv
+
+        d, out = self.details, []
+        fit = d.get("fid_inf_fit")
+        if fit:
+            out.append(f"{self.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept "
+                       f"fitted over N = {int(fit['sizes'][0])}..{int(fit['sizes'][-1])} "
+                       f"({len(fit['sizes'])} sizes), R^2 {fit['r2']:.4f}")
+        for side, orders in d.get("vendi_orders", {}).items():
+            out.append(f"Vendi of the {side} set by order q: "
+                       + ", ".join(f"q={q} {fv(v)}" for q, v in orders.items()))
+        if "copies" in d:
+            c = d["copies"]
+            first = "; ".join(f"{p['fake']} ~ {p['real']} ({fv(p['distance'])})" for p in c["pairs"][:3])
+            out.append(f"copies: {self.values.get('copies', 0)} of {self.counts.get('fake')} fakes "
+                       f"({c['fraction']:.2%}) are nearer a real than {fv(c['threshold'])}, percentile "
+                       f"{c['percentile']:g} of the reals' distances to their nearest other real"
+                       + (f"; closest: {first}" if first else ""))
+        if "ct" in d:
+            ct = d["ct"]
+            out.append(f"C_T: {ct['cells_used']} of {ct['cells']} k-means cells used (>= {ct['min_fake_per_cell']} "
+                       f"fakes each), {ct['fake_fraction_used']:.0%} of the fakes; < 0 means copying, "
+                       "> 0 underfitting (Meehan et al. 2020)")
+        if "realism" in d:
+            r = d["realism"]
+            out.append(f"realism: median over fakes, k = {r['k']}, reals with a radius above percentile "
+                       f"{r['prune_percentile']:g} left out; {r['share_at_least_1']:.1%} of fakes score >= 1")
+        return out
+
+    def class_table(self) -> str:
+        """Per-class values, worst class first (by the first metric), and their average."""
+        from .formatting import format_table
+
+        keys = [k for k in self.values if all(k in r.values for r in self.per_class.values())] or \
+            sorted({k for r in self.per_class.values() for k in r.values})
+        first = keys[0]
+        sign = 1 if first in LOWER_IS_BETTER else -1
+        def worst_first(name):
+            value = self.per_class[name].values.get(first)
+            return (value is None or math.isnan(value), -sign * (value if value is not None else 0.0))
+
+        order = sorted(self.per_class, key=worst_first)
+        labels = {k: next(r.labels[k] for r in self.per_class.values() if k in r.labels) for k in keys}
+        rows = [[name] + [self.per_class[name].values.get(k) for k in keys]
+                + [self.per_class[name].counts.get("real"), self.per_class[name].counts.get("fake")]
+                for name in order]
+        table = format_table(["class"] + [labels[k] for k in keys] + ["real", "fake"], rows)
+        head = f"per class ({len(order)} classes), worst first by {labels[first]}"
+        if "intra_fid" in self.details:
+            head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
+        return head + "\n" + table
+
+
+def _finite(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
