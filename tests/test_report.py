@@ -18,7 +18,8 @@ from imgdist.cli import main
 from imgdist.errors import ImgdistError
 from imgdist.evaluation import Result, evaluate
 from imgdist.metrics.prdc import knn_radii
-from imgdist.report import cross_neighbours, nearest, within_set, write_report
+from imgdist.metrics import nearest_real, real_neighbours
+from imgdist.report import cross_neighbours, write_report
 
 SIZE = 6
 K = 5
@@ -47,13 +48,13 @@ def test_neighbours_match_brute_force(chunk):
 
     d_rr, d_fr = _brute(real, real), _brute(fake, real)
     np.fill_diagonal(d_rr, np.inf)
-    own = within_set(real, K, chunk_size=chunk)
+    own = real_neighbours(real, K, chunk_size=chunk)
     np.testing.assert_array_equal(own.nn_index, d_rr.argmin(1))
-    np.testing.assert_allclose(own.nn_dist, d_rr.min(1), rtol=1e-9)
+    np.testing.assert_allclose(own.nn_distance, d_rr.min(1), rtol=1e-9)
     np.testing.assert_allclose(own.radii, np.sort(d_rr, axis=1)[:, K - 1], rtol=1e-9)
     np.testing.assert_allclose(own.radii, knn_radii(real, K), rtol=1e-12)
 
-    idx, dist = nearest(fake, real, chunk_size=chunk)
+    idx, dist = nearest_real(real, fake, chunk_size=chunk)
     np.testing.assert_array_equal(idx, d_fr.argmin(1))
     np.testing.assert_allclose(dist, d_fr.min(1), rtol=1e-9)
 
@@ -71,7 +72,7 @@ def test_neighbours_match_brute_force(chunk):
 
 def test_neighbours_duplicates_and_errors():
     x = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 4.0]])
-    own = within_set(x, 1, chunk_size=2)
+    own = real_neighbours(x, 1, chunk_size=2)
     np.testing.assert_allclose(own.radii, [0.0, 0.0, 5.0])  # a duplicate is a neighbour at distance 0
     assert list(own.nn_index[:2]) == [1, 0]
     cross = cross_neighbours(x, np.array([[0.0, 0.0], [1.0, 0.0]]), own.radii)
@@ -79,9 +80,9 @@ def test_neighbours_duplicates_and_errors():
     np.testing.assert_allclose(cross.fake_ratio, [0.0, np.sqrt(20) / 5])
     assert not cross.real_covered[0]  # strict, as coverage
     with pytest.raises(ValueError, match="k = 3"):
-        within_set(x, 3)
+        real_neighbours(x, 3)
     with pytest.raises(ValueError, match="dimensions"):
-        nearest(x, np.zeros((2, 3)))
+        nearest_real(x, np.zeros((2, 3)))
 
 
 # ------------------------------------------------------------------ report

@@ -5,6 +5,6 @@ nearest-neighbour helpers it uses are in :mod:`imgdist.report.neighbours`.
 """
 
 from .html import write_report
-from .neighbours import CrossNeighbours, WithinSet, cross_neighbours, nearest, within_set
+from .neighbours import CrossNeighbours, cross_neighbours
 
-__all__ = ["CrossNeighbours", "WithinSet", "cross_neighbours", "nearest", "within_set", "write_report"]
+__all__ = ["CrossNeighbours", "cross_neighbours", "write_report"]

@@ -32,7 +32,7 @@ from ..metrics.prdc import knn_radii
 from ..errors import ImageError, ImgdistError
 from ..formatting import format_value
 from ..sources import open_source
-from .neighbours import cross_neighbours, within_set
+from .neighbours import cross_neighbours
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -78,7 +78,7 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
         raise ImgdistError("the report needs per_section >= 1 and thumbnails of at least 8 pixels")
     xr, xf = real.features, fake.features
     try:
-        own = within_set(xr, pr_k, chunk_size)
+        own = M.real_neighbours(xr, pr_k, chunk_size)
         dc_radii = own.radii if dc_k == pr_k else knn_radii(xr, dc_k, chunk_size)
         cross = cross_neighbours(xr, xf, own.radii, chunk_size, coverage_radii=dc_radii)
     except ValueError as exc:  # too few images for k, feature sizes differ
@@ -97,14 +97,13 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
     uncovered = uncovered[np.argsort(-real_ratio, kind="stable")]
 
     # memorisation from the passes made above (the metric functions, given them, need no new pass)
-    real_nn = M.RealNeighbours(nn_index=own.nn_index, nn_distance=own.nn_dist, radii=own.radii, k=pr_k)
     nearest = (cross.fake_nn, cross.fake_nn_dist)
-    found = M.copies(xr, xf, percentile=copies_percentile, real_nn=real_nn, fake_nearest=nearest)
-    authentic = M.authenticity(xr, xf, real_nn=real_nn, fake_nearest=nearest)
+    found = M.copies(xr, xf, percentile=copies_percentile, real_nn=own, fake_nearest=nearest)
+    authentic = M.authenticity(xr, xf, real_nn=own, fake_nearest=nearest)
 
     parts = [_header(result, thumbs), _metric_table(result),
              _copies_section(found, authentic, result, thumbs, per_section),
-             _plot_section(cross.fake_nn_dist, own.nn_dist)]
+             _plot_section(cross.fake_nn_dist, own.nn_distance)]
 
     cards = [thumbs.card(("fake", i), ("real", int(cross.fake_nn[i])),
                          [("distance", cross.fake_nn_dist[i])]) for i in shown]

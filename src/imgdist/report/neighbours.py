@@ -18,8 +18,7 @@ import numpy as np
 from ..metrics._arrays import as_features
 from ..metrics.prdc import distance_blocks
 
-__all__ = ["CrossNeighbours", "WithinSet", "cross_neighbours", "distance_blocks", "nearest",
-           "within_set"]
+__all__ = ["CrossNeighbours", "cross_neighbours", "distance_blocks"]
 
 
 def _as_features(x, name: str) -> np.ndarray:
@@ -27,53 +26,6 @@ def _as_features(x, name: str) -> np.ndarray:
     if len(a) == 0:
         raise ValueError(f"{name} holds no samples")
     return a
-
-
-def nearest(a, b, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``a``: the index of its nearest row of ``b`` and the distance to it."""
-    a, b = _as_features(a, "a"), _as_features(b, "b")
-    _same_dim(a, b)
-    index = np.empty(len(a), dtype=np.int64)
-    dist = np.empty(len(a), dtype=np.float64)
-    for start, d in distance_blocks(a, b, chunk_size):
-        j = d.argmin(axis=1)
-        index[start:start + len(d)] = j
-        dist[start:start + len(d)] = d[np.arange(len(d)), j]
-    return index, dist
-
-
-@dataclass(frozen=True)
-class WithinSet:
-    """Neighbours of each sample within its own set."""
-
-    radii: np.ndarray        # distance to the k-th nearest other sample (k-NN radius)
-    nn_index: np.ndarray     # nearest other sample (self excluded)
-    nn_dist: np.ndarray      # distance to it
-    k: int
-
-
-def within_set(x, k: int, chunk_size: int | None = None) -> WithinSet:
-    """k-NN radii and nearest other sample of each row of ``x``, in one chunked pass.
-
-    Self is excluded; a duplicate of a sample counts as a neighbour at distance 0 (like ``prdc``).
-    """
-    x = _as_features(x, "x")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if k >= len(x):
-        raise ValueError(f"k = {k} needs more than {k} samples, got {len(x)}")
-    radii = np.empty(len(x), dtype=np.float64)
-    nn_index = np.empty(len(x), dtype=np.int64)
-    nn_dist = np.empty(len(x), dtype=np.float64)
-    for start, d in distance_blocks(x, x, chunk_size, same=True):
-        rows = np.arange(len(d))
-        d[rows, start + rows] = np.inf  # self excluded
-        stop = start + len(d)
-        j = d.argmin(axis=1)
-        nn_index[start:stop] = j
-        nn_dist[start:stop] = d[rows, j]
-        radii[start:stop] = np.partition(d, k - 1, axis=1)[:, k - 1]
-    return WithinSet(radii=radii, nn_index=nn_index, nn_dist=nn_dist, k=k)
 
 
 @dataclass(frozen=True)
@@ -101,7 +53,7 @@ def cross_neighbours(real, fake, real_radii, chunk_size: int | None = None, *,
                      coverage_radii=None) -> CrossNeighbours:
     """Fake-to-real and real-to-fake nearest neighbours, and each fake's distance in real k-NN radii.
 
-    ``real_radii``: the reals' k-NN radii (:func:`within_set`) with precision's k: a fake counts for
+    ``real_radii``: the reals' k-NN radii (:func:`imgdist.metrics.real_neighbours`) with precision's k: a fake counts for
     precision (Kynkäänniemi et al. 2019) exactly when ``fake_ratio < 1``. ``coverage_radii``: the
     radii with coverage's k, if it differs (default: ``real_radii``): a real is *covered* (Naeem et
     al. 2020) when its nearest fake is strictly closer than its radius.
