@@ -6,9 +6,11 @@
 - :mod:`.prdc` -- precision/recall (Kynkäänniemi et al. 2019), density/coverage (Naeem et al. 2020)
 - :mod:`.fid_infinity` -- FID extrapolated to infinite N (Chong & Forsyth 2020)
 - :mod:`.bootstrap` -- bootstrap confidence intervals (Efron 1979)
+- :mod:`.cmmd` -- CMMD, RBF-kernel MMD on CLIP embeddings (Jayasumana et al. 2024)
 """
 
 from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
+from .cmmd import cmmd
 from .fid_infinity import FIDInfinity, fid_infinity
 from .frechet import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
 from .inception_score import inception_score
@@ -20,6 +22,7 @@ __all__ = [
     "PRDC",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "cmmd",
     "density_coverage",
     "fid_bootstrap_ci",
     "fid_from_features",
