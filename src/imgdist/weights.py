@@ -359,7 +359,8 @@ class WeightsStatus:
 
     ``source``: ``'package'`` (file in an installed package), ``'cache'`` (already downloaded),
     ``'download'`` (will be fetched on first use; ``where`` is the URL) or ``'missing'``
-    (offline or no URL; ``where`` is the cache path the file is looked for at).
+    (offline or no URL; ``where`` is the cache path the file is looked for at); ``'cache, wrong
+    size'`` for a cached file that is not the pinned size (it is replaced on use).
     A cached file is reported present without re-hashing it (that happens on use).
     """
 
@@ -374,6 +375,8 @@ def weights_status(spec: WeightsSpec) -> WeightsStatus:
         return WeightsStatus(str(pkg), True, "package")
     cached = weights_dir() / spec.filename
     if cached.is_file():
+        if spec.size is not None and cached.stat().st_size != spec.size:
+            return WeightsStatus(str(cached), False, "cache, wrong size")
         return WeightsStatus(str(cached), True, "cache")
     if spec.url and not offline():
         return WeightsStatus(spec.url, False, "download")
