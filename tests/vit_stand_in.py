@@ -28,10 +28,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -141,7 +143,7 @@ def raw_inputs(size: int, count: int = 2, seed: int = 7) -> torch.Tensor:
 
 # --- end-to-end folders -----------------------------------------------------------------------
 
-E2E_COUNT = 40
+E2E_COUNT = 24
 E2E_FAKE_CLASSES = (5, 7, 9)  # sandals, sneakers, ankle boots: a different distribution
 
 
@@ -167,3 +169,27 @@ def write_e2e_folders(root: str | Path, sets: dict[str, list[np.ndarray]] | None
             Image.fromarray(image, "L").save(folder / f"{i:03d}.png")
         folders[name] = folder
     return folders
+
+
+# --- TorchScript archives ---------------------------------------------------------------------
+
+class Holder(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def save_torchscript(state: dict[str, torch.Tensor], path) -> None:
+    """A TorchScript archive (torch.jit.script + save) holding ``state`` under its dotted names,
+    like OpenAI's files hold CLIP (those were traced; the tensors are pickled the same way)."""
+    root = Holder()
+    for name, tensor in state.items():
+        *parents, leaf = name.split(".")
+        module = root
+        for part in parents:
+            if part not in module._modules:
+                module.add_module(part, Holder())
+            module = module._modules[part]
+        module.register_parameter(leaf, nn.Parameter(tensor, requires_grad=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script's own deprecation
+        torch.jit.script(root).save(str(path))

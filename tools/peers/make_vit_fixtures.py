@@ -213,7 +213,7 @@ def run_dinov2(arch: str, images, large: bool = False) -> dict:
     with torch.no_grad():
         sizes = (224,) if large else ((224, 126, 518) if arch == "s" else (224, 126))
         for size in sizes:
-            out[f"dinov2_{arch}_raw{size}"] = model(S.raw_inputs(size)).numpy()
+            out[f"dinov2_{arch}_raw{size}"] = model(S.raw_inputs(size, 1 if size == 518 else 2)).numpy()
         with patched_hub(model):
             extractor = FeatureExtractorDinoV2(f"dinov2-vit-{arch}-14", ["dinov2"]).eval()
         assert extractor.model is model

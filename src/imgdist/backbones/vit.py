@@ -118,14 +118,14 @@ class Block(nn.Module):
         shapes = {f"{lay.norm1}.weight": (w,), f"{lay.norm1}.bias": (w,),
                   lay.qkv_weight: (3 * w, w), lay.qkv_bias: (3 * w,),
                   f"{lay.out}.weight": (w, w), f"{lay.out}.bias": (w,),
+                  lay.ls1: (w,),
                   f"{lay.norm2}.weight": (w,), f"{lay.norm2}.bias": (w,),
                   f"{lay.fc1}.weight": (fc1_out, w), f"{lay.fc1}.bias": (fc1_out,),
-                  f"{lay.fc2}.weight": (w, cfg.hidden), f"{lay.fc2}.bias": (w,)}
-        for name in (lay.ls1, lay.ls2):
-            if name is not None:
-                shapes[name] = (w,)
+                  f"{lay.fc2}.weight": (w, cfg.hidden), f"{lay.fc2}.bias": (w,),
+                  lay.ls2: (w,)}
         for name, shape in shapes.items():
-            _add_parameter(self, name, shape)
+            if name is not None:  # no LayerScale: ls1 / ls2 are None
+                _add_parameter(self, name, shape)
         self._init_random()
 
     def _init_random(self) -> None:
