@@ -235,3 +235,38 @@ def test_pickles_holding_objects_are_refused_without_unsafe_advice(tmp_path):
     message = str(info.value)
     assert "weights_only" not in message and "trust" not in message and "\n" not in message
     assert str(path) in message and "Python objects" in message and "never runs code" in message
+
+
+# --------------------------------------------------------------------------------------------
+# crop geometry of the recipes (the parity tests above check the pixels on real photos)
+
+
+def test_crop_geometry():
+    from imgdist.preprocess import Preprocessing, center_square, shorter_side_size
+
+    grid = np.arange(5 * 8).reshape(5, 8)
+    assert np.array_equal(center_square(grid), grid[:, 1:6])  # (8 - 5) // 2 = 1: rounded down
+    assert np.array_equal(center_square(grid.T), grid.T[1:6, :])
+    # torchvision's Resize(int): the longer side becomes int(size * long / short)
+    assert shorter_side_size(427, 640, 224) == (224, 335)
+    assert shorter_side_size(640, 427, 224) == (335, 224)
+    assert shorter_side_size(100, 100, 224) == (224, 224)
+    with pytest.raises(ValueError, match="8-bit"):
+        Preprocessing("x", 224, "pil-bicubic-rgb", pre_scale=1 / 255)
+    with pytest.raises(ValueError, match="crop needs a target size"):
+        Preprocessing("x", None, "none", crop="center")
+    with pytest.raises(ValueError, match="unknown crop"):
+        Preprocessing("x", 224, "bilinear", crop="middle")
+
+
+def test_resize_center_crop_takes_the_middle_of_a_wide_image():
+    """A 100 x 300 image whose left and right thirds are black: after shorter-side resize and
+    centre crop only the white middle remains (as with Resize + CenterCrop)."""
+    from imgdist.preprocess import Preprocessing
+
+    image = np.zeros((100, 300, 3), np.uint8)
+    image[:, 100:200] = 255
+    for kernel in ("pil-bicubic-rgb", "bicubic-antialias", "tf1-bilinear"):
+        x = Preprocessing("x", 50, kernel, crop="resize-center").resize_image(image)
+        assert x.shape == (3, 50, 50)
+        assert float(x[:, :, 5:45].min()) > 250, kernel

@@ -11,7 +11,10 @@ Two formats reach here:
   ``<name>/data/<key>`` records hold the raw tensor storages. :class:`_TensorOnlyUnpickler`
   resolves only the handful of globals that pickle needs to rebuild tensors; every
   ``__torch__.*`` class becomes an inert :class:`_ScriptObject` that just keeps its attribute
-  dict, and any other global is refused. The archive's ``code/`` is never read.
+  dict, and any other global is refused. The archive's ``code/`` is never read. Every tensor
+  attribute of the module tree comes back under its dotted name -- parameters and buffers, and also
+  plain tensor attributes that ``state_dict()`` would leave out (CLIP's text attention mask);
+  callers keep what their model has (CLIP: ``visual.*``) and check it strictly.
 
 Every failure is a one-line :class:`~imgdist.errors.WeightsError` that names the file and says what
 is wrong with it. PyTorch's own messages are not passed on: they advise loading with
