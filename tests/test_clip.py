@@ -185,9 +185,10 @@ def test_network_matches_clip_anytorch(model, peers):
 
 
 def test_weights_load_as_float32_from_float16(model, stand_in):
-    w = model.state_dict()["visual.transformer.resblocks.0.attn.in_proj_weight"]
-    assert w.dtype == torch.float32 and stand_in["visual.transformer.resblocks.0.attn.in_proj_weight"].dtype == torch.float16
-    assert torch.equal(w, stand_in["visual.transformer.resblocks.0.attn.in_proj_weight"].float())
+    name = "visual.transformer.resblocks.0.attn.in_proj_weight"
+    w = model.state_dict()[name]
+    assert w.dtype == torch.float32 and stand_in[name].dtype == torch.float16
+    assert torch.equal(w, stand_in[name].float())
 
 
 @pytest.mark.parametrize("mode", ["tf", "openai", "cmmd"])
