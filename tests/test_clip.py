@@ -228,6 +228,14 @@ def test_an_image_passed_as_weights_is_named_not_a_weights_file(tmp_path, name):
     assert message == f"{path}: not a weights file (it is a PNG image)"
 
 
+def test_a_zip_of_images_is_not_a_weights_file(tmp_path):
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a.png", b"\x89PNG...")
+    with pytest.raises(WeightsError, match=r"images\.zip: not a weights file \(a zip archive without PyTorch's data\.pkl"):
+        clip.build(path, "clip-vit-b32")
+
+
 def test_pickles_holding_objects_are_refused_without_unsafe_advice(tmp_path):
     path = tmp_path / "objects.pth"
     torch.save({"weights": torch.zeros(2), "config": Holder()}, path)

@@ -57,6 +57,16 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return False
 
 
+def _zip_without_data_pkl(path: Path) -> bool:
+    """A readable zip that holds no ``data.pkl`` (e.g. a zip of images); False when unreadable,
+    so that a truncated PyTorch file is reported as such."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return not any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a weights file by dotted name (a ``torch.save`` state dict or a TorchScript
     module's parameters and buffers), or a one-line :class:`WeightsError` naming the file."""
@@ -70,6 +80,8 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         kind = next((what for magic, what in _SIGNATURES if head.startswith(magic)), None)
         raise WeightsError(f"{path}: not a weights file" + (f" (it is {kind})" if kind else
                                                               " (neither a PyTorch zip archive nor a pickle)"))
+    if head.startswith(b"PK") and _zip_without_data_pkl(path):
+        raise WeightsError(f"{path}: not a weights file (a zip archive without PyTorch's data.pkl record)")
     if is_torchscript_archive(path):
         state = _read_torchscript(path)
     else:
