@@ -45,6 +45,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(TRUNC)
             self.wfile.flush()
             self.close_connection = True
+        elif self.path.startswith("/nolength"):
+            # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(TRUNC)
+            self.wfile.flush()
+            self.close_connection = True
         elif self.path.startswith("/slow"):
             self.send_response(200)
             self.send_header("Content-Length", str(len(GOOD)))
@@ -370,3 +377,74 @@ def test_weights_status_download_cache_missing(server, cache, monkeypatch):
     st = weights.weights_status(spec)
     assert (st.source, st.present, st.where) == ("cache", True, str(path))
     assert len(log) == 1  # status never downloads
+
+
+# --- pinned sizes (files whose SHA-256 no public source states) ---------------------------------
+
+def test_size_pin_accepts_the_right_file_and_records_its_hash(server, cache):
+    base, log = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/good.pth", sha256=None, size=len(GOOD))
+    path = weights.resolve_weights(spec, progress=False)
+    assert path.read_bytes() == GOOD
+    assert weights.sha256_file_cached(path) == GOOD_SHA  # provenance gets the digest anyway
+    assert weights.resolve_weights(spec, progress=False) == path and log == ["/good.pth"]
+
+
+def test_size_pin_refuses_an_announced_length_before_reading(server, cache):
+    base, log = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/good.pth", sha256=None, size=len(GOOD) + 1)
+    with pytest.raises(WeightsError) as ei:
+        weights.resolve_weights(spec, backbone="dinov2-vit-s14", progress=False)
+    msg = str(ei.value)
+    assert f"announces {len(GOOD)} bytes, the pinned size is {len(GOOD) + 1}" in msg
+    assert base + "/good.pth" in msg and msg.startswith("dinov2-vit-s14 weights:") and "\n" not in msg
+    assert _leftovers(cache) == []
+
+
+def test_size_pin_checks_a_body_without_announced_length(server, cache):
+    base, _ = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/nolength.pth", sha256=None, size=len(TRUNC) + 10)
+    with pytest.raises(WeightsError, match=f"got {len(TRUNC)} bytes, the pinned size is {len(TRUNC) + 10}"):
+        weights.resolve_weights(spec, progress=False)
+    assert _leftovers(cache) == []
+
+
+def test_cached_file_of_the_wrong_size_is_replaced_or_named_offline(server, cache, monkeypatch):
+    base, log = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/good.pth", sha256=None, size=len(GOOD))
+    path = weights.resolve_weights(spec, progress=False)
+    with open(path, "ab") as f:
+        f.write(b"x")  # e.g. an interrupted copy by hand
+    assert weights.resolve_weights(spec, progress=False).read_bytes() == GOOD
+    assert len(log) == 2
+    path.write_bytes(GOOD[:100])
+    monkeypatch.setenv("IMGDIST_OFFLINE", "1")
+    with pytest.raises(WeightsError) as ei:
+        weights.resolve_weights(spec, backbone="dinov2-vit-s14", progress=False)
+    msg = str(ei.value)
+    assert str(path) in msg and f"has 100 bytes, not the pinned {len(GOOD)}" in msg and "--weights PATH" in msg
+
+
+def test_size_is_checked_before_any_hashing(server, cache, monkeypatch):
+    base, _ = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/good.pth", sha256=GOOD_SHA, size=len(GOOD))
+    path = weights.resolve_weights(spec, progress=False)
+    path.write_bytes(GOOD + b"tail")
+    monkeypatch.setenv("IMGDIST_OFFLINE", "1")
+
+    def boom(p):
+        raise AssertionError("hashed a file whose size already rules it out")
+
+    monkeypatch.setattr(weights, "sha256_file", boom)
+    with pytest.raises(WeightsError, match="not the pinned"):
+        weights.resolve_weights(spec, progress=False)
+
+
+def test_unpinned_hash_is_hashed_once_per_cached_file(server, cache, monkeypatch):
+    base, _ = server
+    spec = WeightsSpec(filename="pinned.pth", url=base + "/good.pth", sha256=None, size=len(GOOD))
+    path = weights.resolve_weights(spec, progress=False)
+    weights._sidecar(path).unlink()  # as if downloaded by hand
+    assert weights.sha256_file_cached(path) == GOOD_SHA
+    monkeypatch.setattr(weights, "sha256_file", lambda p: (_ for _ in ()).throw(AssertionError("re-hashed")))
+    assert weights.sha256_file_cached(path) == GOOD_SHA

@@ -209,38 +209,68 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _megabytes(size: int | None) -> str:
+    return f"{size / 1e6:,.1f} MB" if size else "-"
+
+
+def _weights_facts(spec) -> dict:
+    """Where a backbone's weights come from, their pinned size and hash, and whether they are here."""
+    from .weights import weights_status
+
+    if spec.weights is None:
+        return {"url": None, "size": None, "sha256": None, "present": None, "source": "none needed"}
+    w = spec.weights
+    st = weights_status(w)
+    size = w.size
+    if size is None and st.present:
+        size = os.path.getsize(st.where)
+    return {"url": w.url or w.describe(), "size": size, "sha256": w.sha256, "present": st.present,
+            "source": st.source, "where": st.where}
+
+
 def _cmd_backbones(args) -> int:
     from .backbones import list_specs
 
-    rows = []
+    rows, records = [], []
     for spec in list_specs():
         dims = ", ".join(str(d) for d in sorted({spec.feature_dim, *spec.feature_layers}))
         modes = ", ".join(m + ("*" if m == spec.default_mode else "") for m in spec.modes)
+        facts = _weights_facts(spec)
+        present = "-" if facts["present"] is None else ("yes" if facts["present"] else "no")
         rows.append([spec.name, dims, spec.input_size or "native", spec.num_classes or "-", modes,
-                     spec.weights.describe() if spec.weights else "none needed"])
+                     facts["url"] or "none needed", _megabytes(facts["size"]), present])
+        records.append({"name": spec.name, "dims": dims, "input_size": spec.input_size or "native",
+                        "classes": spec.num_classes or "-", "resize_modes": modes, "default_mode": spec.default_mode,
+                        "weights": spec.weights.describe() if spec.weights else "none needed",
+                        "weights_url": spec.weights.url if spec.weights else None,
+                        "weights_bytes": facts["size"], "weights_sha256": facts["sha256"],
+                        "weights_present": facts["present"], "description": spec.description})
     if args.json:
-        _print_json([dict(zip(["name", "dims", "input_size", "classes", "resize_modes", "weights"], r))
-                     for r in rows])
+        _print_json(records)
     else:
         print(format_table(["backbone", "feature dims", "input", "classes", "resize modes (*default)",
-                            "weights from"], rows))
+                            "weights from", "size", "present"], rows))
     return 0
 
 
 def _cmd_weights(args) -> int:
     from .backbones import list_specs
-    from .weights import cache_dir, weights_status
+    from .weights import cache_dir
 
-    rows = []
+    rows, records = [], []
     for spec in list_specs():
         if spec.weights is None:
             continue
-        st = weights_status(spec.weights)
-        rows.append([spec.name, "yes" if st.present else "no", st.source, st.where])
+        facts = _weights_facts(spec)
+        present = "yes" if facts["present"] else "no"
+        rows.append([spec.name, present, facts["source"], _megabytes(facts["size"]), facts["where"]])
+        records.append({"backbone": spec.name, "present": present, "source": facts["source"],
+                        "where": facts["where"], "bytes": facts["size"], "sha256": facts["sha256"],
+                        "url": spec.weights.url})
     if args.json:
-        _print_json([dict(zip(["backbone", "present", "source", "where"], r)) for r in rows])
+        _print_json(records)
     else:
-        print(format_table(["backbone", "present", "source", "where"], rows))
+        print(format_table(["backbone", "present", "source", "size", "where"], rows))
         print(f"cache: {cache_dir()} (set IMGDIST_CACHE to move it; IMGDIST_OFFLINE=1 forbids downloads)")
     return 0
 

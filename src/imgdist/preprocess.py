@@ -9,8 +9,24 @@ same images and weights, so each recipe reproduces one tool's operations in that
 * ``pil-bicubic``   Pillow's antialiased bicubic on float channels, clipped to 0..255
                     (clean-fid, Parmar et al. 2022, "On Aliased Resizing and Surprising Subtleties
                     in GAN Evaluation")
+* ``pil-bicubic-rgb``  Pillow's antialiased bicubic on the 8-bit RGB image, so the result is
+                    rounded to integers again: what ``torchvision.transforms.Resize`` does to a PIL
+                    image (dgm-eval's DINOv2 and CLIP encoders, Stein et al. 2023), EDM2's
+                    ``resize_mode='pil'``, the CMMD reference code and OpenAI CLIP's own preprocess
+* ``bicubic-antialias``  torch bicubic with antialiasing on float values (EDM2's default
+                    ``resize_mode='torch'`` for FD_DINOv2, Karras et al. 2024)
 * ``antialias-bilinear``  torch bilinear with antialiasing (what Pillow's bilinear does)
 * ``none``          no resize: every image must already have the input size
+
+Crops, applied around the resize (both keep the aspect ratio; without one a non-square image is
+squashed to a square, as every FID tool does):
+
+* ``center``        cut the largest centred square first (offsets rounded down), then resize
+                    (the CMMD reference code, Jayasumana et al. 2024)
+* ``resize-center`` resize the shorter side to the input size (the longer one to
+                    ``int(size * long / short)``), then cut the centred square (offsets rounded
+                    half-to-even): ``Resize(size)`` + ``CenterCrop(size)`` as in OpenAI CLIP's
+                    preprocess and clean-fid's ``clip_vit_b_32``
 
 Images arrive as uint8 ``H x W x 3`` arrays. Resizing runs per image (in data-loader workers);
 scaling runs per batch on the device.
@@ -25,15 +41,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-RESIZE_KERNELS = ("bilinear", "tf1-bilinear", "pil-bicubic", "antialias-bilinear", "none")
+RESIZE_KERNELS = ("bilinear", "tf1-bilinear", "pil-bicubic", "pil-bicubic-rgb", "bicubic-antialias",
+                  "antialias-bilinear", "none")
+CROPS = ("none", "center", "resize-center")
+#: kernels that work on the 8-bit image itself (their output is rounded to integers)
+_UINT8_KERNELS = ("pil-bicubic-rgb",)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """A resize recipe: ``x * pre_scale -> resize to size x size -> (x - mean) / std``.
+    """A resize recipe: ``[crop] -> x * pre_scale -> resize to size x size -> x * post_scale ->
+    (x - mean) / std``.
 
-    ``x`` starts on the 0..255 scale. ``pre_scale`` exists so that a recipe can follow its
-    reference tool's operation order exactly (pytorch-fid resizes ``v / 255``).
+    ``x`` starts on the 0..255 scale. ``pre_scale`` and ``post_scale`` exist so that a recipe can
+    follow its reference tool's operation order exactly: pytorch-fid resizes ``v / 255``, while
+    torchvision's ``ToTensor`` (dgm-eval) and EDM2 divide by 255 after resizing. Both are applied
+    as divisions by ``1 / scale``, bit-exact with the references' ``/ 255``.
     ``size`` None keeps each image's own size (the ``pixels`` backbone at native size).
     """
 
@@ -43,10 +66,18 @@ class Preprocessing:
     mean: float | tuple[float, float, float] = 0.0
     std: float | tuple[float, float, float] = 1.0
     pre_scale: float = 1.0
+    post_scale: float = 1.0
+    crop: str = "none"
 
     def __post_init__(self):
         if self.resize not in RESIZE_KERNELS:
             raise ValueError(f"unknown resize kernel {self.resize!r}; choose from {RESIZE_KERNELS}")
+        if self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; choose from {CROPS}")
+        if self.resize in _UINT8_KERNELS and self.pre_scale != 1.0:
+            raise ValueError(f"resize kernel {self.resize!r} works on 8-bit values; use post_scale")
+        if self.crop != "none" and self.size is None:
+            raise ValueError("a crop needs a target size")
 
     def describe(self) -> str:
         """One line for provenance and printed results."""
@@ -54,15 +85,32 @@ class Preprocessing:
             return f"({', '.join(f'{c:.4g}' for c in v)})" if isinstance(v, tuple) else f"{v:.4g}"
 
         x = "v" if self.pre_scale == 1.0 else f"v/{1.0 / self.pre_scale:.4g}"
-        return (f"{self.name} ({self.resize} on {x} to {self.size or 'native size'}, "
+        crop = {"none": "", "center": "centre square crop, then ",
+                "resize-center": "shorter side "}[self.crop]
+        after = {"resize-center": ", centre crop"}.get(self.crop, "")
+        if self.post_scale != 1.0:
+            after += f", /{1.0 / self.post_scale:.4g}"
+        return (f"{self.name} ({crop}{self.resize} on {x} to {self.size or 'native size'}{after}, "
                 f"then (x-{num(self.mean)})/{num(self.std)})")
 
     def resize_image(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 H x W x 3 -> float32 3 x size x size (pre-scaled, not yet normalised)."""
-        x = torch.from_numpy(np.asarray(image).astype(np.float32)).permute(2, 0, 1)
-        if self.pre_scale != 1.0:
-            x = x / (1.0 / self.pre_scale)  # a division, bit-exact with pytorch-fid's v / 255
-        return resize_chw(x, self.size, self.resize)
+        """uint8 H x W x 3 -> float32 3 x size x size (scaled, not yet normalised)."""
+        image = np.asarray(image)
+        if self.crop == "center":
+            image = center_square(image)
+        if self.resize in _UINT8_KERNELS:
+            x = _pil_rgb_resize(image, self.size, self.crop == "resize-center")
+        else:
+            x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
+            if self.pre_scale != 1.0:
+                x = x / (1.0 / self.pre_scale)  # a division, bit-exact with pytorch-fid's v / 255
+            if self.crop == "resize-center":
+                x = _resize_shorter_and_crop(x, self.size, self.resize)
+            else:
+                x = resize_chw(x, self.size, self.resize)
+        if self.post_scale != 1.0:
+            x = x / (1.0 / self.post_scale)
+        return x
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """Pre-scaled, resized N x 3 x S x S batch -> network input."""
@@ -84,16 +132,66 @@ def resize_chw(x: torch.Tensor, size: int | None, kernel: str) -> torch.Tensor:
             raise ValueError(f"image is {x.shape[-1]}x{x.shape[-2]}, the backbone needs {size}x{size} "
                              "and resize is 'none'")
         return x
+    return _resize(x, size, size, kernel)
+
+
+def _resize(x: torch.Tensor, height: int, width: int, kernel: str) -> torch.Tensor:
+    if (height, width) == tuple(x.shape[-2:]):
+        return x
     if kernel == "bilinear":
-        return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        return F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     if kernel == "antialias-bilinear":
-        return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+        return F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False,
+                             antialias=True)[0]
+    if kernel == "bicubic-antialias":
+        return F.interpolate(x[None], size=(height, width), mode="bicubic", align_corners=False,
                              antialias=True)[0]
     if kernel == "tf1-bilinear":
-        return _tf1_bilinear(x, size, size)
+        return _tf1_bilinear(x, height, width)
     if kernel == "pil-bicubic":
-        return _pil_bicubic(x, size)
+        return _pil_bicubic(x, height, width)
     raise ValueError(f"unknown resize kernel {kernel!r}")
+
+
+def center_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of an H x W (x C) array, offsets rounded down (as CMMD crops)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top:top + side, left:left + side]
+
+
+def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) with the shorter side at ``size``, the longer one ``int(size * long / short)``
+    (torchvision's ``Resize(int)``)."""
+    if width <= height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def _center_box(height: int, width: int, size: int) -> tuple[int, int]:
+    # torchvision's CenterCrop offsets: round half to even, like Python's round
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def _resize_shorter_and_crop(x: torch.Tensor, size: int, kernel: str) -> torch.Tensor:
+    height, width = shorter_side_size(x.shape[-2], x.shape[-1], size)
+    x = _resize(x, height, width, kernel)
+    top, left = _center_box(height, width, size)
+    return x[:, top:top + size, left:left + size]
+
+
+def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool) -> torch.Tensor:
+    """Pillow's 8-bit bicubic resize (antialiased, rounded and clipped to 0..255) -> float32 C x S x S."""
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))  # H x W x 3 -> RGB
+    height, width = shorter_side_size(pil.height, pil.width, size) if shorter_side else (size, size)
+    if (pil.height, pil.width) != (height, width):
+        pil = pil.resize((width, height), resample=Image.BICUBIC)
+    out = np.asarray(pil, dtype=np.float32)
+    if shorter_side:
+        top, left = _center_box(height, width, size)
+        out = out[top:top + size, left:left + size]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
 
 
 def _tf1_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,9 +214,9 @@ def _tf1_bilinear(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return top + (bottom - top) * fy.view(1, -1, 1)
 
 
-def _pil_bicubic(x: torch.Tensor, size: int) -> torch.Tensor:
+def _pil_bicubic(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     channels = []
     for channel in x.numpy().astype(np.float32):
-        resized = Image.fromarray(channel).resize((size, size), resample=Image.BICUBIC)
+        resized = Image.fromarray(channel).resize((width, height), resample=Image.BICUBIC)
         channels.append(np.asarray(resized, dtype=np.float32).clip(0, 255))
     return torch.from_numpy(np.stack(channels))

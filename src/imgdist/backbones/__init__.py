@@ -53,7 +53,7 @@ def load_backbone(backbone: str | Backbone, weights: str | os.PathLike | None = 
 
 def _load_builtin() -> None:
     # imported lazily so that `import imgdist` stays cheap
-    from . import efficientnet, inception, pixels  # noqa: F401
+    from . import clip, dinov2, efficientnet, inception, pixels  # noqa: F401
 
 
 __all__ = ["Backbone", "BackboneSpec", "WeightsSpec", "register", "get_spec", "list_specs", "load_backbone"]

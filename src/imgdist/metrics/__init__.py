@@ -10,9 +10,11 @@
 - :mod:`.memorization` -- authenticity (Alaa et al. 2022), the data-copying test C_T (Meehan et al.
   2020), copies of training samples
 - :mod:`.realism` -- per-image realism score (Kynkäänniemi et al. 2019, eq. 3)
+- :mod:`.cmmd` -- CMMD, RBF-kernel MMD on CLIP embeddings (Jayasumana et al. 2024)
 """
 
 from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
+from .cmmd import cmmd
 from .fid_infinity import FIDInfinity, fid_infinity
 from .frechet import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
 from .inception_score import inception_score
@@ -44,6 +46,7 @@ __all__ = [
     "authenticity",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "cmmd",
     "copies",
     "ct_score",
     "density_coverage",

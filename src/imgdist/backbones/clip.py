@@ -1,0 +1,161 @@
+"""CLIP image encoders (Radford et al. 2021, "Learning Transferable Visual Models From Natural
+Language Supervision"): ``clip-vit-b32``, ``clip-vit-l14`` and ``clip-vit-l14-336``.
+
+The feature is the projected image embedding, ``ln_post(CLS) @ proj`` (512 or 768 numbers), not
+normalised: what torch-fidelity's ``clip-*`` extractors and clean-fid's ``clip_vit_b_32`` compute
+FID on. CMMD (:func:`imgdist.metrics.cmmd`, Jayasumana et al. 2024) L2-normalises it, as the
+paper's code does, on ``clip-vit-l14-336``.
+
+The network is OpenAI's ``VisionTransformer`` in the shared :mod:`.vit` trunk: a bias-free patch
+convolution (``conv1``), a class embedding and fixed position embeddings, LayerNorm ``ln_pre``
+before the blocks (``eps = 1e-5`` everywhere), blocks with QuickGELU ``x * sigmoid(1.702 x)`` and
+``nn.MultiheadAttention``'s tensor names, ``ln_post`` on the CLS token and the projection ``proj``.
+The position embeddings are used as trained: the input must have the model's resolution.
+
+Weights: OpenAI's official files, TorchScript archives whose URL path carries the file's SHA-256
+(verified on download together with the pinned size). Their tensors are read without running the
+archive's code (:mod:`.checkpoint`); only the image tower (``visual.*``) is used and it must match
+exactly. Most of them are stored in float16 and computed in float32, as torch-fidelity and
+``clip.load`` on CPU do.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..preprocess import Preprocessing
+from . import register
+from .base import BackboneSpec, WeightsSpec, load_weights_strict
+from .vit import BlockLayout, ViTConfig, VisionTransformer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BASE_URL = "https://openaipublic.azureedge.net/clip/models"
+
+LAYOUT = BlockLayout(norm1="ln_1", qkv_weight="attn.in_proj_weight", qkv_bias="attn.in_proj_bias",
+                     out="attn.out_proj", norm2="ln_2", fc1="mlp.c_fc", fc2="mlp.c_proj")
+
+
+@dataclass(frozen=True)
+class CLIPVariant:
+    name: str
+    label: str             # OpenAI's model name
+    width: int
+    depth: int
+    patch: int
+    resolution: int
+    embed_dim: int
+    filename: str
+    sha256: str            # the 64-hex component of the official URL
+    size: int              # bytes
+
+    @property
+    def config(self) -> ViTConfig:
+        return ViTConfig(width=self.width, depth=self.depth, heads=self.width // 64, hidden=4 * self.width,
+                         patch=self.patch, grid=self.resolution // self.patch, act="quick_gelu", eps=1e-5,
+                         layout=LAYOUT)
+
+    @property
+    def url(self) -> str:
+        return f"{BASE_URL}/{self.sha256}/{self.filename}"
+
+
+VARIANTS = (
+    CLIPVariant("clip-vit-b32", "ViT-B/32", 768, 12, 32, 224, 512, "ViT-B-32.pt",
+                "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", 353_976_522),
+    CLIPVariant("clip-vit-l14", "ViT-L/14", 1024, 24, 14, 224, 768, "ViT-L-14.pt",
+                "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", 932_768_134),
+    CLIPVariant("clip-vit-l14-336", "ViT-L/14@336px", 1024, 24, 14, 336, 768, "ViT-L-14-336px.pt",
+                "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", 934_088_680),
+)
+_VARIANTS = {v.name: v for v in VARIANTS}
+
+
+class CLIPVisual(VisionTransformer):
+    """CLIP's image tower with the official checkpoint's names (``visual.conv1.weight`` ...)."""
+
+    def __init__(self, cfg: ViTConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        visual = nn.Module()
+        self.visual = visual
+        visual.conv1 = nn.Conv2d(3, w, cfg.patch, stride=cfg.patch, bias=False)
+        visual.class_embedding = nn.Parameter(torch.randn(w) * w ** -0.5)
+        visual.positional_embedding = nn.Parameter(torch.randn(cfg.grid * cfg.grid + 1, w) * w ** -0.5)
+        visual.ln_pre = nn.LayerNorm(w, eps=cfg.eps)
+        self._make_blocks("visual.transformer.resblocks")
+        visual.ln_post = nn.LayerNorm(w, eps=cfg.eps)
+        visual.proj = nn.Parameter(torch.randn(w, embed_dim) * w ** -0.5)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        grid = x.shape[-1] // self.cfg.patch
+        if grid != self.cfg.grid:
+            size = self.cfg.grid * self.cfg.patch
+            raise ValueError(f"this CLIP encoder takes {size}x{size} inputs, got {x.shape[-1]}x{x.shape[-2]}")
+        h = v.conv1(x).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(h.dtype).expand(h.shape[0], 1, -1)
+        h = torch.cat((cls, h), dim=1) + v.positional_embedding.to(h.dtype)
+        return v.ln_pre(h)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        cls = F.layer_norm(h[:, 0], (self.cfg.width,), v.ln_post.weight, v.ln_post.bias, self.cfg.eps)
+        return cls @ v.proj
+
+
+def build(weights_path: Path | str | None = None, variant: str = "clip-vit-b32") -> CLIPVisual:
+    """The image encoder in eval mode with ``.spec`` set; ``weights_path`` None keeps random weights."""
+    v = _VARIANTS[variant]
+    if weights_path is None:
+        model = CLIPVisual(v.config, v.embed_dim)
+    else:
+        with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+            model = CLIPVisual(v.config, v.embed_dim)
+        load_weights_strict(model, weights_path, f"CLIP {v.label} image encoder ({variant})", only="visual.")
+    model.spec = SPECS[variant]
+    return model.eval().requires_grad_(False)
+
+
+def _modes(size: int) -> dict[str, Preprocessing]:
+    mean255 = tuple(255 * m for m in CLIP_MEAN)
+    std255 = tuple(255 * s for s in CLIP_STD)
+    return {
+        # OpenAI CLIP's own preprocess, also clean-fid's clip_vit_b_32 (CLIP-FID): Resize(size,
+        # BICUBIC) of the shorter side on the PIL image, CenterCrop(size), ToTensor, Normalize
+        "openai": Preprocessing("openai", size, "pil-bicubic-rgb", CLIP_MEAN, CLIP_STD, post_scale=1 / 255,
+                                crop="resize-center"),
+        # the CMMD reference code: largest centred square, PIL bicubic to size, / 255, CLIP mean/std
+        "cmmd": Preprocessing("cmmd", size, "pil-bicubic-rgb", CLIP_MEAN, CLIP_STD, post_scale=1 / 255,
+                              crop="center"),
+        # torch-fidelity 0.4 clip-vit-*: TF1 bilinear to the input size on 0..255, then
+        # (x - 255 mean) / (255 std)
+        "tf": Preprocessing("tf", size, "tf1-bilinear", mean255, std255),
+    }
+
+
+def _spec(v: CLIPVariant) -> BackboneSpec:
+    return BackboneSpec(
+        name=v.name,
+        feature_dim=v.embed_dim,
+        input_size=v.resolution,
+        modes=_modes(v.resolution),
+        default_mode="cmmd" if v.name == "clip-vit-l14-336" else "openai",
+        build=functools.partial(build, variant=v.name),
+        weights=WeightsSpec(filename=v.filename, url=v.url, sha256=v.sha256, size=v.size,
+                            license="MIT (OpenAI CLIP)"),
+        description=(f"CLIP {v.label} image encoder (OpenAI): projected image embedding"
+                     + ("; the CMMD encoder" if v.name == "clip-vit-l14-336" else "")),
+    )
+
+
+SPECS: dict[str, BackboneSpec] = {v.name: register(_spec(v)) for v in VARIANTS}
+
+__all__ = ["CLIPVisual", "CLIPVariant", "VARIANTS", "SPECS", "build", "CLIP_MEAN", "CLIP_STD"]
