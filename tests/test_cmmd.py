@@ -104,3 +104,52 @@ def test_bad_inputs_name_the_operand():
         cmmd(np.ones((0, 4)), x)
     with pytest.raises(ValueError, match="real must be a 2-D array"):
         cmmd(np.ones(4), x)
+
+
+# ------------------------------------------------------------------ through evaluate and the CLI
+
+@pytest.fixture(scope="module")
+def clip_b32_weights(tmp_path_factory):
+    import torch
+
+    from vit_stand_in import stand_in_state_dict
+
+    path = tmp_path_factory.mktemp("clip") / "clip_b32_standin.pt"
+    torch.save(stand_in_state_dict("clip_b32"), path)
+    return path
+
+
+def test_cmmd_through_evaluate_equals_the_metric_on_the_same_features(clip_b32_weights, one_thread):
+    import imgdist
+
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
+    fake = np.clip(real.astype(int) + rng.integers(-60, 60, real.shape), 0, 255).astype(np.uint8)
+    kwargs = dict(backbone="clip-vit-b32", weights=str(clip_b32_weights), progress=False, workers=0)
+    result, fr, ff = imgdist.evaluate(real, fake, metrics="cmmd", return_features=True, **kwargs)
+    assert result["cmmd"] == cmmd(fr.features, ff.features) > 0
+    # not the published protocol (another encoder, and stand-in weights): labelled and warned
+    assert result.labels["cmmd"] == f"CMMD[clip-vit-b32:{fr.provenance.weights_sha256[:8]}]"
+    assert any("not comparable with published CMMD values" in w for w in result.warnings)
+    # 'all' on a CLIP backbone includes CMMD; on another backbone it does not
+    assert "cmmd" in imgdist.evaluate(real, fake, metrics="all", pr_k=2, dc_k=2, **kwargs).values
+    assert "cmmd" not in imgdist.evaluate(real, fake, metrics="all", backbone="pixels", pr_k=2, dc_k=2,
+                                          progress=False, workers=0).values
+
+
+def test_cmmd_selects_its_own_encoder(tmp_path, monkeypatch, capsys):
+    from imgdist.cli import main
+
+    monkeypatch.setenv("IMGDIST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMGDIST_OFFLINE", "1")
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    # no backbone named: CMMD's CLIP ViT-L/14@336 (its weights are not here: the error names it)
+    assert main(["eval", str(tmp_path / "a.npy"), str(tmp_path / "a.npy"), "--metrics", "cmmd",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "clip-vit-l14-336 weights not found" in err[0]
+    # CMMD beside other metrics: which backbone is meant must be said
+    assert main(["eval", str(tmp_path / "a.npy"), str(tmp_path / "a.npy"), "--metrics", "fid,cmmd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cmmd needs CLIP features" in err[0]

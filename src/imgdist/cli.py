@@ -44,7 +44,8 @@ _PAIR_NOTES = {
 
 
 def _add_backbone_args(p: argparse.ArgumentParser, default: str | None, allow_none: bool = False) -> None:
-    shown = default or f"the statistics file's backbone, else {D.EVAL_BACKBONE}"
+    shown = default or (f"the statistics file's backbone, else {D.EVAL_BACKBONE}; clip-vit-l14-336 for "
+                        "--metrics cmmd")
     p.add_argument("--backbone", default=default,
                    help=f"feature network (default: {shown}): a name from 'imgdist backbones', or a "
                         "TorchScript file (custom backbone)" + ("; 'none' for pixel distances only" if allow_none else ""))
@@ -325,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
     p.add_argument("--metrics", default=",".join(D.METRICS),
-                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf, vendi, "
-                        "authenticity, ct, copies, realism; 'prdc' = the four k-NN metrics, 'memorization' = "
+                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf, cmmd, "
+                        "vendi, authenticity, ct, copies, realism; 'prdc' = the four k-NN metrics, 'memorization' = "
                         "authenticity, ct, copies; 'all' = every metric that applies "
                         f"(default: {','.join(D.METRICS)})")
     _add_backbone_args(p, None)

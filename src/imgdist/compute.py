@@ -16,7 +16,7 @@ from . import defaults as D
 from . import metrics as M
 from .errors import ImgdistError
 from .features import Features
-from .options import MetricOptions
+from .options import CMMD_BACKBONE, CMMD_MODE, MetricOptions
 from .results import Result
 from .stats import GaussianStats
 
@@ -183,6 +183,15 @@ class MetricRun:
         self.result.values["fid-inf"] = fit.value
         self.result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
                                               "r2": fit.r2, "residual_rms": fit.residual_rms}
+
+    def _cmmd(self):
+        """CMMD (Jayasumana et al. 2024) on L2-normalised embeddings, sigma 10, x1000."""
+        self.result.values["cmmd"] = M.cmmd(self.xr, self.xf)
+        p = self.real_stats.provenance
+        if (p.backbone, p.resize_mode) != (CMMD_BACKBONE, CMMD_MODE):
+            self.result.warnings.append(
+                f"CMMD as published uses {CMMD_BACKBONE} features in resize mode {CMMD_MODE}; this one is on "
+                f"{p.backbone} ({p.resize_mode}) and is not comparable with published CMMD values")
 
     def _vendi(self):
         """Vendi of the fakes and, for reference, of the reals, at every order q."""

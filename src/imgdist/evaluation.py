@@ -15,7 +15,7 @@ from . import metrics as M
 from .errors import ImgdistError, one_line
 from .compute import MetricRun
 from .features import FeatureExtractor, Features
-from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
+from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, default_backbone, parse_metrics
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
 from .stats import GaussianStats, is_stats_file
@@ -47,15 +47,17 @@ def _spec_of(backbone):
     return backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
 
 
-def _backbone_from_stats(backbone, mode, dims, inputs: dict):
-    """Without an explicit backbone, the one a statistics file was made with (and its resize mode
-    and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was made."""
+def _choose_backbone(backbone, mode, dims, inputs: dict, metrics):
+    """Without an explicit backbone: the one a statistics file was made with (and its resize mode
+    and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was made;
+    else the metrics' own (CMMD's CLIP encoder for ``--metrics cmmd``), else Inception."""
     if backbone is not None:
         return backbone, mode, dims
     recorded = [obj.provenance for obj in inputs.values()
                 if isinstance(obj, GaussianStats) and obj.provenance.known]
     if not recorded:
-        return D.EVAL_BACKBONE, mode, dims
+        backbone, own_mode = default_backbone(parse_metrics(metrics))
+        return backbone, mode or own_mode, dims
     prov = recorded[0]
     from .backbones import get_spec
 
@@ -108,10 +110,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
                                "mu and sigma); pass the images")
     ext = extractor
     if ext is None and len(stats_sides) < 2:
-        backbone, mode, dims = _backbone_from_stats(backbone, mode, dims, inputs)
+        backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, metrics)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
     has_logits = bool(spec and spec.has_logits)
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None)
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
+                           clip=bool(spec and spec.name.startswith("clip-")))
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
@@ -173,7 +176,9 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     options = options or MetricOptions(**option_kwargs)
     stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
     has_logits = isinstance(fake, Features) and fake.logits is not None
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None)
+    backbone = real.provenance.backbone if isinstance(real, Features) else None
+    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
+                           clip=bool(backbone and backbone.startswith("clip-")))
     real_stats = real if isinstance(real, GaussianStats) else real.stats
     fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
     counts = {"real": real_stats.n, "fake": fake_stats.n}

@@ -14,27 +14,45 @@ from . import defaults as D
 from .checks import check_fraction, check_int, check_number, option
 from .errors import ImgdistError
 
-METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf",
+METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf", "cmmd",
            "vendi", "authenticity", "ct", "copies", "realism")
 ALIASES = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precision", "recall"),
            "dc": ("density", "coverage"), "fid_inf": ("fid-inf",), "fidinf": ("fid-inf",),
            "memorization": ("authenticity", "ct", "copies")}
 #: metrics that need per-image features of both sets (not just the Gaussian statistics)
-NEEDS_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "fid-inf", "vendi",
+NEEDS_FEATURES = frozenset({"kid", "precision", "recall", "density", "coverage", "fid-inf", "cmmd", "vendi",
                             "authenticity", "ct", "copies", "realism"})
+#: metrics defined on CLIP image embeddings only (Jayasumana et al. 2024)
+NEEDS_CLIP = frozenset({"cmmd"})
+#: CMMD as published: CLIP ViT-L/14 at 336 px, the reference code's resize
+CMMD_BACKBONE, CMMD_MODE = "clip-vit-l14-336", "cmmd"
 #: metrics that need the backbone's classifier logits of the fakes
 NEEDS_LOGITS = frozenset({"is"})
 #: metrics that need a held-out real set (``real_test`` / ``--real-test``)
 NEEDS_REAL_TEST = frozenset({"ct"})
 
 
+def default_backbone(chosen) -> tuple[str, str | None]:
+    """``(backbone, resize mode)`` when none is named: CMMD's own encoder and resize when CMMD is all
+    that is asked for, else Inception (its default mode)."""
+    from . import defaults as D
+
+    if chosen and set(chosen) <= NEEDS_CLIP:
+        return CMMD_BACKBONE, CMMD_MODE
+    if set(chosen) & NEEDS_CLIP:
+        raise ImgdistError("cmmd needs CLIP features, and the other metrics would then be computed on CLIP too: "
+                           f"name the backbone (--backbone {CMMD_BACKBONE} for CMMD as published), or run CMMD "
+                           "on its own")
+    return D.EVAL_BACKBONE, None
+
+
 def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True,
-                  real_test: bool = False) -> tuple[str, ...]:
+                  real_test: bool = False, clip: bool = False) -> tuple[str, ...]:
     """``'fid,kid,prdc'`` or a list -> canonical names in canonical order.
 
     ``'all'`` means every metric that applies: without classifier logits (``has_logits``) no
-    Inception Score, with a statistics file on a side (``features`` False) only FID, and C_T only
-    with a held-out real set (``real_test``).
+    Inception Score, with a statistics file on a side (``features`` False) only FID, C_T only
+    with a held-out real set (``real_test``), CMMD only on CLIP features (``clip``).
     Metrics named explicitly are kept; :meth:`MetricOptions.check_sets` explains why one cannot be
     computed.
     """
@@ -47,7 +65,8 @@ def parse_metrics(metrics, *, has_logits: bool = True, features: bool = True,
         if name == "all":
             chosen.update(m for m in METRICS if (has_logits or m not in NEEDS_LOGITS)
                           and (features or m not in NEEDS_FEATURES | NEEDS_LOGITS)
-                          and (real_test or m not in NEEDS_REAL_TEST))
+                          and (real_test or m not in NEEDS_REAL_TEST)
+                          and (clip or m not in NEEDS_CLIP))
         elif name in ALIASES:
             chosen.update(ALIASES[name])
         elif name in METRICS:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 _FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
 _NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
 #: how the other metrics print (the rest print under their own names)
-_DISPLAY = {"vendi": "Vendi", "vendi-real": "Vendi_real", "ct": "C_T", "realism": "realism_median"}
+_DISPLAY = {"vendi": "Vendi", "vendi-real": "Vendi_real", "ct": "C_T", "realism": "realism_median",
+            "cmmd": "CMMD"}
 #: direction of each metric, for sorting classes worst first
 LOWER_IS_BETTER = frozenset({"fid", "kid", "fid-inf", "copies", "cmmd"})
 
@@ -52,7 +53,12 @@ def metric_label(metric: str, provenance: Provenance) -> str:
     """The name a number is printed under: FID only for the Inception pool features computed with
     the published weights; otherwise the backbone, its weights (where not the published ones) and
     its layer are named, e.g. ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``."""
+    from .options import CMMD_BACKBONE, CMMD_MODE
+
     tag = weights_tag(provenance)
+    if metric == "cmmd" and tag is None and (provenance.backbone, provenance.resize_mode,
+                                             provenance.feature_layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
+        return "CMMD"  # the published protocol
     standard = provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
     if standard or (provenance.backbone is None and metric in _FD_NAMES):
         return _FD_NAMES.get(metric, _DISPLAY.get(metric, metric))
