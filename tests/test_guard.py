@@ -73,6 +73,13 @@ def files(tmp_path_factory):
     f["corrupt"] = root / "corrupt.png"  # also a "weights file" that is not one
     torch.save({"conv.weight": torch.zeros(3)}, root / "wrong_keys.pth")
     f["wrong_keys"] = root / "wrong_keys.pth"
+    torch.save({"a": np.array([1.0])}, root / "objects.pth")  # unpickling it would need code
+    f["objects"] = root / "objects.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 384), "pos_embed": torch.zeros(1, 1370, 384)}, root / "dino.pth")
+    f["dino"] = root / "dino.pth"  # a DINOv2-style checkpoint
+    raw = (root / "dino.pth").read_bytes()
+    (root / "dino_truncated.pth").write_bytes(raw[: len(raw) // 2])
+    f["dino_truncated"] = root / "dino_truncated.pth"
     np.save(root / "floats.npy", np.full((4, SIZE, SIZE, 3), 2.5))
     f["floats_npy"] = root / "floats.npy"
     np.save(root / "bad_shape.npy", np.zeros((4, 5)))
@@ -234,6 +241,19 @@ CASES = [
      ERR, "corrupt.png"),
     ("weights-wrong-keys", ["compare", "{a}", "{b}", *LITE, "--weights", "{wrong_keys}"], None, ERR,
      "wrong_keys.pth: not efficientnet-lite0 weights"),
+    ("weights-with-python-objects", ["eval", "{real}", "{fake}", *LITE, "--weights", "{objects}", *FAST], None,
+     ERR, "objects.pth: cannot read it as a PyTorch weights file (it holds Python objects"),
+    ("weights-dinov2-for-clip", ["eval", "{real}", "{fake}", "--backbone", "clip-vit-b32", "--weights", "{dino}",
+                                 *FAST], None, ERR,
+     "dino.pth: not CLIP ViT-B/32 image encoder (clip-vit-b32) weights: it holds no visual.* tensors"),
+    ("weights-truncated", ["eval", "{real}", "{fake}", "--backbone", "dinov2-vit-s14", "--weights",
+                           "{dino_truncated}", *FAST], None, ERR, "dino_truncated.pth: cannot read it as a PyTorch"),
+    ("cmmd-beside-fid", EVAL[:3] + ["--metrics", "fid,cmmd", *FAST], None, ERR, "cmmd needs CLIP features"),
+    ("ct-without-held-out", EVAL + ["--metrics", "ct"], None, ERR, "needs held-out real images"),
+    ("per-image-not-csv", EVAL + ["--per-image", "{root}/x.txt"], None, ERR, "must end in .csv"),
+    ("per-class-flat-folders", EVAL + ["--per-class"], None, ERR, "lies directly in the real folder"),
+    ("copies-percentile-out-of-range", EVAL + ["--copies-percentile", "150"], None, ERR,
+     "copies_percentile (--copies-percentile) must lie between 0 and 100"),
     ("weights-without-backbone", COMPARE + ["--weights", "{wrong_keys}"], None, ERR,
      "weights were given, but no backbone"),
     ("custom-backbone-not-torchscript", ["eval", "{real}", "{fake}", "--backbone", "{corrupt}", *FAST], None,
@@ -298,6 +318,7 @@ def test_guard(case, files, capsys, monkeypatch, tmp_path):
     name, argv, env, outcome, text = case
     code, out, err = _run(capsys, monkeypatch, files, argv, env)
     assert "Traceback" not in err + out
+    assert "weights_only" not in err  # never advice to load a file unsafely
     lines = [line for line in err.splitlines() if line.strip()]
     if outcome == ERR:
         assert code == 2, (name, out, err)
