@@ -218,7 +218,8 @@ def test_damaged_row_is_dropped_recomputed_and_rewritten(sets, cache, fault):
     dropped = fault(np.random.default_rng(0), db, keys[2:])
     feats, messages = _extract(sets["real_dir"], folder)
     np.testing.assert_array_equal(feats.features, _native(sets["real"]))
-    np.testing.assert_array_equal(feats.stats.mu, _native(sets["real"]).astype(np.float64).mean(axis=0))
+    # the statistics hold the recomputed rows (mean merged batch by batch: equal to rounding)
+    np.testing.assert_allclose(feats.stats.mu, _native(sets["real"]).astype(np.float64).mean(axis=0), rtol=1e-13)
     assert feats.cached == N - dropped
     assert messages == [f"feature cache {db}: dropped {dropped} damaged row(s) (checksum, length or non-finite "
                         "values); their images are recomputed"]

@@ -49,12 +49,14 @@ def run(folders, backbone, weights, peers):
 
 
 def check(result, peers, prefix, label):
-    assert result.labels == {"fid": f"FD[{label}]", "kid": f"KD[{label}]"}
+    tag = f"{label}:{result.provenance.weights_sha256[:8]}"  # stand-in weights: not the published ones
+    assert result.labels == {"fid": f"FD[{tag}]", "kid": f"KD[{tag}]"}
     assert result.counts == {"real": E2E_COUNT, "fake": E2E_COUNT}
     fid, kid = float(peers[f"{prefix}_fid"]), float(peers[f"{prefix}_kid_mean"])
     assert abs(result["fid"] - fid) <= TOL * fid
     assert abs(result["kid"] - kid) <= TOL * abs(kid)
-    assert result.stds["kid"] < 1e-9 and float(peers[f"{prefix}_kid_std"]) < 1e-5
+    # subsets of the whole sets: one estimate, no spread (torch-fidelity's is rounding noise)
+    assert "kid" not in result.stds and float(peers[f"{prefix}_kid_std"]) < 1e-5
     return abs(result["fid"] - fid) / fid, abs(result["kid"] - kid) / abs(kid)
 
 
