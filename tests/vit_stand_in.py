@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -92,15 +93,26 @@ def weights_digest(state: dict) -> str:
 
 # --- images -----------------------------------------------------------------------------------
 
+def _require_fashion_mnist(name: str) -> Path:
+    """The IDX file, or a pytest skip where Debian's dataset-fashion-mnist is not installed (CI
+    installs it; the fixture scripts need it and fail with the path)."""
+    path = FASHION_MNIST / name
+    if not path.exists() and "pytest" in sys.modules:
+        import pytest
+
+        pytest.skip(f"{path} missing: apt-get install dataset-fashion-mnist")
+    return path
+
+
 def _idx_images(kind: str) -> np.ndarray:
-    with gzip.open(FASHION_MNIST / f"{kind}-images-idx3-ubyte.gz") as f:
+    with gzip.open(_require_fashion_mnist(f"{kind}-images-idx3-ubyte.gz")) as f:
         data = f.read()
     count, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
     return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
 
 
 def _idx_labels(kind: str) -> np.ndarray:
-    with gzip.open(FASHION_MNIST / f"{kind}-labels-idx1-ubyte.gz") as f:
+    with gzip.open(_require_fashion_mnist(f"{kind}-labels-idx1-ubyte.gz")) as f:
         return np.frombuffer(f.read(), np.uint8, offset=8)
 
 
