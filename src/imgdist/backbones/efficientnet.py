@@ -147,9 +147,9 @@ class SameConv2d(nn.Conv2d):
         top, bottom = tf_same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         left, right = tf_same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
         if top == bottom and left == right:  # symmetric (always for stride 1): let conv pad
-            return F.conv2d(x, self.weight, None, self.stride, (top, left), 1, self.groups)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
         x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -174,9 +174,10 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
+        # activations in place: each applies to a fresh BatchNorm (or folded convolution) output
         if self.has_expand:
-            h = F.relu6(self._bn0(self._expand_conv(h)))
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+            h = F.relu6(self._bn0(self._expand_conv(h)), inplace=True)
+        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h
 
@@ -215,6 +216,14 @@ class EfficientNetLite(Backbone):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
 
+    def conv_bn_pairs(self):
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.has_expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        return pairs
+
     def forward(self, x: torch.Tensor, outputs: Iterable[str] = ("pool",)) -> dict:
         wanted = {outputs} if isinstance(outputs, str) else set(outputs)
         unknown = wanted - set(OUTPUTS)
@@ -227,7 +236,7 @@ class EfficientNetLite(Backbone):
         need_head = bool(wanted & {"pool", "logits"})
         last = len(self._blocks) - 1 if need_head else self.spatial_blocks[-1]
         spatial = []
-        h = F.relu6(self._bn0(self._conv_stem(x)))
+        h = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for i, block in enumerate(self._blocks):
             h = block(h)
             if "spatial" in wanted and i in self.spatial_blocks:
@@ -237,7 +246,7 @@ class EfficientNetLite(Backbone):
         if "spatial" in wanted:
             result["spatial"] = spatial
         if need_head:
-            pool = F.relu6(self._bn1(self._conv_head(h))).mean(dim=(2, 3))
+            pool = F.relu6(self._bn1(self._conv_head(h)), inplace=True).mean(dim=(2, 3))
             if "pool" in wanted:
                 result["pool"] = pool
             if "logits" in wanted:
