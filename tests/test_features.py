@@ -164,21 +164,22 @@ def test_cache_second_run_is_all_cached(folder, tmp_path):
 
 
 class _CountingEmbed:
-    """Wraps FeatureExtractor.embed: counts calls and images; optionally interrupts on call k."""
+    """Wraps the start of each network batch (FeatureExtractor._launch): counts calls and images;
+    optionally interrupts on call k."""
 
     def __init__(self, monkeypatch, interrupt_on=None):
         self.calls, self.images, self.interrupt_on = 0, 0, interrupt_on
-        original = FeatureExtractor.embed
+        original = FeatureExtractor._launch
         counter = self
 
-        def embed(self, batch, *args, **kwargs):
+        def launch(self, batch, *args, **kwargs):
             counter.calls += 1
             if counter.calls == counter.interrupt_on:
                 raise KeyboardInterrupt
             counter.images += len(batch)
             return original(self, batch, *args, **kwargs)
 
-        monkeypatch.setattr(FeatureExtractor, "embed", embed)
+        monkeypatch.setattr(FeatureExtractor, "_launch", launch)
 
 
 def test_cache_recomputes_only_changed_file(folder, tmp_path, monkeypatch):

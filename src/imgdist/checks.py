@@ -127,6 +127,32 @@ def resolve_device(device) -> str:
     raise ImgdistError(f"device (--device) {device}: imgdist runs on cpu, cuda or mps, not {parsed.type}")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 convolutions and matrix products natively (AVX512-BF16 or
+    AMX): only there is bf16 faster than fp32; elsewhere oneDNN emulates it, slower."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without oneDNN
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = fh.read()
+        except OSError:
+            return False
+        return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def check_cpu_precision(precision: str) -> None:
+    """bf16 on a CPU that has bf16 instructions; fp16 only on GPU (CPUs have no fast fp16 path)."""
+    if precision == "fp16":
+        raise ImgdistError("precision (--precision) fp16 is only offered on GPU; on CPU use fp32, or bf16 "
+                           "where the processor has bf16 instructions")
+    if precision == "bf16" and not cpu_has_bf16():
+        raise ImgdistError("precision (--precision) bf16: this CPU has no bf16 instructions (AVX512-BF16 or "
+                           "AMX), so bf16 would be slower than fp32 here; use fp32")
+
+
 def available_memory(device: str) -> int | None:
     """Bytes a new batch can use on ``device``, or None where it cannot be told."""
     if device.startswith("cuda"):

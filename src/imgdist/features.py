@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,9 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import defaults as D
+from .allocator import retained_memory
 from .backbones import Backbone, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
-from .checks import check_batch_memory, check_int, resolve_device
+from .checks import check_batch_memory, check_cpu_precision, check_int, resolve_device
 from .decode import max_pixels
 from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
@@ -62,14 +65,17 @@ class Features:
     cached: int = 0                      # how many images came from the cache
     indices: list[int] = field(default_factory=list)  # each image's position in the source
     device: str | None = None                         # where the network ran
+    timing: "_Timing | None" = None                   # seconds per stage, decoding workers
 
     def __len__(self) -> int:
         return len(self.names)
 
 
 class _Decoded(Dataset):
-    """Loads and resizes source items in a worker; failures travel back as values, not exceptions,
-    so that ``on_error='skip'`` can count them and ``'raise'`` can name the first in order."""
+    """Decodes source items and runs the decoding side of the recipe (:meth:`Preprocessing.prepare`:
+    uint8 images, resized here only by the Pillow kernels), in a worker or in the main process.
+    Failures travel back as values, not exceptions, so that ``on_error='skip'`` can count them and
+    ``'raise'`` can name the first in order."""
 
     def __init__(self, source: ImageSource, prep: Preprocessing, indices: list[int]):
         self.source, self.prep, self.indices = source, prep, indices
@@ -80,7 +86,7 @@ class _Decoded(Dataset):
     def __getitem__(self, k):
         i = self.indices[k]
         try:
-            return i, self.prep.resize_image(self.source.load(i)), None
+            return i, self.prep.prepare(self.source.load(i)), None
         except ImageError as exc:
             return i, None, (exc.name, exc.cause)
         except ValueError as exc:  # e.g. resize 'none' on an image of the wrong size
@@ -88,14 +94,64 @@ class _Decoded(Dataset):
 
 
 def _collate(items):
+    """-> (indices, batch, errors): one N x C x H x W tensor where every image has one size (the
+    device resizes it as a whole), else a list of C x H x W tensors."""
     good = [(i, x) for i, x, err in items if err is None]
     errors = [(i, err) for i, _, err in items if err is not None]
     indices = [i for i, _ in good]
     tensors = [x for _, x in good]
     if tensors and any(t.shape != tensors[0].shape for t in tensors):
-        # only the 'native' (no resize) recipes can get here
         return indices, tensors, errors
     return indices, (torch.stack(tensors) if tensors else None), errors
+
+
+#: on a CPU device the network already uses every core: decoding workers pay only where decoding
+#: is at least this share of the work (measured in benchmarks/bench_pipeline.py)
+CPU_WORKER_SHARE = 0.3
+#: decoding processes at most (beyond this, process start-up and IPC cost more than they bring)
+MAX_WORKERS = 16
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def choose_workers(decode_s: float, compute_s: float, device_type: str, cores: int | None = None) -> int:
+    """Decoding processes for the rest of a run, from the first batch's decode time (decoding and
+    the Pillow resizes) and compute time (device-side resize and network), both per batch.
+
+    On a CPU device the network's threads and the workers share the cores, so workers pay only
+    where decoding is a large share (``CPU_WORKER_SHARE``), and then take that share of the cores
+    (the network keeps the rest). On an accelerator the CPU only decodes: enough workers to keep
+    up with the device, up to every core but one (the main process feeds the device).
+    """
+    cores = usable_cores() if cores is None else cores
+    if cores < 2 or decode_s <= 0:
+        return 0
+    if device_type == "cpu":
+        share = decode_s / (decode_s + compute_s)
+        if share < CPU_WORKER_SHARE:
+            return 0
+        return max(1, min(cores - 1, round(cores * share)))
+    # the first forward on an accelerator includes its warm-up, so its time says little: every
+    # spare core decodes (the bounded prefetch queue keeps idle workers cheap)
+    return min(cores - 1, MAX_WORKERS)
+
+
+@dataclass
+class _Timing:
+    """Seconds spent per stage of one extraction (``Features.timing``)."""
+
+    hash: float = 0.0
+    cache_read: float = 0.0
+    decode: float = 0.0      # first batch only when workers decode the rest in parallel
+    compute: float = 0.0     # transfer, device-side resize, network, copy back
+    stats: float = 0.0
+    workers: int = 0
 
 
 class FeatureExtractor:
@@ -110,7 +166,7 @@ class FeatureExtractor:
     def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
                  dims: int | None = None, device: str = D.DEVICE, batch_size: int = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", fuse: bool = True, retain_memory: bool = True):
         # everything that can be refused is refused before the weights are read
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.workers = None if workers is None else check_int("workers", workers, 0)
@@ -118,22 +174,29 @@ class FeatureExtractor:
             raise ImgdistError(f"precision (--precision) {precision!r}: choose from {', '.join(PRECISIONS)}")
         max_pixels()  # the environment's limit is checked here, not as a traceback from a worker
         self.device = torch.device(resolve_device(device))
+        self.precision = precision
         self.dtype = PRECISIONS[precision]
-        if self.dtype != torch.float32 and self.device.type == "cpu":
-            raise ImgdistError(f"precision {precision} is only offered on GPU; use fp32 on CPU")
+        if precision != "fp32" and self.device.type == "cpu":
+            check_cpu_precision(precision)
         self.model = load_backbone(backbone, weights, progress=progress)
         self.spec = self.model.spec
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
+        self._batch_bytes = int(self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep) * 2**20
+                                * self.batch_size * (0.5 if self.dtype != torch.float32 else 1.0))
         check_batch_memory(self.batch_size, self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep),
                            self.spec.name, str(self.device), precision)
         self.progress = progress
+        if fuse and hasattr(self.model, "fuse"):
+            self.model.fuse()  # BatchNorm into convolutions: FD moves by <= 4e-7 relative (README "Speed")
         self.model = self.model.to(self.device, self.dtype)
         if self.spec.name != "pixels":  # channels_last: 1.5-1.7x on CPU for both CNNs (benchmarks/)
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.retain_memory = retain_memory
         self.provenance = Provenance(
             backbone=self.spec.name, weights_sha256=getattr(self.model, "weights_id", None),
-            resize_mode=self.prep.name, preprocessing=self.prep.describe(), feature_layer=self.layer)
+            resize_mode=self.prep.name, preprocessing=self.prep.describe(), feature_layer=self.layer,
+            precision=precision)
         self.cache_dir = _cache_root(cache)
         self._cache_given_up = False
 
@@ -146,26 +209,36 @@ class FeatureExtractor:
 
     # ---------------------------------------------------------------- network
 
-    @torch.inference_mode()
-    def embed(self, batch: torch.Tensor, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Resized, pre-scaled N x 3 x S x S batch -> (features, logits or None) as float32 numpy.
+    def embed(self, batch, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """A batch from :meth:`Preprocessing.prepare` (N x 3 x H x W, or a list of images of
+        different sizes) -> (features, logits or None) as float32 numpy.
 
         Logits are computed only on request: a low feature layer (``dims=64``) then stops the
         network early."""
-        x = self.prep.normalise(batch.to(self.device, torch.float32)).to(self.dtype)
+        return self._launch(batch, logits).result()
+
+    @torch.inference_mode()
+    def _launch(self, batch, logits: bool) -> "_Pending":
+        """Start a batch: copy the (uint8) images to the device, resize and normalise them there,
+        run the network, and start copying the outputs back. On an accelerator this returns before
+        the work is done, so the host can prepare the next batch meanwhile."""
+        non_blocking = self.device.type == "cuda"
+        if isinstance(batch, (list, tuple)):
+            batch = [x.to(self.device, non_blocking=non_blocking) for x in batch]
+        else:
+            batch = batch.to(self.device, non_blocking=non_blocking)
+        x = self.prep.finish(batch).to(self.dtype)
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
         out = self.model(x, outputs=outputs)
-        feats = out[self.layer].float().cpu().numpy()
-        logits = out["logits"].float().cpu().numpy() if "logits" in out else None
-        return feats, logits
+        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device)
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
         source = open_source(images)
-        batch = torch.stack([self.prep.resize_image(source.load(i)) for i in range(len(source))])
-        return self.embed(batch, logits)
+        return self.embed(_collate([(i, self.prep.prepare(source.load(i)), None)
+                                    for i in range(len(source))])[1], logits)
 
     # ---------------------------------------------------------------- sources
 
@@ -173,69 +246,40 @@ class FeatureExtractor:
                 on_error: str = "raise", desc: str | None = None) -> Features:
         check_on_error(on_error)
         source = open_source(source)
-        n = len(source)
-        keep_logits = keep_logits and self.spec.has_logits
-        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
-        cache = self._open_cache() if keys is not None else None
-
-        feats_out: list = [None] * n
-        logits_out: list = [None] * n
-        stats = GaussianStats(provenance=self.provenance)
-        skipped = Skipped()
-        errors: dict[int, tuple[str, str]] = {}
-        first_shape = dim = None
-        cached_idx: list[int] = []
-        bar = tqdm(total=n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
+        run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
+        bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
+        # one batch's activations stay allocated between batches (see imgdist.allocator)
+        keep = max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
+        retain = retained_memory(keep) if self.retain_memory and self.device.type == "cpu" else nullcontext()
+        t = time.perf_counter()
+        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
+        run.timing.hash = time.perf_counter() - t
+        cache = self._open_cache() if keys is not None else None
         try:
-            keyed = [i for i in range(n) if keys is not None and keys[i] is not None]
-            for start in range(0, len(keyed), CACHE_READ_CHUNK):
-                # in chunks: without keep_features, memory stays O(d^2) however much is cached.
-                # Only sound rows come back (rows without logits do not count when logits are
-                # needed); every other image is computed below.
-                chunk = keyed[start:start + CACHE_READ_CHUNK]
-                rows = cache.get(list(dict.fromkeys(keys[i] for i in chunk)), keep_logits)
-                hits = []
-                for i in chunk:
-                    row = rows.get(keys[i])
-                    # at native size a row of another length is another image size: computing
-                    # that image below names it (one run needs one size)
-                    if row is not None and (dim is None or len(row[0]) == dim):
-                        dim = len(row[0])
-                        hits.append(i)
-                for i in hits:
-                    feats_out[i] = rows[keys[i]][0] if keep_features else None
-                    logits_out[i] = rows[keys[i]][1] if keep_logits else None
-                if hits:
-                    stats.update(np.stack([rows[keys[i]][0] for i in hits]))
-                cached_idx += hits
-                bar.update(len(hits))
-            done = set(cached_idx)
-            todo = [i for i in range(n) if i not in done]
-            for indices, batch, errs in self._loader(source, todo):
-                for i, err in errs:
-                    errors[i] = err
-                if errs and on_error == "raise":
-                    first = min(i for i, _ in errs)
-                    raise ImageError(*errors[first])
-                if batch is not None:
-                    first_shape = self._check_one_size(source, indices, batch, first_shape)
-                    if isinstance(batch, list):
-                        batch = torch.stack(batch)
-                    feats, logits = self.embed(batch, keep_logits)
-                    if not np.isfinite(feats).all():
-                        raise ImgdistError(f"{self.spec.name} produced non-finite features "
-                                           f"(first image of the batch: {source.name_of(indices[0])})")
-                    dim = self._check_dim(source, indices[0], feats.shape[1], dim)
-                    stats.update(feats)
-                    if cache:
-                        have = [j for j, i in enumerate(indices) if keys[i] is not None]
-                        cache.put([keys[indices[j]] for j in have], feats[have],
-                                  None if logits is None else logits[have])
-                    for j, i in enumerate(indices):
-                        feats_out[i] = feats[j] if keep_features else None
-                        logits_out[i] = logits[j] if keep_logits and logits is not None else None
-                bar.update(len(indices) + len(errs))
+            with retain:
+                todo = run.read_cache(cache, keys, bar) if cache else list(range(run.n))
+                pending = None  # the batch on the device while the next one is prepared
+                try:
+                    for indices, batch, errs in self._batches(source, todo, run.timing):
+                        run.add_errors(errs)
+                        launched = None
+                        if batch is not None:
+                            if self.prep.size is None:
+                                run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
+                            t = time.perf_counter()
+                            launched = (indices, self._launch(batch, run.keep_logits))
+                            run.timing.compute += time.perf_counter() - t
+                        done, pending = pending, None
+                        if done is not None:
+                            run.collect(*done, cache, keys)
+                        pending = launched
+                        bar.update(len(indices) + len(errs))
+                finally:
+                    # also when interrupted or stopped by a bad image: the batch already computed
+                    # reaches the cache
+                    if pending is not None:
+                        run.collect(*pending, cache, keys)
         finally:
             bar.close()
             if cache:
@@ -243,24 +287,7 @@ class FeatureExtractor:
                 # locked or unusable: the warning said this run goes on without it (evaluate's
                 # second set included), so later extractions neither retry nor repeat it
                 self._cache_given_up = cache.given_up
-        for i in sorted(errors):
-            skipped.items.append(errors[i])
-        good = [i for i in range(n) if i not in errors]
-        if not good:
-            raise ImgdistError(f"{source.label}: none of the {n} images could be read "
-                               f"({skipped.summary()})")
-        return Features(
-            names=[source.name_of(i) for i in good], stats=stats, provenance=self.provenance,
-            features=np.stack([feats_out[i] for i in good]).astype(np.float32) if keep_features else None,
-            logits=np.stack([logits_out[i] for i in good]).astype(np.float32) if keep_logits else None,
-            skipped=skipped, cached=len(cached_idx), indices=good, device=str(self.device))
-
-    def _check_dim(self, source, index, d, dim):
-        """Computed features must have the length of the cached ones (native size: one image size)."""
-        if dim is not None and d != dim:
-            raise ImageError(source.name_of(index), f"gives {d} feature values, earlier images {dim}; "
-                                                    f"resize mode {self.prep.name!r} needs one size")
-        return d
+        return run.features()
 
     def _check_one_size(self, source, indices, batch, first_shape):
         """Recipes without resizing (``pixels`` at native size) need every image at one size."""
@@ -273,15 +300,45 @@ class FeatureExtractor:
                                  f"{first_shape[1]}; resize mode {self.prep.name!r} needs one size")
         return first_shape
 
-    def _loader(self, source: ImageSource, indices: list[int]):
+    def _batches(self, source: ImageSource, indices: list[int], timing: "_Timing"):
+        """Yield ``(indices, batch, errors)`` in source order.
+
+        With ``workers=None`` the first batch is decoded here and timed against its compute
+        time, and :func:`choose_workers` picks the number of decoding processes for the rest."""
         if not indices:
-            return iter(())
+            return
+        size = self.batch_size
         workers = self.workers
+        start = 0
         if workers is None:
-            workers = min(4, os.cpu_count() or 1) if source.parallel_decode and len(indices) > self.batch_size else 0
-        return DataLoader(_Decoded(source, self.prep, indices), batch_size=self.batch_size, shuffle=False,
-                          num_workers=workers, collate_fn=_collate,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+            workers = 0
+            if source.parallel_decode and len(indices) > size:
+                yield self._decode_here(_Decoded(source, self.prep, indices[:size]), timing)
+                start = size
+                workers = choose_workers(timing.decode, timing.compute, self.device.type)
+        timing.workers = workers
+        rest = _Decoded(source, self.prep, indices[start:])
+        if workers == 0:
+            for b in range(0, len(rest), size):
+                yield self._decode_here(_Decoded(source, self.prep, rest.indices[b:b + size]), timing)
+            return
+        loader = DataLoader(rest, batch_size=size, shuffle=False, num_workers=workers, collate_fn=_collate,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":  # the workers take their share of the cores
+            torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
+        try:
+            yield from loader
+        finally:
+            torch.set_num_threads(threads)
+
+    def _decode_here(self, dataset: "_Decoded", timing: "_Timing"):
+        t = time.perf_counter()
+        indices, batch, errs = _collate([dataset[k] for k in range(len(dataset))])
+        if self.device.type == "cuda" and isinstance(batch, torch.Tensor):
+            batch = batch.pin_memory()  # so that the copy to the device does not block
+        timing.decode += time.perf_counter() - t
+        return indices, batch, errs
 
     def _hashes(self, source: ImageSource) -> list[str | None] | None:
         """Each item's cache key: the SHA-256 of its bytes; None for an item that cannot be read now
@@ -314,6 +371,118 @@ class FeatureExtractor:
         return FeatureCache.open(self._cache_path(), feature_dim=feature_dim,
                                  logits_dim=self.spec.num_classes if self.spec.has_logits else None,
                                  extractor=self._extractor_id())
+
+
+class _Pending:
+    """A batch's outputs on their way back from the device: on CUDA copied into pinned host
+    memory without blocking, with an event to wait for; elsewhere already there."""
+
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device):
+        self.event = None
+        if device.type == "cuda":
+            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+            for host, t in zip(self.host, tensors):
+                host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = [t.cpu() for t in tensors]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.event is not None:
+            self.event.synchronize()
+        arrays = [h.numpy() for h in self.host]
+        return arrays[0], (arrays[1] if len(arrays) > 1 else None)
+
+
+class _Run:
+    """The state of one :meth:`FeatureExtractor.extract`: per-image outputs in source order, the
+    streaming statistics, the errors, and what is checked across batches."""
+
+    def __init__(self, extractor: "FeatureExtractor", source: ImageSource, keep_features: bool,
+                 keep_logits: bool, on_error: str):
+        self.ex, self.source = extractor, source
+        self.n = len(source)
+        self.keep_features, self.keep_logits, self.on_error = keep_features, keep_logits, on_error
+        self.feats: list = [None] * self.n
+        self.logits: list = [None] * self.n
+        self.stats = GaussianStats(provenance=extractor.provenance)
+        self.errors: dict[int, tuple[str, str]] = {}
+        self.first_shape = self.dim = None
+        self.cached: list[int] = []
+        self.timing = _Timing()
+
+    def read_cache(self, cache: FeatureCache, keys: list, bar) -> list[int]:
+        """Take every sound cached row; returns the indices still to compute.
+
+        In chunks: without ``keep_features``, memory stays O(d^2) however much is cached. Only
+        sound rows come back (rows without logits do not count when logits are needed)."""
+        t = time.perf_counter()
+        keyed = [i for i in range(self.n) if keys[i] is not None]
+        for start in range(0, len(keyed), CACHE_READ_CHUNK):
+            chunk = keyed[start:start + CACHE_READ_CHUNK]
+            rows = cache.get(list(dict.fromkeys(keys[i] for i in chunk)), self.keep_logits)
+            hits = []
+            for i in chunk:
+                row = rows.get(keys[i])
+                # at native size a row of another length is another image size: computing
+                # that image names it (one run needs one size)
+                if row is not None and (self.dim is None or len(row[0]) == self.dim):
+                    self.dim = len(row[0])
+                    hits.append(i)
+            for i in hits:
+                self.feats[i] = rows[keys[i]][0] if self.keep_features else None
+                self.logits[i] = rows[keys[i]][1] if self.keep_logits else None
+            if hits:
+                self.stats.update(np.stack([rows[keys[i]][0] for i in hits]))
+            self.cached += hits
+            bar.update(len(hits))
+        self.timing.cache_read = time.perf_counter() - t
+        done = set(self.cached)
+        return [i for i in range(self.n) if i not in done]
+
+    def add_errors(self, errs) -> None:
+        for i, err in errs:
+            self.errors[i] = err
+        if errs and self.on_error == "raise":
+            raise ImageError(*self.errors[min(i for i, _ in errs)])
+
+    def collect(self, indices: list[int], pending: _Pending, cache, keys) -> None:
+        """A finished batch's outputs into the statistics, the cache and the per-image lists."""
+        t = time.perf_counter()
+        feats, logits = pending.result()
+        self.timing.compute += time.perf_counter() - t
+        source = self.source
+        if not np.isfinite(feats).all():
+            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features "
+                               f"(first image of the batch: {source.name_of(indices[0])})")
+        d = feats.shape[1]
+        if self.dim is not None and d != self.dim:
+            raise ImageError(source.name_of(indices[0]), f"gives {d} feature values, earlier images {self.dim}; "
+                                                         f"resize mode {self.ex.prep.name!r} needs one size")
+        self.dim = d
+        t = time.perf_counter()
+        self.stats.update(feats)
+        self.timing.stats += time.perf_counter() - t
+        if cache:
+            have = [j for j, i in enumerate(indices) if keys[i] is not None]
+            cache.put([keys[indices[j]] for j in have], feats[have], None if logits is None else logits[have])
+        for j, i in enumerate(indices):
+            self.feats[i] = feats[j] if self.keep_features else None
+            self.logits[i] = logits[j] if self.keep_logits and logits is not None else None
+
+    def features(self) -> Features:
+        skipped = Skipped([self.errors[i] for i in sorted(self.errors)])
+        good = [i for i in range(self.n) if i not in self.errors]
+        if not good:
+            raise ImgdistError(f"{self.source.label}: none of the {self.n} images could be read "
+                               f"({skipped.summary()})")
+        return Features(
+            names=[self.source.name_of(i) for i in good], stats=self.stats, provenance=self.ex.provenance,
+            features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
+            logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
+            skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
+            timing=self.timing)
 
 
 def _cache_root(cache: bool | str) -> str | None:

@@ -28,8 +28,19 @@ squashed to a square, as every FID tool does):
                     half-to-even): ``Resize(size)`` + ``CenterCrop(size)`` as in OpenAI CLIP's
                     preprocess and clean-fid's ``clip_vit_b_32``
 
-Images arrive as uint8 ``H x W x 3`` arrays. Resizing runs per image (in data-loader workers);
-scaling runs per batch on the device.
+Images arrive as uint8 ``H x W x 3`` arrays, and a recipe runs in two stages, split where the
+data is smallest (:meth:`Preprocessing.prepare`, :meth:`Preprocessing.finish`):
+
+* where images are decoded (data-loader workers or the main process): the ``center`` crop and the
+  Pillow kernels, which need a PIL image; the result travels as uint8 (Pillow's 8-bit kernel
+  rounds to integers) or, for ``pil-bicubic`` only, float32 (clean-fid's float resize);
+* on the device, per batch: the tensor kernels (``bilinear``, ``tf1-bilinear``,
+  ``bicubic-antialias``, ``antialias-bilinear``) with their scaling, the ``resize-center`` crop,
+  and the normalisation. So workers ship uint8 images at their own size (a 28 x 28 image is
+  2 KB instead of a 1 MB float32 299 x 299 tensor), and on a GPU the resize costs no CPU time.
+
+Both stages together are the same arithmetic, operation for operation, as resizing each image
+alone (``tests/test_preprocess.py`` checks them bit for bit on CPU).
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ RESIZE_KERNELS = ("bilinear", "tf1-bilinear", "pil-bicubic", "pil-bicubic-rgb", 
 CROPS = ("none", "center", "resize-center")
 #: kernels that work on the 8-bit image itself (their output is rounded to integers)
 _UINT8_KERNELS = ("pil-bicubic-rgb",)
+#: kernels that need a PIL image, so they run where images are decoded
+_PIL_KERNELS = ("pil-bicubic", "pil-bicubic-rgb")
 
 
 @dataclass(frozen=True)
@@ -93,15 +106,42 @@ class Preprocessing:
         return (f"{self.name} ({crop}{self.resize} on {x} to {self.size or 'native size'}{after}, "
                 f"then (x-{num(self.mean)})/{num(self.std)})")
 
-    def resize_image(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 H x W x 3 -> float32 3 x size x size (scaled, not yet normalised)."""
+    @property
+    def resizes_on_host(self) -> bool:
+        """Whether the resize needs Pillow, and so runs where images are decoded."""
+        return self.resize in _PIL_KERNELS
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """Decoding side: uint8 H x W x 3 -> C x H' x W' tensor for :meth:`finish`.
+
+        uint8 at the image's own size for the tensor kernels, uint8 at the target size for
+        ``pil-bicubic-rgb``, float32 at the target size for ``pil-bicubic``."""
         image = np.asarray(image)
         if self.crop == "center":
             image = center_square(image)
         if self.resize in _UINT8_KERNELS:
-            x = _pil_rgb_resize(image, self.size, self.crop == "resize-center")
-        else:
+            return _pil_rgb_resize(image, self.size, self.crop == "resize-center")
+        if self.resize == "pil-bicubic":
             x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
+            if self.pre_scale != 1.0:
+                x = x / (1.0 / self.pre_scale)
+            return resize_chw(x, self.size, self.resize)
+        if self.resize == "none" and self.size is not None and image.shape[:2] != (self.size, self.size):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the backbone needs "
+                             f"{self.size}x{self.size} and resize is 'none'")
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)).permute(2, 0, 1)
+
+    def finish(self, batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Device side: :meth:`prepare`'s tensors (a batch, or a list of different sizes) ->
+        the normalised float32 N x 3 x S x S network input."""
+        if isinstance(batch, (list, tuple)):
+            return torch.cat([self.finish(x[None]) for x in batch])
+        return self.normalise(self.scaled(batch))
+
+    def scaled(self, batch: torch.Tensor) -> torch.Tensor:
+        """:meth:`prepare`'s N x C x H x W batch -> resized and scaled, not yet normalised."""
+        x = batch.to(torch.float32)
+        if not self.resizes_on_host:
             if self.pre_scale != 1.0:
                 x = x / (1.0 / self.pre_scale)  # a division, bit-exact with pytorch-fid's v / 255
             if self.crop == "resize-center":
@@ -111,6 +151,10 @@ class Preprocessing:
         if self.post_scale != 1.0:
             x = x / (1.0 / self.post_scale)
         return x
+
+    def resize_image(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 H x W x 3 -> float32 3 x size x size (scaled, not yet normalised), in one place."""
+        return self.scaled(self.prepare(image)[None])[0]
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """Pre-scaled, resized N x 3 x S x S batch -> network input."""
@@ -122,11 +166,11 @@ class Preprocessing:
 
     def __call__(self, images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
         """Convenience for in-process use: uint8 images -> normalised batch."""
-        return self.normalise(torch.stack([self.resize_image(im) for im in images]))
+        return self.finish([self.prepare(im) for im in images])
 
 
 def resize_chw(x: torch.Tensor, size: int | None, kernel: str) -> torch.Tensor:
-    """Resize one float C x H x W image to size x size with the named kernel."""
+    """Resize a float [N x] C x H x W image or batch to size x size with the named kernel."""
     if size is None or kernel == "none" or tuple(x.shape[-2:]) == (size, size):
         if kernel == "none" and size is not None and tuple(x.shape[-2:]) != (size, size):
             raise ValueError(f"image is {x.shape[-1]}x{x.shape[-2]}, the backbone needs {size}x{size} "
@@ -138,19 +182,21 @@ def resize_chw(x: torch.Tensor, size: int | None, kernel: str) -> torch.Tensor:
 def _resize(x: torch.Tensor, height: int, width: int, kernel: str) -> torch.Tensor:
     if (height, width) == tuple(x.shape[-2:]):
         return x
-    if kernel == "bilinear":
-        return F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    if kernel == "antialias-bilinear":
-        return F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False,
-                             antialias=True)[0]
-    if kernel == "bicubic-antialias":
-        return F.interpolate(x[None], size=(height, width), mode="bicubic", align_corners=False,
-                             antialias=True)[0]
-    if kernel == "tf1-bilinear":
-        return _tf1_bilinear(x, height, width)
     if kernel == "pil-bicubic":
         return _pil_bicubic(x, height, width)
-    raise ValueError(f"unknown resize kernel {kernel!r}")
+    single = x.ndim == 3
+    x = x[None] if single else x
+    if kernel == "bilinear":
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    elif kernel == "antialias-bilinear":
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    elif kernel == "bicubic-antialias":
+        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    elif kernel == "tf1-bilinear":
+        x = _tf1_bilinear(x, height, width)
+    else:
+        raise ValueError(f"unknown resize kernel {kernel!r}")
+    return x[0] if single else x
 
 
 def center_square(image: np.ndarray) -> np.ndarray:
@@ -178,16 +224,16 @@ def _resize_shorter_and_crop(x: torch.Tensor, size: int, kernel: str) -> torch.T
     height, width = shorter_side_size(x.shape[-2], x.shape[-1], size)
     x = _resize(x, height, width, kernel)
     top, left = _center_box(height, width, size)
-    return x[:, top:top + size, left:left + size]
+    return x[..., top:top + size, left:left + size]
 
 
 def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool) -> torch.Tensor:
-    """Pillow's 8-bit bicubic resize (antialiased, rounded and clipped to 0..255) -> float32 C x S x S."""
+    """Pillow's 8-bit bicubic resize (antialiased, rounded and clipped to 0..255) -> uint8 C x S x S."""
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))  # H x W x 3 -> RGB
     height, width = shorter_side_size(pil.height, pil.width, size) if shorter_side else (size, size)
     if (pil.height, pil.width) != (height, width):
         pil = pil.resize((width, height), resample=Image.BICUBIC)
-    out = np.asarray(pil, dtype=np.float32)
+    out = np.asarray(pil, dtype=np.uint8)
     if shorter_side:
         top, left = _center_box(height, width, size)
         out = out[top:top + size, left:left + size]
@@ -204,14 +250,14 @@ def _tf1_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _tf1_bilinear(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    # along x first, then y, as TensorFlow does: the other order differs by up to 2e-3 of 0..255
+    # N x C x H x W; along x first, then y, as TensorFlow does: the other order differs by up to
+    # 2e-3 of 0..255
     y0, y1, fy = _tf1_axis(x.shape[-2], height, x.device)
     x0, x1, fx = _tf1_axis(x.shape[-1], width, x.device)
-    fx = fx.view(1, 1, -1)
-    top, bottom = x[:, y0, :], x[:, y1, :]
-    top = top[:, :, x0] + (top[:, :, x1] - top[:, :, x0]) * fx
-    bottom = bottom[:, :, x0] + (bottom[:, :, x1] - bottom[:, :, x0]) * fx
-    return top + (bottom - top) * fy.view(1, -1, 1)
+    top, bottom = x[..., y0, :], x[..., y1, :]
+    top = top[..., x0] + (top[..., x1] - top[..., x0]) * fx
+    bottom = bottom[..., x0] + (bottom[..., x1] - bottom[..., x0]) * fx
+    return top + (bottom - top) * fy.view(-1, 1)
 
 
 def _pil_bicubic(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from . import __version__
 from .errors import ProvenanceError
 
 #: fields that change the numbers; the imgdist version alone does not
-_KEY_FIELDS = ("backbone", "weights_sha256", "resize_mode", "feature_layer")
+_KEY_FIELDS = ("backbone", "weights_sha256", "resize_mode", "feature_layer", "precision")
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class Provenance:
     preprocessing: str | None = None
     feature_layer: str | None = None
     imgdist_version: str | None = __version__
+    #: the network's arithmetic: fp32, or bf16/fp16 (whose numbers never pass for fp32 ones).
+    #: Files written before imgdist recorded it were computed in fp32.
+    precision: str | None = "fp32"
 
     @property
     def known(self) -> bool:
@@ -54,6 +57,12 @@ class Provenance:
                                   f"({'; '.join(diff)}); recompute them, or pass --force to compare anyway")
         return [f"forced comparison despite: {'; '.join(diff)}"] if diff else []
 
+    @property
+    def reduced_precision(self) -> bool:
+        """Features from a bf16/fp16 network (only known provenance can say so)."""
+        return self.known and self.precision not in (None, "fp32")
+
     def summary(self) -> str:
         sha = (self.weights_sha256 or "none")[:12]
-        return f"{self.backbone} ({self.feature_layer}), weights {sha}, resize {self.resize_mode}"
+        extra = f", {self.precision}" if self.reduced_precision else ""
+        return f"{self.backbone} ({self.feature_layer}), weights {sha}, resize {self.resize_mode}{extra}"

@@ -51,20 +51,25 @@ def weights_tag(provenance: Provenance) -> str | None:
 
 def metric_label(metric: str, provenance: Provenance) -> str:
     """The name a number is printed under: FID only for the Inception pool features computed with
-    the published weights; otherwise the backbone, its weights (where not the published ones) and
-    its layer are named, e.g. ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``."""
+    the published weights in fp32; otherwise the backbone, its weights (where not the published
+    ones), its layer and a reduced precision are named, e.g. ``FD[inception:d37b7cb1]``,
+    ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
     from .options import CMMD_BACKBONE, CMMD_MODE
 
     tag = weights_tag(provenance)
-    if metric == "cmmd" and tag is None and (provenance.backbone, provenance.resize_mode,
-                                             provenance.feature_layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
+    low = provenance.reduced_precision
+    if metric == "cmmd" and tag is None and not low and (provenance.backbone, provenance.resize_mode,
+                                                         provenance.feature_layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
         return "CMMD"  # the published protocol
-    standard = provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
+    standard = (provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
+                and not low)
     if standard or (provenance.backbone is None and metric in _FD_NAMES):
         return _FD_NAMES.get(metric, _DISPLAY.get(metric, metric))
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
     if provenance.feature_layer not in (None, "pool"):
         name += f"/{provenance.feature_layer}"
+    if low:
+        name += f",{provenance.precision}"
     return f"{_NON_INCEPTION.get(metric, _DISPLAY.get(metric, metric))}[{name}]"
 
 
@@ -121,7 +126,8 @@ class Result:
         counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         p = self.provenance
         lines = [format_table(headers, rows), f"images: {counts}",
-                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
+                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}"
+                 + (f", precision {p.precision}" if p.reduced_precision else ""),
                  f"resize mode: {p.preprocessing or p.resize_mode}"]
         if self.details.get("kid_subsets") == "full sets":
             lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
