@@ -71,3 +71,105 @@ def test_two_processes_match_one(tmp_path):
 def test_needs_initialised_process_group():
     with pytest.raises(imgdist.ImgdistError, match="torchrun"):
         all_reduce_stats(GaussianStats(2))
+
+
+# ---------------------------------------------------------------- the metrics' work split over ranks
+
+def _protocol_sets(n=2300, d=12):
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(n, d)) + 3.0
+    fake = rng.normal(size=(n, d)) * 1.1 + 3.2
+    return real.astype(np.float32), fake.astype(np.float32)
+
+
+PROTOCOL = dict(metrics="fid,kid,prdc,fid-inf", kid_subsets=6, kid_subset_size=300, pr_k=3, dc_k=5,
+                fid_inf_sizes=(400, 800, 1600, 2300))
+KEYS = ("fid", "kid", "precision", "recall", "density", "coverage", "fid-inf")
+
+
+def _small_blocks(monkeypatch=None):
+    """Distance blocks of 100 rows, so that two ranks share 23 of them."""
+    import importlib
+
+    prdc = importlib.import_module("imgdist.metrics.prdc")  # the package attribute is the function
+    bytes_ = 8 * 100 * 2300
+    if monkeypatch is None:
+        prdc.DEFAULT_BLOCK_BYTES = bytes_
+    else:
+        monkeypatch.setattr(prdc, "DEFAULT_BLOCK_BYTES", bytes_)
+
+
+def _features_worker(rank, world, init_file, out_dir):
+    from imgdist.distributed import evaluate_features_distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        _small_blocks()
+        real, fake = _protocol_sets()
+        result = evaluate_features_distributed(real, fake, **PROTOCOL)
+        np.savez(os.path.join(out_dir, f"features{rank}.npz"), values=np.array([result.values[k] for k in KEYS]),
+                 kid_std=result.stds["kid"])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_features_protocol_split_over_two_ranks_equals_one_process(tmp_path, monkeypatch):
+    from imgdist.evaluation import evaluate_features
+    from imgdist.features import Features
+
+    world = 2
+    mp.spawn(_features_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    _small_blocks(monkeypatch)
+    real, fake = _protocol_sets()
+    single = evaluate_features(Features.from_array(real), Features.from_array(fake), **PROTOCOL)
+    expected = np.array([single.values[k] for k in KEYS])
+    for rank in range(world):
+        got = np.load(tmp_path / f"features{rank}.npz")
+        assert got["values"][0] == pytest.approx(expected[0], rel=1e-8)  # statistics merged in another order
+        np.testing.assert_array_equal(got["values"][1:], expected[1:])   # the same blocks and subsets
+        assert float(got["kid_std"]) == single.stds["kid"]
+
+
+def test_torchrun_command_line_equals_one_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for side, seed in (("real", 0), ("fake", 1)):
+        folder = tmp_path / side
+        folder.mkdir()
+        for i, image in enumerate(_images(seed)):
+            Image.fromarray(image).save(folder / f"{i:02d}.png")
+    args = ["eval", str(tmp_path / "real"), str(tmp_path / "fake"), "--backbone", "pixels", "--resize-mode",
+            "native", "--metrics", "fid,kid,prdc", "--kid-subset-size", "20", "--kid-subsets", "5", "--json",
+            "--no-progress", "--no-cache"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    many = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "imgdist", *args], capture_output=True, text=True, env=env, timeout=300)
+    one = subprocess.run([sys.executable, "-m", "imgdist", *args], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert many.returncode == 0 and one.returncode == 0, many.stderr[-2000:]
+    got, expected = json.loads(many.stdout), json.loads(one.stdout)  # rank 0 alone printed: one document
+    values = {k: v["value"] for k, v in got["metrics"].items()}
+    reference = {k: v["value"] for k, v in expected["metrics"].items()}
+    assert values.keys() == reference.keys()
+    for label, value in values.items():
+        if label.startswith("FD"):
+            assert value == pytest.approx(reference[label], rel=1e-8)
+        else:
+            assert value == reference[label], label
+    assert got["details"]["processes"] == 2
+
+
+def test_torchrun_refuses_what_it_cannot_split(tmp_path, monkeypatch, capsys):
+    from imgdist.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = main(["eval", str(tmp_path), str(tmp_path), "--per-class", "--backbone", "pixels"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--per-class: not available under torchrun" in err[0]
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(["eval", str(tmp_path), str(tmp_path), "--backbone", "pixels"]) == 2
+    assert "WORLD_SIZE='two'" in capsys.readouterr().err

@@ -88,8 +88,8 @@ def test_chunked_memory_does_not_need_n_squared(monkeypatch):
     shapes = []
     orig = mod.distance_blocks
 
-    def spy(a, b, chunk_size=None, same=False):
-        for start, d in orig(a, b, chunk_size, same=same):
+    def spy(a, b, chunk_size=None, same=False, **kwargs):
+        for start, d in orig(a, b, chunk_size, same=same, **kwargs):
             shapes.append(d.shape)
             yield start, d
 
@@ -107,3 +107,49 @@ def test_errors():
         prdc(real, fake[:, :3], k=2)
     with pytest.raises(ValueError):
         prdc(real, fake, k=0)
+
+
+def _count_passes(monkeypatch):
+    mod = importlib.import_module("imgdist.metrics.prdc")
+    passes = []
+    orig = mod.distance_blocks
+
+    def spy(a, b, chunk_size=None, same=False, **kwargs):
+        passes.append((len(a), len(b), same))
+        yield from orig(a, b, chunk_size, same=same, **kwargs)
+
+    monkeypatch.setattr(mod, "distance_blocks", spy)
+    return passes
+
+
+@pytest.mark.parametrize("chunk_size", [None, 9])
+def test_two_k_in_three_passes(monkeypatch, chunk_size):
+    """Precision/recall with k = 3 and density/coverage with k = 5 (the papers' choices): the real
+    radii of both k come from one real x real pass."""
+    real, fake = _sets(11)
+    passes = _count_passes(monkeypatch)
+    got = prdc(real, fake, k=5, pr_k=3, chunk_size=chunk_size)
+    assert sorted(passes) == sorted([(83, 83, True), (71, 71, True), (83, 71, False)])
+    pr, dc = _brute(real, fake, 3), _brute(real, fake, 5)
+    assert (got.precision, got.recall) == (pytest.approx(pr["precision"], abs=0), pytest.approx(pr["recall"], abs=0))
+    assert (got.density, got.coverage) == (pytest.approx(dc["density"], rel=1e-12), pytest.approx(dc["coverage"], abs=0))
+    assert (got.k, got.pr_k) == (5, 3)
+    passes.clear()
+    alone = prdc(real, fake, k=5, precision_recall=False, chunk_size=chunk_size)
+    assert sorted(passes) == sorted([(83, 83, True), (83, 71, False)])  # no fake x fake pass
+    assert (alone.density, alone.coverage) == (got.density, got.coverage) and np.isnan(alone.precision)
+
+
+def test_evaluate_shares_the_passes_between_the_four_metrics(monkeypatch):
+    from imgdist.evaluation import evaluate_features
+    from imgdist.features import Features
+
+    real, fake = _sets(12)
+    passes = _count_passes(monkeypatch)
+    result = evaluate_features(Features.from_array(real), Features.from_array(fake), metrics="prdc")
+    assert len(passes) == 3
+    pr, dc = _brute(real, fake, 3), _brute(real, fake, 5)
+    assert result.values["precision"] == pr["precision"] and result.values["coverage"] == dc["coverage"]
+    passes.clear()
+    only = evaluate_features(Features.from_array(real), Features.from_array(fake), metrics="coverage")
+    assert len(passes) == 2 and set(only.values) == {"coverage"}

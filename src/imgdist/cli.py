@@ -130,21 +130,27 @@ def _extractor_kwargs(args) -> dict:
                 cache=(args.cache_dir or True) if not args.no_cache else False)
 
 
+def _metric_kwargs(args) -> dict:
+    return dict(kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, is_splits=args.is_splits,
+                pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap, ci=args.ci, seed=args.seed,
+                ct_cells=args.ct_cells, copies_percentile=args.copies_percentile)
+
+
 def _cmd_eval(args) -> int:
+    from .distributed import launched_by_torchrun
     from .evaluation import evaluate
 
+    if launched_by_torchrun():
+        return _eval_distributed(args)
     # outputs before any extraction
     if args.report:
         check_output(args.report, "--report", (".html", ".htm"))
     if args.per_image:
         check_output(args.per_image, "--per-image", ".csv")
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
-                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                   is_splits=args.is_splits, pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap,
-                   ci=args.ci, seed=args.seed, ct_cells=args.ct_cells, copies_percentile=args.copies_percentile,
                    real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
                    on_error=args.on_error, force=args.force, return_features=bool(args.report),
-                   **_extractor_kwargs(args))
+                   **_metric_kwargs(args), **_extractor_kwargs(args))
     result = out[0] if args.report else out
     if args.report:
         from .report import write_report
@@ -158,6 +164,43 @@ def _cmd_eval(args) -> int:
     for flag, path in (("report", args.report), ("per-image table", args.per_image)):
         if path:
             print(f"{flag}: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _eval_distributed(args) -> int:
+    """``torchrun ... -m imgdist eval``: this process is one rank; rank 0 prints the result."""
+    import torch.distributed as dist
+
+    from .distributed import evaluate_distributed, init_from_environment
+    from .options import default_backbone, parse_metrics
+    from .stats import is_stats_file
+
+    given = [flag for flag, value in (("--report", args.report), ("--per-image", args.per_image),
+                                      ("--per-class", args.per_class), ("--real-test", args.real_test),
+                                      ("--force", args.force)) if value]
+    if given:
+        raise ImgdistError(f"{', '.join(given)}: not available under torchrun; run imgdist eval in one process "
+                           "for them")
+    for side in (args.real, args.fake):
+        if is_stats_file(side):
+            raise ImgdistError(f"{side}: a statistics file has no images to split over the ranks; under torchrun "
+                               "pass image folders, or run imgdist eval in one process")
+    backbone, mode = _backbone(args), args.mode
+    if backbone is None:
+        backbone, own_mode = default_backbone(parse_metrics(args.metrics))
+        mode = mode or own_mode
+    kwargs = _extractor_kwargs(args)
+    kwargs.update(device=init_from_environment(args.device), mode=mode)
+    rank = dist.get_rank()
+    try:
+        if rank:  # one copy of each warning, from rank 0
+            warnings.simplefilter("ignore")
+        result = evaluate_distributed(args.real, args.fake, metrics=args.metrics, backbone=backbone,
+                                      on_error=args.on_error, **_metric_kwargs(args), **kwargs)
+        if rank == 0:
+            print(result.to_json() if args.json else result.table())
+    finally:
+        dist.destroy_process_group()
     return 0
 
 

@@ -16,6 +16,7 @@ from . import defaults as D
 from . import metrics as M
 from .errors import ImgdistError
 from .features import Features
+from .metrics._shard import ALONE, Shard
 from .options import CMMD_BACKBONE, CMMD_MODE, MetricOptions
 from .results import Result
 from .stats import GaussianStats
@@ -78,6 +79,9 @@ class MetricRun:
     force: bool = False
     progress: bool = False
     real_test: Features | None = None
+    chosen: tuple[str, ...] = ()
+    #: this process's share of the k-NN passes, KID subsets and FID-infinity subsets (torchrun)
+    shard: Shard = ALONE
     _shared: dict = field(default_factory=dict)
 
     @property
@@ -147,7 +151,8 @@ class MetricRun:
 
     def _kid(self):
         o, result = self.options, self.result
-        value, std = M.kid(self.xr, self.xf, subsets=o.kid_subsets, subset_size=o.kid_subset_size, seed=o.seed)
+        value, std = M.kid(self.xr, self.xf, subsets=o.kid_subsets, subset_size=o.kid_subset_size, seed=o.seed,
+                           shard=self.shard)
         result.values["kid"] = value
         if std is None:  # every subset would be the whole set: one estimate, no spread to report
             result.details["kid_subsets"] = "full sets"
@@ -159,27 +164,27 @@ class MetricRun:
         self.result.values["is"], self.result.stds["is"] = M.inception_score(self.fake.logits,
                                                                             splits=self.options.is_splits)
 
-    def _precision(self):
-        values = self.result.values
-        values["precision"], values["recall"] = M.precision_recall(self.xr, self.xf, k=self.options.pr_k)
-        self.result.details["precision_recall_k"] = self.options.pr_k
+    def _knn_metrics(self):
+        """Precision, recall, density, coverage: one set of distance passes for whichever are
+        chosen (real x real for both k, fake x fake only where precision/recall need it, real x fake)."""
+        o, chosen = self.options, set(self.chosen)
+        pr = bool(chosen & {"precision", "recall"})
+        r = self._once("prdc", lambda: M.prdc(self.xr, self.xf, k=o.dc_k, pr_k=o.pr_k, shard=self.shard,
+                                               precision_recall=pr))
+        for name in ("precision", "recall", "density", "coverage"):
+            if name in chosen:
+                self.result.values[name] = getattr(r, name)
+        if pr:
+            self.result.details["precision_recall_k"] = o.pr_k
+        if chosen & {"density", "coverage"}:
+            self.result.details["density_coverage_k"] = o.dc_k
 
-    def _recall(self):
-        if "recall" not in self.result.values:
-            self._precision()
-
-    def _density(self):
-        values = self.result.values
-        values["density"], values["coverage"] = M.density_coverage(self.xr, self.xf, k=self.options.dc_k)
-        self.result.details["density_coverage_k"] = self.options.dc_k
-
-    def _coverage(self):
-        if "coverage" not in self.result.values:
-            self._density()
+    _precision = _recall = _density = _coverage = _knn_metrics
 
     def _fid_inf(self):
         o = self.options
-        fit = M.fid_infinity(self.xr, self.xf, sizes=o.fid_inf_sizes, seed=o.seed, progress=self.progress)
+        fit = M.fid_infinity(self.xr, self.xf, sizes=o.fid_inf_sizes, seed=o.seed, progress=self.progress,
+                             shard=self.shard)
         self.result.values["fid-inf"] = fit.value
         self.result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
                                               "r2": fit.r2, "residual_rms": fit.residual_rms}

@@ -4,7 +4,10 @@ Each rank reads its own shard of every source (item ``i`` goes to rank ``i % wor
 Gaussian statistics are gathered and merged in rank order (float64 means and centred scatter
 matrices: the merged statistics equal a single process's to rounding, on every rank alike), and
 per-image features are gathered where k-NN metrics and KID need them, back in source order.
-gloo works on CPU, NCCL on GPU.
+Then the metrics' own heavy work is split too (:func:`evaluate_features_distributed`): the k-NN
+distance blocks, the KID subsets and the FID-infinity subsets (:mod:`imgdist.metrics._shard`).
+gloo works on CPU, NCCL on GPU. ``torchrun ... -m imgdist eval REAL FAKE`` runs the command line
+this way (:func:`init_from_environment`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from . import defaults as D
 from .errors import ImgdistError
 from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features
 from .options import NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
+from .features import CACHE_READ_CHUNK as CHUNK_ROWS
 from .features import FeatureExtractor, Features
+from .metrics._shard import Shard
 from .sources import ImageSource, Skipped, open_source
 from .stats import GaussianStats
 
@@ -45,6 +50,40 @@ class ShardSource(ImageSource):
     @property
     def parallel_decode(self):
         return self.source.parallel_decode
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several started by ``torchrun`` (its environment says so)."""
+    import os
+
+    raw = os.environ.get("WORLD_SIZE", "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ImgdistError(f"environment variable WORLD_SIZE={raw!r}: expected a positive whole number "
+                           "(torchrun sets it)")
+    return int(raw) > 1
+
+
+def init_from_environment(device: str) -> str:
+    """Join the process group ``torchrun`` describes in the environment (``env://``): NCCL when this
+    rank computes on a CUDA device, else gloo. Returns this rank's device (``cuda:LOCAL_RANK``
+    for ``auto`` or ``cuda`` where CUDA is available)."""
+    import os
+
+    from .checks import resolve_device
+
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ImgdistError(f"WORLD_SIZE is set but {name} is not: launch with torchrun "
+                               "(torchrun --nproc_per_node N -m imgdist eval ...)")
+    local = int(os.environ["LOCAL_RANK"])
+    device = resolve_device(device)
+    if device == "cuda":
+        device = f"cuda:{local}"
+        resolve_device(device)  # a rank without its GPU: one line, not a NCCL hang
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
 
 
 def _require_initialised():
@@ -111,16 +150,49 @@ def _gather_features(features: Features, shard: ShardSource) -> Features:
                     indices=sorted(i for p in parts for i in p[0]))
 
 
+def process_shard() -> Shard:
+    """This process's share of the metrics' work (:mod:`imgdist.metrics._shard`), gathering over
+    the initialised process group."""
+    _require_initialised()
+    return Shard(dist.get_rank(), dist.get_world_size(), gather=_all_gather)
+
+
+def evaluate_features_distributed(real, fake, *, metrics=DEFAULT_METRICS, provenance=None, progress=False,
+                                  **metric_kwargs) -> Result:
+    """:func:`imgdist.evaluate_features` on features every rank holds (N x d arrays, or
+    :class:`~imgdist.features.Features` gathered by :func:`evaluate_distributed`), with the work
+    split over the ranks: the Gaussian statistics of each rank's rows are all-reduced, and the
+    k-NN distance blocks (precision, recall, density, coverage), the KID subsets and the
+    FID-infinity subsets are divided among the ranks and gathered. Every rank returns the result:
+    FD equal to one process's to rounding (statistics summed in another order), the rest exactly.
+    Metrics without a split (Vendi, CMMD, memorization, ...) are computed on every rank.
+    """
+    shard = process_shard()
+    sides = []
+    for x in (real, fake):
+        if isinstance(x, Features):
+            sides.append(x)
+            continue
+        x = np.asarray(x)
+        rows = [i for i in range(len(x)) if shard.owns(i // CHUNK_ROWS)]
+        local = Features.from_array(x, provenance=provenance, rows=rows)
+        local.stats = all_reduce_stats(local.stats)
+        sides.append(local)
+    return evaluate_features(sides[0], sides[1], metrics=metrics, progress=progress and shard.rank == 0,
+                             shard=shard, **metric_kwargs)
+
+
 def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None,
-                         mode=None, dims=None, device=D.DEVICE, batch_size=D.BATCH_SIZE, workers=None,
-                         progress=False, cache=False, on_error="raise", **metric_kwargs) -> Result:
-    """:func:`imgdist.evaluate` with the images split over the ranks; every rank returns the result."""
+                         mode=None, dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE,
+                         workers=None, progress=False, cache=False, on_error="raise", **metric_kwargs) -> Result:
+    """:func:`imgdist.evaluate` with the images split over the ranks, and the metrics' work too
+    (see :func:`evaluate_features_distributed`); every rank returns the result."""
     _require_initialised()
     rank, world = dist.get_rank(), dist.get_world_size()
     options = MetricOptions(**metric_kwargs)
     extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
-                                 batch_size=batch_size, workers=workers, progress=progress and rank == 0,
-                                 cache=cache)
+                                 precision=precision, batch_size=batch_size, workers=workers,
+                                 progress=progress and rank == 0, cache=cache)
     chosen = parse_metrics(metrics, has_logits=extractor.spec.has_logits)
     sources = [open_source(spec) for spec in (real, fake)]
     options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
@@ -133,7 +205,11 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
                                   keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side)
         sides.append(_gather_features(local, shard))
-    return evaluate_features(sides[0], sides[1], metrics=chosen, options=options)
+    result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),
+                               progress=progress and rank == 0)
+    result.details["device"] = str(extractor.device)
+    result.details["processes"] = world
+    return result
 
 
 def sync_evaluator(evaluator: Evaluator) -> None:

@@ -15,6 +15,7 @@ from . import metrics as M
 from .errors import ImgdistError, one_line
 from .compute import MetricRun
 from .features import FeatureExtractor, Features
+from .metrics._shard import ALONE, Shard
 from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, default_backbone, parse_metrics
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
@@ -166,12 +167,14 @@ def _check_class_folders(source, side: str) -> None:
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
                       metrics=DEFAULT_METRICS, force=False, options: MetricOptions | None = None,
                       progress: bool = False, real_test: Features | None = None, per_image: bool = False,
-                      **option_kwargs) -> Result:
+                      shard: Shard = ALONE, **option_kwargs) -> Result:
     """The metrics from already extracted features (or statistics).
 
     Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
     ``options``. ``progress``: progress bars for metrics that can take a while (FID-infinity).
     ``real_test``: held-out real features (C_T). ``per_image``: fill ``result.per_image``.
+    ``shard``: this process's share of the k-NN passes and of the KID and FID-infinity subsets
+    (:func:`imgdist.distributed.evaluate_features_distributed` passes it; results are the same).
     """
     options = options or MetricOptions(**option_kwargs)
     stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
@@ -203,7 +206,8 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
             f"{provenance.backbone} weights {tag} are not the published ones ({_spec_of(provenance.backbone).weights.sha256[:8]}): "
             f"numbers print as {metric_label('fid', provenance)} etc. and are not comparable with published values")
 
-    run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test)
+    run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test,
+                    chosen=chosen, shard=shard)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:

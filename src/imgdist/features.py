@@ -70,6 +70,27 @@ class Features:
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def from_array(cls, features, *, provenance: Provenance | None = None, names: list[str] | None = None,
+                   logits=None, rows=None) -> "Features":
+        """Features computed elsewhere (an N x d array) as a set imgdist evaluates: statistics
+        accumulated in chunks (no float64 copy of the whole set). ``rows``: the row indices whose
+        statistics to accumulate (a process's share; all by default)."""
+        x = np.asarray(features)
+        if x.ndim != 2:
+            raise ImgdistError(f"features must be an N x d array, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ImgdistError("features contain NaN or infinity")
+        provenance = provenance or Provenance()
+        stats = GaussianStats(x.shape[1], provenance)
+        chosen = np.arange(len(x)) if rows is None else np.asarray(rows)
+        for start in range(0, len(chosen), CACHE_READ_CHUNK):
+            stats.update(x[chosen[start:start + CACHE_READ_CHUNK]])
+        return cls(names=list(names) if names is not None else [f"[{i}]" for i in range(len(x))], stats=stats,
+                   provenance=provenance, features=x.astype(np.float32, copy=False),
+                   logits=None if logits is None else np.asarray(logits, dtype=np.float32),
+                   indices=list(range(len(x))))
+
 
 class _Decoded(Dataset):
     """Decodes source items and runs the decoding side of the recipe (:meth:`Preprocessing.prepare`:

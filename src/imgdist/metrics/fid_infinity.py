@@ -37,6 +37,7 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from ._arrays import check_int, check_seed
+from ._shard import ALONE, Shard
 from .frechet import _as_cov, _as_mean, _check_samples, centred_factor, mean_cov, nuclear_trace
 
 __all__ = ["FIDInfinity", "default_sizes", "fid_infinity", "fit_inverse_n"]
@@ -148,6 +149,8 @@ def fid_infinity(
     trials: int = 1,
     seed: int | None = 0,
     progress: bool = True,
+    *,
+    shard: Shard = ALONE,
 ) -> FIDInfinity:
     """FID_inf of ``feats_fake`` against ``feats_real`` (features, or a ``(mu, sigma)`` pair).
 
@@ -158,7 +161,9 @@ def fid_infinity(
 
     Pass the real features where you have them: with fewer real samples than dimensions a
     ``(mu, sigma)`` pair costs a d x d eigendecomposition that the features avoid.
-    ``progress``: a progress bar on stderr for runs longer than two seconds.
+    ``progress``: a progress bar on stderr for runs longer than two seconds (rank 0's only).
+    ``shard``: this process computes its share of the subsets (all are drawn everywhere, so each
+    is the same whatever the split; :mod:`._shard`).
     """
     fake, _, n = _check_samples(feats_fake, "feats_fake")
     if sizes is None:
@@ -174,22 +179,23 @@ def fid_infinity(
         raise ValueError(f"sizes must lie between 2 and the number of generated samples ({n})")
     trials = check_int(trials, "trials", 1)
     rng = np.random.default_rng(check_seed(seed))
-    fids = np.empty(size_arr.size, dtype=np.float64)
+    values = np.zeros((size_arr.size, trials), dtype=np.float64)
+    mine = [shard.owns(j) for j in range(values.size)]
     # one step for the real side's factorisation (seconds at d = 2048), then one per subset
-    with tqdm(total=1 + size_arr.size * trials, desc="FID-infinity", unit="FID", delay=2.0,
-              disable=not progress, leave=False) as bar:
+    with tqdm(total=1 + sum(mine), desc="FID-infinity", unit="FID", delay=2.0,
+              disable=not progress or shard.rank != 0, leave=False) as bar:
         real = _RealGaussian(feats_real)
         if fake.shape[1] != len(real.mu):
             raise ValueError(f"feats_fake must be N x {len(real.mu)} to match the real statistics, "
                              f"got {fake.shape}")
         bar.update()
         for i, size in enumerate(size_arr):
-            vals = []
-            for _ in range(trials):
+            for t in range(trials):
                 rows = rng.choice(n, int(size), replace=False) if size < n else None
-                vals.append(real.frechet_to(fake, rows))
-                bar.update()
-            fids[i] = np.mean(vals)
+                if mine[i * trials + t]:
+                    values[i, t] = real.frechet_to(fake, rows)
+                    bar.update()
+    fids = shard.total(values).mean(axis=1)
     value, slope, r2, rms = fit_inverse_n(size_arr, fids)
     return FIDInfinity(
         value=value, slope=slope, sizes=size_arr, fids=fids, r2=r2, residual_rms=rms

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import ImgdistWarning
 from ._arrays import as_features, check_int, check_seed
+from ._shard import ALONE, Shard
 
 __all__ = ["kid", "kid_full", "mmd2_unbiased", "polynomial_kernel"]
 
@@ -198,6 +199,8 @@ def kid(
     gamma: float | None = None,
     coef0: float = 1.0,
     seed: int | None = 0,
+    *,
+    shard: Shard = ALONE,
 ) -> tuple[float, float | None]:
     """KID as ``(mean, std)`` of the unbiased MMD^2 over ``subsets`` random subsets.
 
@@ -209,6 +212,9 @@ def kid(
     sets (as :func:`kid_full`) and ``std`` is None -- there is no spread to report. If only one set
     is smaller than ``subset_size``, the size is reduced to the smaller set's size and an
     :class:`~imgdist.errors.ImgdistWarning` says so.
+
+    ``shard``: this process computes its share of the subsets (every process draws all of them,
+    so each subset is the same whatever the split; :mod:`._shard`).
     """
     x = as_features(feats_real, "feats_real")
     y = as_features(feats_fake, "feats_fake")
@@ -231,9 +237,11 @@ def kid(
         )
         subset_size = new_size
     rng = np.random.default_rng(seed)
-    mmds = np.empty(subsets, dtype=np.float64)
+    mmds = np.zeros(subsets, dtype=np.float64)
     for i in range(subsets):
         ix = rng.choice(n_real, subset_size, replace=False)
         iy = rng.choice(n_fake, subset_size, replace=False)
-        mmds[i] = sets.mmd2(ix, iy)
+        if shard.owns(i):
+            mmds[i] = sets.mmd2(ix, iy)
+    mmds = shard.total(mmds)
     return float(mmds.mean()), float(mmds.std())

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import as_features
+from ._shard import ALONE, Shard
 
 __all__ = [
     "PRDC",
@@ -62,7 +63,8 @@ class PRDC:
     recall: float
     density: float
     coverage: float
-    k: int
+    k: int                      # density/coverage
+    pr_k: int | None = None     # precision/recall, where it differs from k
 
 
 def _chunk(chunk_size: int | None, n_cols: int) -> int:
@@ -71,15 +73,19 @@ def _chunk(chunk_size: int | None, n_cols: int) -> int:
     return max(1, int(chunk_size))
 
 
-def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False):
+def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False,
+                    shard: Shard = ALONE):
     """Yield ``(start, D)``: float64 distances from rows ``a[start:start+len(D)]`` to every row of ``b``.
 
-    ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0.
+    ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0. ``shard``: only the
+    blocks this process owns (see :mod:`._shard`); the blocks are the same whatever the shard.
     """
     sq_a = np.einsum("ij,ij->i", a, a)
     sq_b = sq_a if same else np.einsum("ij,ij->i", b, b)
     c = _chunk(chunk_size, len(b))
-    for start in range(0, len(a), c):
+    for block, start in enumerate(range(0, len(a), c)):
+        if not shard.owns(block):
+            continue
         stop = min(start + c, len(a))
         d2 = a[start:stop] @ b.T
         d2 *= -2.0
@@ -108,12 +114,21 @@ def _check_k(k: int, n: int, name: str) -> None:
 def knn_radii(x: np.ndarray, k: int, chunk_size: int | None = None) -> np.ndarray:
     """Distance from each row of ``x`` to its k-th nearest other row (``prdc``'s radii)."""
     x = as_features(x, "x")
-    _check_k(k, len(x), "")
-    radii = np.empty(len(x), dtype=np.float64)
-    for start, d in distance_blocks(x, x, chunk_size, same=True):
+    return _radii(x, (k,), chunk_size, ALONE)[k]
+
+
+def _radii(x: np.ndarray, ks: tuple[int, ...], chunk_size: int | None, shard: Shard) -> dict[int, np.ndarray]:
+    """``knn_radii`` for several k in one pass over the distances."""
+    ks = tuple(sorted(set(ks)))
+    for k in ks:
+        _check_k(k, len(x), "")
+    radii = {k: np.zeros(len(x), dtype=np.float64) for k in ks}
+    for start, d in distance_blocks(x, x, chunk_size, same=True, shard=shard):
         # the (k+1)-th smallest value of the row, self-distance 0 included
-        radii[start : start + len(d)] = np.partition(d, k, axis=1)[:, k]
-    return radii
+        part = np.partition(d, ks, axis=1)
+        for k in ks:
+            radii[k][start : start + len(d)] = part[:, k]
+    return {k: shard.total(r) for k, r in radii.items()}
 
 
 def _prepare(real, fake):
@@ -124,19 +139,25 @@ def _prepare(real, fake):
     return x, y
 
 
-def _scan(x, y, r_real, r_fake, chunk_size):
-    """One chunked pass over real-to-fake distances collecting all four statistics' counts."""
-    fake_hits = np.zeros(len(y), dtype=np.int64)  # reals whose ball holds each fake
+def _scan(x, y, r_real_pr, r_fake_pr, r_real_dc, chunk_size, shard: Shard = ALONE):
+    """One chunked pass over real-to-fake distances collecting every count the four metrics need:
+    ``precise`` (a fake inside some real's precision ball), ``recalled`` (a real inside some fake's
+    ball; only with ``r_fake_pr``), and with ``r_real_dc`` the density counts and ``covered``."""
+    precise = np.zeros(len(y), dtype=bool)
     recalled = np.zeros(len(x), dtype=bool)
+    fake_hits = np.zeros(len(y), dtype=np.int64)  # reals whose density ball holds each fake
     covered = np.zeros(len(x), dtype=bool)
-    for start, d in distance_blocks(x, y, chunk_size):
+    for start, d in distance_blocks(x, y, chunk_size, shard=shard):
         stop = start + len(d)
-        inside = d < r_real[start:stop, None]
-        fake_hits += inside.sum(axis=0)
-        covered[start:stop] = inside.any(axis=1)  # nearest fake closer than r(x)
-        if r_fake is not None:
-            recalled[start:stop] = (d < r_fake[None, :]).any(axis=1)
-    return fake_hits, recalled, covered
+        if r_real_pr is not None:
+            precise |= (d < r_real_pr[start:stop, None]).any(axis=0)
+        if r_fake_pr is not None:
+            recalled[start:stop] = (d < r_fake_pr[None, :]).any(axis=1)
+        if r_real_dc is not None:
+            inside = d < r_real_dc[start:stop, None]
+            fake_hits += inside.sum(axis=0)
+            covered[start:stop] = inside.any(axis=1)  # nearest fake closer than r(x)
+    return shard.total(precise), shard.total(recalled), shard.total(fake_hits), shard.total(covered)
 
 
 def precision_recall(
@@ -144,10 +165,9 @@ def precision_recall(
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) as ``(precision, recall)``."""
     x, y = _prepare(real, fake)
-    r_real = knn_radii(x, k, chunk_size)
-    r_fake = knn_radii(y, k, chunk_size)
-    fake_hits, recalled, _ = _scan(x, y, r_real, r_fake, chunk_size)
-    return float((fake_hits > 0).mean()), float(recalled.mean())
+    r_real, r_fake = knn_radii(x, k, chunk_size), knn_radii(y, k, chunk_size)
+    precise, recalled, _, _ = _scan(x, y, r_real, r_fake, None, chunk_size)
+    return float(precise.mean()), float(recalled.mean())
 
 
 def density_coverage(
@@ -155,24 +175,33 @@ def density_coverage(
 ) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) as ``(density, coverage)``; needs real radii only."""
     x, y = _prepare(real, fake)
-    r_real = knn_radii(x, k, chunk_size)
-    fake_hits, _, covered = _scan(x, y, r_real, None, chunk_size)
+    _, _, fake_hits, covered = _scan(x, y, None, None, knn_radii(x, k, chunk_size), chunk_size)
     return float((1.0 / k) * fake_hits.mean()), float(covered.mean())
 
 
-def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk_size: int | None = None) -> PRDC:
-    """All four metrics with one ``k`` (like ``prdc.compute_prdc(real, fake, nearest_k=k)``).
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, chunk_size: int | None = None, *,
+         pr_k: int | None = None, precision_recall: bool = True, shard: Shard = ALONE) -> PRDC:
+    """All four metrics (like ``prdc.compute_prdc(real, fake, nearest_k=k)``), in three passes over
+    the distances whatever the two k: real x real, fake x fake, real x fake.
 
-    ``chunk_size`` is the number of rows per distance block (default: blocks of ~64 MiB).
+    ``k``: density/coverage's k, and precision/recall's unless ``pr_k`` is given (Kynkäänniemi et
+    al. use 3, Naeem et al. 5). ``precision_recall=False`` skips the fake x fake pass that only
+    recall needs (precision and recall are then NaN). ``chunk_size`` is the number of rows per
+    distance block (default: blocks of ~64 MiB). ``shard``: this process's share of the blocks
+    (:mod:`._shard`); every process gets the whole result.
     """
+    pr_k = k if pr_k is None else pr_k
     x, y = _prepare(real, fake)
-    r_real = knn_radii(x, k, chunk_size)
-    r_fake = knn_radii(y, k, chunk_size)
-    fake_hits, recalled, covered = _scan(x, y, r_real, r_fake, chunk_size)
+    r_real = _radii(x, (pr_k, k) if precision_recall else (k,), chunk_size, shard)
+    r_fake = _radii(y, (pr_k,), chunk_size, shard)[pr_k] if precision_recall else None
+    precise, recalled, fake_hits, covered = _scan(x, y, r_real.get(pr_k) if precision_recall else None, r_fake,
+                                                  r_real[k], chunk_size, shard)
+    nan = float("nan")
     return PRDC(
-        precision=float((fake_hits > 0).mean()),
-        recall=float(recalled.mean()),
+        precision=float(precise.mean()) if precision_recall else nan,
+        recall=float(recalled.mean()) if precision_recall else nan,
         density=float((1.0 / k) * fake_hits.mean()),
         coverage=float(covered.mean()),
         k=k,
+        pr_k=pr_k,
     )

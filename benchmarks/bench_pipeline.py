@@ -1,0 +1,185 @@
+"""Where the time of a feature extraction goes: images per second per stage, and end to end.
+
+    python benchmarks/bench_pipeline.py [--n 500] [--size 256] [--backbone inception] [--weights W]
+                                        [--device cpu|cuda] [--batch-size 50] [--precision fp32]
+                                        [--mode MODE] [--workers-sweep 0,1,2] [--cache] [--json OUT]
+
+Images: ``--n`` PNGs of ``--size`` x ``--size`` pixels, random crops of the photos built into
+imgdist (``--size 28`` and below: Fashion-MNIST-like greyscale crops), written once to a
+temporary folder. Network: ``--backbone`` (for ``inception`` without ``--weights``, the
+deterministic stand-in weights of ``tests/stand_in_weights.py``: speed does not depend on the
+values).
+
+Stages, each timed alone over all images in batches of ``--batch-size`` (on CUDA with
+``torch.cuda.synchronize`` around each):
+
+* ``hash``       SHA-256 of each file's bytes (the feature cache's key; skipped when it is off)
+* ``decode``     reading and decoding the file to uint8 RGB (Pillow)
+* ``prepare``    the decoding-side part of the resize recipe (crops, Pillow kernels)
+* ``transfer``   uint8 batch to the device from pinned memory (accelerators only)
+* ``resize``     the device-side part: tensor resize kernels, scaling, normalisation
+* ``forward``    the network
+* ``statistics`` the float64 mean and scatter update
+
+then ``end to end``: :meth:`FeatureExtractor.extract` on the folder with the defaults
+(automatic workers; the chosen number is shown), and with each ``--workers-sweep`` setting, and
+with ``--cache`` also with a fresh feature cache (hashing and writing included).
+This is the script a GPU run uses: ``--device cuda``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from imgdist.features import FeatureExtractor  # noqa: E402
+from imgdist.formatting import format_table  # noqa: E402
+from imgdist.sources import open_source  # noqa: E402
+from imgdist.stats import GaussianStats  # noqa: E402
+
+PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
+
+
+def write_images(folder: Path, n: int, size: int, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    data = ROOT / "src" / "imgdist" / "data"
+    photos = [np.asarray(Image.open(data / name).convert("RGB")) for name in PHOTOS]
+    folder.mkdir(parents=True)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(min(photo.shape[:2]) // 3, min(photo.shape[:2])))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC)
+        if size <= 28:
+            crop = crop.convert("L")
+        crop.save(folder / f"{i:06d}.png")
+    return folder
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
+    """Seconds per stage over every image, each stage on its own."""
+    source = open_source(str(folder))
+    n, size, device = len(source), ex.batch_size, ex.device
+    out = {}
+    t = time.perf_counter()
+    ex._hashes(source)
+    out["hash"] = time.perf_counter() - t
+    t = time.perf_counter()
+    images = [source.load(i) for i in range(n)]
+    out["decode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prepared = [ex.prep.prepare(im) for im in images]
+    out["prepare"] = time.perf_counter() - t
+    batches = [torch.stack(prepared[i:i + size]) for i in range(0, n, size)]
+    if device.type == "cuda":
+        batches = [b.pin_memory() for b in batches]
+    sync(device)
+    t = time.perf_counter()
+    on_device = [b.to(device, non_blocking=True) for b in batches]
+    sync(device)
+    out["transfer"] = time.perf_counter() - t if device.type != "cpu" else float("nan")
+    with torch.inference_mode():
+        t = time.perf_counter()
+        inputs = [ex.prep.finish(b).to(ex.dtype).contiguous(memory_format=torch.channels_last) for b in on_device]
+        sync(device)
+        out["resize"] = time.perf_counter() - t
+        ex.model(inputs[0][:2], outputs=(ex.layer,))  # warm-up (kernel selection), not counted
+        sync(device)
+        t = time.perf_counter()
+        feats = [ex.model(x, outputs=(ex.layer,))[ex.layer].float() for x in inputs]
+        sync(device)
+        out["forward"] = time.perf_counter() - t
+    host = [f.cpu().numpy() for f in feats]
+    t = time.perf_counter()
+    stats = GaussianStats()
+    for f in host:
+        stats.update(f)
+    out["statistics"] = time.perf_counter() - t
+    return out
+
+
+def end_to_end(ex: FeatureExtractor, folder: Path, workers, cache_dir=None) -> tuple[float, int, object]:
+    ex.workers = workers
+    ex.cache_dir = cache_dir
+    ex._cache_given_up = False
+    sync(ex.device)
+    t = time.perf_counter()
+    feats = ex.extract(str(folder), keep_features=False)
+    sync(ex.device)
+    return time.perf_counter() - t, feats.timing.workers, feats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--backbone", default="inception")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--mode", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--workers-sweep", default="0", help="fixed worker counts to time end to end too")
+    ap.add_argument("--cache", action="store_true", help="also end to end with a fresh feature cache")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="imgdist-pipeline-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        folder = write_images(tmp / "images", args.n, args.size)
+        print(f"wrote {args.n} PNGs of {args.size} px in {time.perf_counter() - t:.1f} s", flush=True)
+        weights = args.weights
+        if weights is None and args.backbone == "inception":
+            from stand_in_weights import save_stand_in
+
+            weights = str(save_stand_in(tmp / "stand_in.pth"))
+        ex = FeatureExtractor(args.backbone, weights=weights, mode=args.mode, device=args.device,
+                              batch_size=args.batch_size, precision=args.precision, progress=False)
+        stages = stage_times(ex, folder)
+        rows = [[name, f"{sec:.2f}", "-" if np.isnan(sec) else f"{args.n / sec:,.0f}"] for name, sec in stages.items()]
+        results = {"stages": stages, "end_to_end": {}}
+        e2e = []
+        runs = [("auto", None)] + [(f"workers {w}", int(w)) for w in args.workers_sweep.split(",") if w.strip()]
+        for label, workers in runs:
+            seconds, chosen, feats = end_to_end(ex, folder, workers)
+            e2e.append((label, seconds, chosen))
+            results["end_to_end"][label] = {"seconds": seconds, "workers": chosen,
+                                            "timing": vars(feats.timing)}
+            print(f"end to end, {label}: {seconds:.1f} s ({args.n / seconds:,.1f} images/s, {chosen} workers)",
+                  flush=True)
+        if args.cache:
+            seconds, chosen, feats = end_to_end(ex, folder, None, str(tmp / "cache"))
+            e2e.append(("auto, fresh cache", seconds, chosen))
+            results["end_to_end"]["cache"] = {"seconds": seconds, "workers": chosen, "timing": vars(feats.timing)}
+            print(f"end to end with a fresh cache: {seconds:.1f} s, of which hashing {feats.timing.hash:.2f} s",
+                  flush=True)
+    for label, seconds, chosen in e2e:
+        rows.append([f"end to end ({label}; {chosen} workers)", f"{seconds:.2f}", f"{args.n / seconds:,.1f}"])
+    print(f"\n{args.n} PNGs of {args.size} x {args.size}, {args.backbone} ({ex.prep.name}), {ex.device}, "
+          f"{args.precision}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(format_table(["stage", "seconds", "images/s"], rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
