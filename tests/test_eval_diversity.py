@@ -134,3 +134,40 @@ def test_per_class_needs_class_folders(sets, tmp_path, capsys):
     code = main(["eval", str(sets["root"] / "real"), str(flat), "--metrics", "fid", "--per-class", *CLI_PIX])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "lies directly in the fake folder" in err[0]
+
+
+def test_json_with_cells_without_fakes(sets, capsys):
+    # a collapsed fake set (cats only) leaves the dogs' cells without fakes: their Z is undefined
+    root = sets["root"]
+    code = main(["eval", str(root / "real"), str(root / "fake" / "cat"), "--metrics", "ct", "--real-test",
+                 str(root / "test"), "--ct-cells", "2", "--json", *CLI_PIX])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    z = data["details"]["ct"]["z"]
+    fakes = data["details"]["ct"]["fake_count"]
+    assert len(z) == 2 and 0 in fakes
+    assert all((v is None) == (n == 0) for v, n in zip(z, fakes))
+    xr, xt, xf = _feats(_all(sets, "real")), _feats(_all(sets, "test")), _feats(sets["fake"]["cat"])
+    assert data["metrics"]["C_T[pixels]"]["value"] == pytest.approx(M.ct_score(xr, xt, xf, n_cells=2).value,
+                                                                    rel=1e-12)
+
+
+def test_streaming_evaluator_names_copies_by_position():
+    import torch
+
+    from imgdist.evaluation import Evaluator
+
+    real = _images(30, 21, 120)
+    fake = _images(25, 22, 120)
+    fake[[3, 7]] = real[[11, 2]]  # two exact copies
+    ev = Evaluator(backbone="pixels", mode="native", metrics="copies,authenticity")
+    ev.update(real=torch.from_numpy(real).permute(0, 3, 1, 2))
+    ev.update(fake=torch.from_numpy(fake).permute(0, 3, 1, 2))
+    result = ev.compute()
+    found = M.copies(_feats(real), _feats(fake))
+    assert result["copies"] == found.count >= 2
+    pairs = result.details["copies"]["pairs"]
+    assert {(p["fake"], p["real"]) for p in pairs if p["distance"] == 0} == {("fake #3", "real #11"),
+                                                                             ("fake #7", "real #2")}
+    assert result["authenticity"] == M.authenticity(_feats(real), _feats(fake)).value

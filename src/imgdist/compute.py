@@ -215,7 +215,7 @@ class MetricRun:
         self.result.details["copies"] = {
             "threshold": c.threshold, "percentile": c.percentile, "fraction": c.fraction,
             # the closest first; the full list is in --per-image
-            "pairs": [{"fake": self.fake.names[i], "real": self.real.names[j], "distance": float(d)}
+            "pairs": [{"fake": _name(self.fake, i, "fake"), "real": _name(self.real, j, "real"), "distance": float(d)}
                       for i, j, d in zip(c.fake_index[:100], c.real_index[:100], c.distance[:100])],
             "fake_index": c.fake_index.tolist(), "real_index": c.real_index.tolist(),
         }
@@ -237,6 +237,13 @@ class MetricRun:
                                      "fake_fraction_used": ct.fake_fraction_used, "z": ct.z,
                                      "weight": ct.weight, "fake_count": ct.fake_count,
                                      "test_count": ct.test_count, "min_fake_per_cell": ct.min_fake_per_cell}
+
+
+def _name(features: Features, i, side: str) -> str:
+    """The image's name, or its position where the features came without names (the streaming
+    :class:`~imgdist.evaluation.Evaluator`)."""
+    names = features.names
+    return names[i] if len(names) == len(features.features) else f"{side} #{int(i)}"
 
 
 def _order_name(q: float) -> str:

@@ -103,7 +103,7 @@ class Result:
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
+        return json.dumps(_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
     def table(self) -> str:
         from .formatting import format_table
@@ -193,8 +193,18 @@ def _finite(v):
 
 
 def _jsonable(obj):
+    """``obj`` with numpy arrays and scalars as plain Python values, and every NaN or infinity (e.g.
+    the Z of a C_T cell that holds no generated sample) as None: JSON has no such numbers."""
+    if isinstance(obj, dict):
+        return {key: _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(value) for value in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return _finite(obj)
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
     raise TypeError(f"cannot serialise {type(obj).__name__}")
