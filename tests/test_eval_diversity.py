@@ -136,6 +136,46 @@ def test_per_class_needs_class_folders(sets, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "lies directly in the fake folder" in err[0]
 
 
+def test_per_class_ct_with_class_folders_of_held_out_images(sets, capsys):
+    # cat: 30 fakes, one cell -> C_T of the cat images alone; dog: 20 fakes < 21 -> no C_T, named
+    root = sets["root"]
+    result = evaluate(root / "real", root / "fake", real_test=root / "test", metrics="fid,ct", ct_cells=1,
+                      per_class=True, **PIX)
+    cat = result.per_class["cat"]
+    expected = M.ct_score(_feats(sets["real"]["cat"]), _feats(sets["test"]["cat"]), _feats(sets["fake"]["cat"]),
+                          n_cells=1).value
+    assert cat["ct"] == pytest.approx(expected, rel=1e-12)
+    assert cat.labels["ct"] == "C_T[pixels]" and cat.counts["real_test"] == 30
+    assert "ct" not in result.per_class["dog"].values and "fid" in result.per_class["dog"].values
+    assert any("no C_T for 1 class(es)" in w and w.endswith(": dog") for w in result.warnings)
+    table = result.class_table().splitlines()
+    dog = next(line for line in table if line.startswith("dog"))
+    assert dog.split()[2] == "n/a"  # the C_T column
+
+
+def test_per_class_ct_without_class_folders_is_whole_set_only(sets, tmp_path):
+    root = sets["root"]
+    flat = tmp_path / "flat_test"
+    _write(flat, _all(sets, "test"))
+    result = evaluate(root / "real", root / "fake", real_test=flat, metrics="fid,ct", ct_cells=1, per_class=True,
+                      **PIX)
+    assert "ct" in result.values and all("ct" not in r.values for r in result.per_class.values())
+    assert any("C_T is computed for the whole sets only" in w for w in result.warnings)
+
+
+def test_held_out_set_is_not_read_without_ct(sets, tmp_path):
+    # an unreadable held-out image would stop the run if the set were read
+    broken = tmp_path / "broken_test"
+    _write(broken, _images(4, 7, 100))
+    (broken / "zz_broken.png").write_bytes(b"not a png")
+    root = sets["root"]
+    result = evaluate(root / "real", root / "fake", real_test=broken, metrics="fid,vendi", **PIX)
+    assert "real_test" not in result.counts
+    assert any(w.startswith(f"--real-test {broken} was not read") for w in result.warnings)
+    with pytest.raises(Exception, match="zz_broken.png"):
+        evaluate(root / "real", root / "fake", real_test=broken, metrics="ct", ct_cells=1, **PIX)
+
+
 def test_json_with_cells_without_fakes(sets, capsys):
     # a collapsed fake set (cats only) leaves the dogs' cells without fakes: their Z is undefined
     root = sets["root"]

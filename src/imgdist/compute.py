@@ -230,7 +230,7 @@ class MetricRun:
         if self.real_test is None or self.real_test.features is None:
             raise ImgdistError("ct: needs held-out real images: pass --real-test SRC (real_test=...)")
         ct = M.ct_score(self.xr, self.real_test.features, self.xf, n_cells=self.options.ct_cells,
-                        seed=self.options.seed)
+                        min_fake_per_cell=D.CT_MIN_FAKE_PER_CELL, seed=self.options.seed)
         self.result.values["ct"] = ct.value
         self.result.counts["real_test"] = len(self.real_test.features)
         self.result.details["ct"] = {"cells": ct.n_cells, "cells_used": int(ct.used.sum()),

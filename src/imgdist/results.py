@@ -168,13 +168,19 @@ class Result:
         """Per-class values, worst class first (by the first metric), and their average."""
         from .formatting import format_table
 
-        keys = [k for k in self.values if all(k in r.values for r in self.per_class.values())] or \
-            sorted({k for r in self.per_class.values() for k in r.values})
+        # every metric some class has, in the order of the whole-set table (n/a where a class has none,
+        # e.g. C_T for a class too small for its cells)
+        present = {k for r in self.per_class.values() for k in r.values}
+        keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
         sign = 1 if first in LOWER_IS_BETTER else -1
+
         def worst_first(name):
             value = self.per_class[name].values.get(first)
-            return (value is None or math.isnan(value), -sign * (value if value is not None else 0.0))
+            if value is None or math.isnan(value):
+                return (True, 0.0)
+            # C_T is bad both ways (copying < 0, underfitting > 0): the farthest from 0 first
+            return (False, -abs(value) if first == "ct" else -sign * value)
 
         order = sorted(self.per_class, key=worst_first)
         labels = {k: next(r.labels[k] for r in self.per_class.values() if k in r.labels) for k in keys}
@@ -183,6 +189,8 @@ class Result:
                 for name in order]
         table = format_table(["class"] + [labels[k] for k in keys] + ["real", "fake"], rows)
         head = f"per class ({len(order)} classes), worst first by {labels[first]}"
+        if first == "ct":
+            head += " (largest |C_T|)"
         if "intra_fid" in self.details:
             head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
         return head + "\n" + table
