@@ -30,12 +30,16 @@ Claims checked (PASS/FAIL; the exit status is 0 only when all required ones pass
 - collapse: Vendi <= 0.75x and recall <= 0.5x the baseline's;
 - copies: authenticity <= 0.5x the baseline's, C_T <= -5 (strongly negative), and copies > 0
   with at least half of the set flagged while the baseline has at most 5% flagged;
-- noise: precision <= 0.5x the baseline's.
-Shown beside, not required: |C_T| of the baseline (an independent sample) below 2, C_T of the
-blurred set above 0 (underfitting), and the share of noisy fakes with realism >= 1 at most 0.5x the
-baseline's. (Measured: precision of noisy sets stops falling at about half the baseline's --
-0.80 -> 0.40 at sigma 32, 0.41 at sigma 48 -- because a few outlying reals have k-NN balls wide
-enough to hold noisy images; the realism test prunes those balls and falls to 0.)
+- noise: precision <= 0.5x the baseline's;
+- C_T as in Meehan et al.: |C_T| of the baseline (an independent sample) below 2, and C_T of the
+  blurred set (underfitting) above 0. (In feature space: blur moves images *away* from the
+  training set. In pixel space it does the opposite -- a blurred set's C_T against Fashion-MNIST
+  pixels is -3 to -5, closer than fresh samples -- so this claim is one about the features.)
+Shown beside, not required: the share of noisy fakes with realism >= 1 at most 0.5x the
+baseline's. (Measured: precision of noisy sets can stop falling at about half the baseline's --
+0.80 -> 0.40 at sigma 32 with seed 0, 0.41 at sigma 48; 0.80 -> 0.21 with seed 1 -- because a few
+outlying reals have k-NN balls wide enough to hold noisy images; the realism test prunes those
+balls and falls to 0.)
 
 Part 2 (``--memory``). Random float32 features, ``--mem-n`` fakes and reals and ``--mem-test``
 held-out reals at ``--mem-d`` dimensions, through every metric of this family in one process the
@@ -215,14 +219,14 @@ def run_fashion(args, log) -> int:
         "noise: precision falls": (
             ratio(v["noisy"]["precision"], b["precision"]) <= PRECISION_DROP,
             f"x{ratio(v['noisy']['precision'], b['precision']):.3g} (need <= {PRECISION_DROP})"),
+        "baseline: C_T about 0 (independent sample)": (
+            abs(b["C_T"]) < CT_INDEPENDENT, f"{b['C_T']:.3g} (need |C_T| < {CT_INDEPENDENT})"),
+        "blurred: C_T > 0 (underfit)": (v["blurred"]["C_T"] > 0, f"{v['blurred']['C_T']:.3g} (need > 0)"),
     }
     beside = {
         "noise: share of fakes with realism >= 1 falls (pruned manifold)": (
             ratio(v["noisy"]["realism>=1"], b["realism>=1"]) <= PRECISION_DROP,
             f"{v['noisy']['realism>=1']:.3g} vs baseline {b['realism>=1']:.3g} (<= {PRECISION_DROP}x)"),
-        "baseline: C_T about 0 (independent sample)": (
-            abs(b["C_T"]) < CT_INDEPENDENT, f"{b['C_T']:.3g} (|C_T| < {CT_INDEPENDENT})"),
-        "blurred: C_T > 0 (underfit)": (v["blurred"]["C_T"] > 0, f"{v['blurred']['C_T']:.3g}"),
     }
     out.append("")
     out.append("claims")

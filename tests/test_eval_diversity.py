@@ -134,3 +134,80 @@ def test_per_class_needs_class_folders(sets, tmp_path, capsys):
     code = main(["eval", str(sets["root"] / "real"), str(flat), "--metrics", "fid", "--per-class", *CLI_PIX])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "lies directly in the fake folder" in err[0]
+
+
+def test_per_class_ct_with_class_folders_of_held_out_images(sets, capsys):
+    # cat: 30 fakes, one cell -> C_T of the cat images alone; dog: 20 fakes < 21 -> no C_T, named
+    root = sets["root"]
+    result = evaluate(root / "real", root / "fake", real_test=root / "test", metrics="fid,ct", ct_cells=1,
+                      per_class=True, **PIX)
+    cat = result.per_class["cat"]
+    expected = M.ct_score(_feats(sets["real"]["cat"]), _feats(sets["test"]["cat"]), _feats(sets["fake"]["cat"]),
+                          n_cells=1).value
+    assert cat["ct"] == pytest.approx(expected, rel=1e-12)
+    assert cat.labels["ct"] == "C_T[pixels]" and cat.counts["real_test"] == 30
+    assert "ct" not in result.per_class["dog"].values and "fid" in result.per_class["dog"].values
+    assert any("no C_T for 1 class(es)" in w and w.endswith(": dog") for w in result.warnings)
+    table = result.class_table().splitlines()
+    dog = next(line for line in table if line.startswith("dog"))
+    assert dog.split()[2] == "n/a"  # the C_T column
+
+
+def test_per_class_ct_without_class_folders_is_whole_set_only(sets, tmp_path):
+    root = sets["root"]
+    flat = tmp_path / "flat_test"
+    _write(flat, _all(sets, "test"))
+    result = evaluate(root / "real", root / "fake", real_test=flat, metrics="fid,ct", ct_cells=1, per_class=True,
+                      **PIX)
+    assert "ct" in result.values and all("ct" not in r.values for r in result.per_class.values())
+    assert any("C_T is computed for the whole sets only" in w for w in result.warnings)
+
+
+def test_held_out_set_is_not_read_without_ct(sets, tmp_path):
+    # an unreadable held-out image would stop the run if the set were read
+    broken = tmp_path / "broken_test"
+    _write(broken, _images(4, 7, 100))
+    (broken / "zz_broken.png").write_bytes(b"not a png")
+    root = sets["root"]
+    result = evaluate(root / "real", root / "fake", real_test=broken, metrics="fid,vendi", **PIX)
+    assert "real_test" not in result.counts
+    assert any(w.startswith(f"--real-test {broken} was not read") for w in result.warnings)
+    with pytest.raises(Exception, match="zz_broken.png"):
+        evaluate(root / "real", root / "fake", real_test=broken, metrics="ct", ct_cells=1, **PIX)
+
+
+def test_json_with_cells_without_fakes(sets, capsys):
+    # a collapsed fake set (cats only) leaves the dogs' cells without fakes: their Z is undefined
+    root = sets["root"]
+    code = main(["eval", str(root / "real"), str(root / "fake" / "cat"), "--metrics", "ct", "--real-test",
+                 str(root / "test"), "--ct-cells", "2", "--json", *CLI_PIX])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    z = data["details"]["ct"]["z"]
+    fakes = data["details"]["ct"]["fake_count"]
+    assert len(z) == 2 and 0 in fakes
+    assert all((v is None) == (n == 0) for v, n in zip(z, fakes))
+    xr, xt, xf = _feats(_all(sets, "real")), _feats(_all(sets, "test")), _feats(sets["fake"]["cat"])
+    assert data["metrics"]["C_T[pixels]"]["value"] == pytest.approx(M.ct_score(xr, xt, xf, n_cells=2).value,
+                                                                    rel=1e-12)
+
+
+def test_streaming_evaluator_names_copies_by_position():
+    import torch
+
+    from imgdist.evaluation import Evaluator
+
+    real = _images(30, 21, 120)
+    fake = _images(25, 22, 120)
+    fake[[3, 7]] = real[[11, 2]]  # two exact copies
+    ev = Evaluator(backbone="pixels", mode="native", metrics="copies,authenticity")
+    ev.update(real=torch.from_numpy(real).permute(0, 3, 1, 2))
+    ev.update(fake=torch.from_numpy(fake).permute(0, 3, 1, 2))
+    result = ev.compute()
+    found = M.copies(_feats(real), _feats(fake))
+    assert result["copies"] == found.count >= 2
+    pairs = result.details["copies"]["pairs"]
+    assert {(p["fake"], p["real"]) for p in pairs if p["distance"] == 0} == {("fake #3", "real #11"),
+                                                                             ("fake #7", "real #2")}
+    assert result["authenticity"] == M.authenticity(_feats(real), _feats(fake)).value

@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=D.SEED,
                    help=f"seed for KID subsets, the bootstrap and C_T's cells (default: {D.SEED})")
     p.add_argument("--real-test", metavar="SRC", default=None,
-                   help="held-out real images the generator never saw (needed by ct, the data-copying test)")
+                   help="held-out real images the generator never saw (needed by ct, the data-copying test; "
+                        "read only for ct; with --per-class, class subfolders give C_T per class)")
     p.add_argument("--ct-cells", type=int, default=D.CT_CELLS,
                    help=f"C_T: k-means cells on the real set (default: {D.CT_CELLS})")
     p.add_argument("--copies-percentile", type=float, default=D.COPIES_PERCENTILE,

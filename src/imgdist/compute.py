@@ -220,7 +220,7 @@ class MetricRun:
         self.result.details["copies"] = {
             "threshold": c.threshold, "percentile": c.percentile, "fraction": c.fraction,
             # the closest first; the full list is in --per-image
-            "pairs": [{"fake": self.fake.names[i], "real": self.real.names[j], "distance": float(d)}
+            "pairs": [{"fake": _name(self.fake, i, "fake"), "real": _name(self.real, j, "real"), "distance": float(d)}
                       for i, j, d in zip(c.fake_index[:100], c.real_index[:100], c.distance[:100])],
             "fake_index": c.fake_index.tolist(), "real_index": c.real_index.tolist(),
         }
@@ -235,13 +235,20 @@ class MetricRun:
         if self.real_test is None or self.real_test.features is None:
             raise ImgdistError("ct: needs held-out real images: pass --real-test SRC (real_test=...)")
         ct = M.ct_score(self.xr, self.real_test.features, self.xf, n_cells=self.options.ct_cells,
-                        seed=self.options.seed)
+                        min_fake_per_cell=D.CT_MIN_FAKE_PER_CELL, seed=self.options.seed)
         self.result.values["ct"] = ct.value
         self.result.counts["real_test"] = len(self.real_test.features)
         self.result.details["ct"] = {"cells": ct.n_cells, "cells_used": int(ct.used.sum()),
                                      "fake_fraction_used": ct.fake_fraction_used, "z": ct.z,
                                      "weight": ct.weight, "fake_count": ct.fake_count,
                                      "test_count": ct.test_count, "min_fake_per_cell": ct.min_fake_per_cell}
+
+
+def _name(features: Features, i, side: str) -> str:
+    """The image's name, or its position where the features came without names (the streaming
+    :class:`~imgdist.evaluation.Evaluator`)."""
+    names = features.names
+    return names[i] if len(names) == len(features.features) else f"{side} #{int(i)}"
 
 
 def _order_name(q: float) -> str:

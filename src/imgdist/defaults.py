@@ -17,6 +17,7 @@ BOOTSTRAP = 0
 CI = 0.95
 SEED = 0
 CT_CELLS = 20                            # k-means cells of C_T (Meehan et al. 2020)
+CT_MIN_FAKE_PER_CELL = 21                # C_T: cells with more than 20 fakes (tau = 20 / m)
 COPIES_PERCENTILE = 1.0                  # copies: below the reals' 1st-percentile nearest-neighbour distance
 VENDI_ORDERS = (0.5, 1.0, 2.0, float("inf"))  # Friedman & Dieng 2023; Pasarkar & Dieng 2024
 REALISM_PRUNE_PERCENTILE = 50.0          # Kynkäänniemi et al. 2019: reals with radii above the median left out

@@ -116,6 +116,9 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     has_logits = bool(spec and spec.has_logits)
     chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
                            clip=bool(spec and spec.name.startswith("clip-")))
+    unused_test = "real_test" in inputs and "ct" not in chosen
+    if unused_test:  # only C_T reads the held-out set: not minutes of extraction for nothing
+        del inputs["real_test"]
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
@@ -148,10 +151,15 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         from .per_class import evaluate_per_class
 
         result.per_class, intra, notes = evaluate_per_class(sides["real"], sides["fake"], inputs["real"],
-                                                            inputs["fake"], chosen, options, force)
+                                                            inputs["fake"], chosen, options, force,
+                                                            real_test=sides.get("real_test"),
+                                                            real_test_source=inputs.get("real_test"))
         if intra is not None:
             result.details["intra_fid"] = intra
         result.warnings += notes
+    if unused_test:
+        result.warnings.append(f"--real-test {real_test} was not read: only ct (the data-copying test C_T) uses "
+                               "held-out real images, and it is not among the metrics")
     if ext is not None:
         result.details["device"] = str(ext.device)
     return (result, sides["real"], sides["fake"]) if return_features else result

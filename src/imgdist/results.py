@@ -108,7 +108,7 @@ class Result:
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
+        return json.dumps(_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
     def table(self) -> str:
         from .formatting import format_table
@@ -174,13 +174,19 @@ class Result:
         """Per-class values, worst class first (by the first metric), and their average."""
         from .formatting import format_table
 
-        keys = [k for k in self.values if all(k in r.values for r in self.per_class.values())] or \
-            sorted({k for r in self.per_class.values() for k in r.values})
+        # every metric some class has, in the order of the whole-set table (n/a where a class has none,
+        # e.g. C_T for a class too small for its cells)
+        present = {k for r in self.per_class.values() for k in r.values}
+        keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
         sign = 1 if first in LOWER_IS_BETTER else -1
+
         def worst_first(name):
             value = self.per_class[name].values.get(first)
-            return (value is None or math.isnan(value), -sign * (value if value is not None else 0.0))
+            if value is None or math.isnan(value):
+                return (True, 0.0)
+            # C_T is bad both ways (copying < 0, underfitting > 0): the farthest from 0 first
+            return (False, -abs(value) if first == "ct" else -sign * value)
 
         order = sorted(self.per_class, key=worst_first)
         labels = {k: next(r.labels[k] for r in self.per_class.values() if k in r.labels) for k in keys}
@@ -189,6 +195,8 @@ class Result:
                 for name in order]
         table = format_table(["class"] + [labels[k] for k in keys] + ["real", "fake"], rows)
         head = f"per class ({len(order)} classes), worst first by {labels[first]}"
+        if first == "ct":
+            head += " (largest |C_T|)"
         if "intra_fid" in self.details:
             head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
         return head + "\n" + table
@@ -199,8 +207,18 @@ def _finite(v):
 
 
 def _jsonable(obj):
+    """``obj`` with numpy arrays and scalars as plain Python values, and every NaN or infinity (e.g.
+    the Z of a C_T cell that holds no generated sample) as None: JSON has no such numbers."""
+    if isinstance(obj, dict):
+        return {key: _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(value) for value in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return _finite(obj)
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
     raise TypeError(f"cannot serialise {type(obj).__name__}")

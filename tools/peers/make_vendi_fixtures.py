@@ -2,7 +2,10 @@
 
 Run with the peers environment (vendi-score 0.0.3; see ../shared/tools/peers-venv.sh), not imgdist's:
 
-    /work/peers-venv/bin/python tools/peers/make_vendi_fixtures.py
+    /work/peers-venv/bin/python tools/peers/make_vendi_fixtures.py [--out PATH]
+
+(``--out``: write elsewhere than tests/fixtures/vendi_peers.npz, e.g. to compare a fresh run with the
+committed file.)
 
 Inputs are made here from a fixed numpy seed (float64, so both tools see identical values); every
 stored score comes from ``vendi_score.vendi``'s own functions, never from imgdist.
@@ -46,7 +49,12 @@ def qname(q) -> str:
     return "inf" if q == "inf" else str(q).replace(".", "p")
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=OUT, help="output .npz (default: the committed fixture)")
+    args = parser.parse_args(argv)
     from sklearn.preprocessing import normalize
     from vendi_score import vendi
 
@@ -61,11 +69,11 @@ def main() -> None:
                 out[f"{name}_score_K_q{qname(q)}"] = np.float64(vendi.score_K(xn @ xn.T, q=q))
             if name == "tall":
                 out[f"{name}_score_dual_q{qname(q)}"] = np.float64(vendi.score_dual(x, q=q))
-    np.savez_compressed(OUT, **out)
+    np.savez_compressed(args.out, **out)
     for key, value in out.items():
         if value.ndim == 0:
             print(f"{key:28s} {float(value)!r}")
-    print(f"wrote {os.path.normpath(OUT)}")
+    print(f"wrote {os.path.normpath(args.out)}")
 
 
 if __name__ == "__main__":
