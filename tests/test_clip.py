@@ -147,7 +147,9 @@ def test_truncated_archive_and_foreign_checkpoints(tmp_path, archive):
     cut.write_bytes(archive.read_bytes()[:5_000_000])
     with pytest.raises(WeightsError) as info:
         clip.build(cut, "clip-vit-b32")
-    assert str(cut) in str(info.value) and "truncated or corrupt" in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{cut}: ") and "truncated or corrupt" in message
+    assert message.endswith("; expected CLIP ViT-B/32 image encoder (clip-vit-b32) weights")
 
     dino = tmp_path / "dinov2_vits14_pretrain.pth"
     torch.save({"cls_token": torch.zeros(1, 1, 384), "pos_embed": torch.zeros(1, 1370, 384)}, dino)
@@ -214,6 +216,13 @@ def test_input_resolution_is_enforced(model):
 # any backbone: a file that is not weights
 
 
+EXPECTED_ARCH = {"inception": "FID Inception", **{f"efficientnet-lite{i}": f"efficientnet-lite{i}" for i in range(3)},
+                 **{f"dinov2-vit-{a}14": f"DINOv2 ViT-{a.upper()}/14 (dinov2-vit-{a}14)" for a in "sblg"},
+                 "clip-vit-b32": "CLIP ViT-B/32 image encoder (clip-vit-b32)",
+                 "clip-vit-l14": "CLIP ViT-L/14 image encoder (clip-vit-l14)",
+                 "clip-vit-l14-336": "CLIP ViT-L/14@336px image encoder (clip-vit-l14-336)"}
+
+
 @pytest.mark.parametrize("name", [s.name for s in backbones.list_specs() if s.weights is not None])
 def test_an_image_passed_as_weights_is_named_not_a_weights_file(tmp_path, name):
     from PIL import Image
@@ -225,7 +234,7 @@ def test_an_image_passed_as_weights_is_named_not_a_weights_file(tmp_path, name):
     with pytest.raises(WeightsError) as info:
         backbones.load_backbone(name, path, progress=False)
     message = str(info.value)
-    assert message == f"{path}: not a weights file (it is a PNG image)"
+    assert message == f"{path}: not a weights file (it is a PNG image); expected {EXPECTED_ARCH[name]} weights"
 
 
 def test_a_zip_of_images_is_not_a_weights_file(tmp_path):

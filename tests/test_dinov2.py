@@ -130,6 +130,18 @@ def test_weights_of_another_size_name_the_file_and_the_architecture(tmp_path):
     assert "wrong shape" in message and "pos_embed" in message
 
 
+def test_a_clip_archive_is_not_a_dinov2_checkpoint(tmp_path):
+    from vit_stand_in import save_torchscript
+
+    path = tmp_path / "ViT-B-32.pt"
+    save_torchscript(stand_in_state_dict("clip_b32"), path)
+    with pytest.raises(WeightsError) as info:
+        dinov2.build(path, "dinov2-vit-s14")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: not DINOv2 ViT-S/14 (dinov2-vit-s14) weights: ")
+    assert "holds none of the 175 tensors the model needs (its keys look like " in message
+
+
 def test_a_checkpoint_of_the_small_model_is_not_the_base_model(weights_s):
     with pytest.raises(WeightsError, match=r"not DINOv2 ViT-B/14 \(dinov2-vit-b14\) weights.*wrong shape"):
         dinov2.build(weights_s, "dinov2-vit-b14")
@@ -141,8 +153,10 @@ def test_truncated_and_foreign_files(tmp_path, weights_s):
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(WeightsError) as info:
         dinov2.build(cut, "dinov2-vit-s14")
-    assert str(cut) in str(info.value) and "truncated or corrupt" in str(info.value)
-    assert "weights_only" not in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{cut}: ") and "truncated or corrupt" in message
+    assert message.endswith("; expected DINOv2 ViT-S/14 (dinov2-vit-s14) weights")
+    assert "weights_only" not in message
 
     missing = stand_in_state_dict("dinov2_s")
     del missing["blocks.5.mlp.fc2.weight"]
