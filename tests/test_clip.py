@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
 import zipfile
 
@@ -23,7 +24,7 @@ from imgdist import backbones
 from imgdist.backbones import clip
 from imgdist.backbones.checkpoint import is_torchscript_archive, read_tensors
 from imgdist.errors import WeightsError
-from vit_stand_in import (FIXTURES, Holder, images_digest, parity_images, raw_inputs, save_torchscript,
+from vit_stand_in import (FIXTURES, KEYS_FILE, Holder, images_digest, parity_images, raw_inputs, save_torchscript,
                           stand_in_state_dict, vit_keys, weights_digest)
 
 TOL = 1e-5
@@ -82,6 +83,18 @@ def test_image_tower_matches_openai_keys_and_shapes(name):
         model = clip.CLIPVisual(v.config, v.embed_dim)
     expected = {k: shape for k, shape, _ in vit_keys(ARCHS[name]) if k.startswith("visual.")}
     assert {k: tuple(t.shape) for k, t in model.state_dict().items()} == expected
+
+
+def test_layer_norm_epsilon_is_openais():
+    """As for DINOv2, compared with the epsilons of clip-anytorch's image tower (the features
+    move by ~4e-6 of their size between 1e-5 and 1e-6)."""
+    reference = json.loads(KEYS_FILE.read_text())["layer_norm_eps"]
+    for name, arch in ARCHS.items():
+        v = clip._VARIANTS[name]
+        with torch.device("meta"):
+            model = clip.CLIPVisual(v.config, v.embed_dim)
+        ours = {model.cfg.eps} | {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
+        assert sorted(ours) == reference[arch] == [1e-5], name
 
 
 def test_sizes_and_weights_specs():
@@ -147,7 +160,9 @@ def test_truncated_archive_and_foreign_checkpoints(tmp_path, archive):
     cut.write_bytes(archive.read_bytes()[:5_000_000])
     with pytest.raises(WeightsError) as info:
         clip.build(cut, "clip-vit-b32")
-    assert str(cut) in str(info.value) and "truncated or corrupt" in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{cut}: ") and "truncated or corrupt" in message
+    assert message.endswith("; expected CLIP ViT-B/32 image encoder (clip-vit-b32) weights")
 
     dino = tmp_path / "dinov2_vits14_pretrain.pth"
     torch.save({"cls_token": torch.zeros(1, 1, 384), "pos_embed": torch.zeros(1, 1370, 384)}, dino)
@@ -198,6 +213,30 @@ def test_modes_match_their_references(model, images, peers, mode):
     assert rel_err(features(model, images, mode), peers[f"clip_b32_{mode}"]) < TOL
 
 
+def test_openai_mode_is_clean_fids_clip_fid(model, images, peers):
+    """clean-fid's ``clip_vit_b_32`` (its loader, ``img_preprocess_clip`` and ``CLIP_fx``, on a
+    CPU) computes what mode ``openai`` computes."""
+    assert rel_err(features(model, images, "openai"), peers["clip_b32_cleanfid"]) < TOL
+
+
+@pytest.mark.skipif(os.environ.get("IMGDIST_TEST_LARGE") != "1",
+                    reason="CLIP ViT-L/14@336px parity: set IMGDIST_TEST_LARGE=1")
+def test_cmmd_encoder_matches_clip_anytorch(images, peers):
+    """ViT-L/14@336px, the CMMD encoder, on raw inputs and on the CMMD reference code's inputs."""
+    if "clip_l14_336_cmmd" not in peers:
+        pytest.skip("fixture made without --large")
+    from imgdist.backbones.base import check_state_dict
+
+    state = stand_in_state_dict("clip_l14_336")
+    assert weights_digest(state) == str(peers["weights_clip_l14_336"])
+    model = clip.build(None, "clip-vit-l14-336")
+    check_state_dict(model, state, "stand-in", "clip-vit-l14-336")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    with torch.no_grad():
+        assert rel_err(model(raw_inputs(336, 1))["pool"].numpy(), peers["clip_l14_336_raw336"]) < TOL
+    assert rel_err(features(model, images, "cmmd"), peers["clip_l14_336_cmmd"]) < TOL
+
+
 def test_crops_differ_only_on_non_square_images(peers):
     openai, cmmd = peers["clip_b32_openai"], peers["clip_b32_cmmd"]
     assert np.array_equal(openai[3:], cmmd[3:])  # 28 x 28 Fashion-MNIST: both a plain resize
@@ -214,6 +253,13 @@ def test_input_resolution_is_enforced(model):
 # any backbone: a file that is not weights
 
 
+EXPECTED_ARCH = {"inception": "FID Inception", **{f"efficientnet-lite{i}": f"efficientnet-lite{i}" for i in range(3)},
+                 **{f"dinov2-vit-{a}14": f"DINOv2 ViT-{a.upper()}/14 (dinov2-vit-{a}14)" for a in "sblg"},
+                 "clip-vit-b32": "CLIP ViT-B/32 image encoder (clip-vit-b32)",
+                 "clip-vit-l14": "CLIP ViT-L/14 image encoder (clip-vit-l14)",
+                 "clip-vit-l14-336": "CLIP ViT-L/14@336px image encoder (clip-vit-l14-336)"}
+
+
 @pytest.mark.parametrize("name", [s.name for s in backbones.list_specs() if s.weights is not None])
 def test_an_image_passed_as_weights_is_named_not_a_weights_file(tmp_path, name):
     from PIL import Image
@@ -225,7 +271,7 @@ def test_an_image_passed_as_weights_is_named_not_a_weights_file(tmp_path, name):
     with pytest.raises(WeightsError) as info:
         backbones.load_backbone(name, path, progress=False)
     message = str(info.value)
-    assert message == f"{path}: not a weights file (it is a PNG image)"
+    assert message == f"{path}: not a weights file (it is a PNG image); expected {EXPECTED_ARCH[name]} weights"
 
 
 def test_a_zip_of_images_is_not_a_weights_file(tmp_path):

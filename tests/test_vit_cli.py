@@ -71,8 +71,9 @@ def test_eval_with_a_png_as_weights_is_one_line(capsys, tmp_path, cache):
     images.mkdir()
     for i in range(3):
         Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(images / f"{i}.png")
-    for backbone in ("dinov2-vit-s14", "clip-vit-l14-336"):
+    for backbone, arch in (("dinov2-vit-s14", "DINOv2 ViT-S/14 (dinov2-vit-s14)"),
+                           ("clip-vit-l14-336", "CLIP ViT-L/14@336px image encoder (clip-vit-l14-336)")):
         code, out, err = _run(capsys, "eval", images, images, "--backbone", backbone, "--weights", png,
                               "--metrics", "fid", "--no-progress", "--no-cache")
         assert code == 2
-        assert err.strip() == f"imgdist: error: {png}: not a weights file (it is a PNG image)"
+        assert err.strip() == f"imgdist: error: {png}: not a weights file (it is a PNG image); expected {arch} weights"

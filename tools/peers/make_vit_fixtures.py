@@ -7,7 +7,8 @@ clean-fid, torchvision; see DESIGN.md):
 
 It writes
 
-* ``tests/fixtures/vit_keys.json``: name, shape and dtype of every tensor of the reference models:
+* ``tests/fixtures/vit_keys.json``: name, shape and dtype of every tensor of the reference models
+  (and the epsilon of their LayerNorms):
   ``dinov2.models.vision_transformer.vit_small/base/large/giant2(patch_size=14, img_size=518,
   init_values=1.0, block_chunks=0)`` (``ffn_layer='swiglufused'`` for giant2), exactly how torch
   hub builds the released DINOv2 backbones; a two-block SwiGLU DINOv2 (width 96) for the SwiGLU
@@ -38,6 +39,13 @@ It writes
   - ``clip_b32_cmmd``: the CMMD reference code's image path (``io_util._center_crop_and_resize``:
     largest centred square, PIL bicubic to the input size; float32 / 255; CLIP mean/std), then
     ``encode_image`` of the same model;
+  - ``clip_b32_cleanfid``: clean-fid's ``clip_vit_b_32`` (CLIP-FID): its own ``get_files_features``
+    on the parity images saved as PNG, with ``custom_fn_resize=img_preprocess_clip`` and its
+    ``CLIP_fx`` extractor, whose ``clip.load("ViT-B/32")`` is answered with ``clip.load(<that
+    file>, jit=False)`` on the CPU (what it loads from OpenAI's file; there is no network);
+  - with ``--large`` also ``clip_l14_336_raw336`` and ``clip_l14_336_cmmd``: clip-anytorch's
+    ``VisionTransformer`` of ViT-L/14@336px (the CMMD encoder) holding its stand-in image tower,
+    on ``raw_inputs(336, 1)`` and on the CMMD reference code's 336-px inputs of the parity images;
   - ``e2e_{dinov2,clip}_{fid,kid_mean,kid_std}``: ``torch_fidelity.calculate_metrics(input1=REAL,
     input2=FAKE, feature_extractor='dinov2-vit-s-14' | 'clip-vit-b-32', fid=True, kid=True,
     kid_subset_size=E2E_COUNT, kid_subsets=E2E_KID_SUBSETS)`` on two Fashion-MNIST PNG folders
@@ -124,14 +132,22 @@ def clip_model(arch: str, device=None):
     return model
 
 
+def layer_norm_eps(module) -> list[float]:
+    """The epsilons of every LayerNorm in ``module`` (the parity features barely depend on them:
+    1e-5 instead of 1e-6 moves the stand-in features by ~3e-6 of their size, below the tolerance)."""
+    return sorted({m.eps for m in module.modules() if isinstance(m, torch.nn.LayerNorm)})
+
+
 def write_keys() -> None:
-    archs = {}
+    archs, eps = {}, {}
     for arch in ("s", "b", "l", "g", "swiglu"):
         model = dinov2_model(arch, "meta")
         archs[f"dinov2_{arch}"] = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")]
                                    for k, v in model.state_dict().items()]
+        eps[f"dinov2_{arch}"] = layer_norm_eps(model)
     for arch in CLIP_VISION:
         model = clip_model(arch, "meta")
+        eps[f"clip_{arch}"] = layer_norm_eps(model.visual)
         state = model.state_dict()
         keys = [k for k in state if k.startswith("visual.")]
         if arch == "b32":  # the stand-in file also needs the (minimal) text tower
@@ -142,8 +158,8 @@ def write_keys() -> None:
               f"block_chunks=0), clip-anytorch {version('clip-anytorch')} (CLIP + convert_weights)")
     lines = ",\n".join(f'"{a}": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]"
                        for a, rows in archs.items())
-    (FIXTURES / "vit_keys.json").write_text('{"source": ' + json.dumps(source) + ',\n"archs": {\n'
-                                           + lines + "\n}}\n")
+    (FIXTURES / "vit_keys.json").write_text('{"source": ' + json.dumps(source) + ',\n"layer_norm_eps": '
+                                           + json.dumps(eps) + ',\n"archs": {\n' + lines + "\n}}\n")
 
 
 def loaded_dinov2(arch: str):
@@ -236,6 +252,42 @@ def clip_standin_file(path: Path) -> Path:
     return path
 
 
+def run_clean_fid_clip(path: Path, images, tmp: Path) -> np.ndarray:
+    """clean-fid's CLIP-FID features of ``images`` (its loader, resize and extractor)."""
+    import clip
+    from cleanfid.clip_features import CLIP_fx, img_preprocess_clip
+    from cleanfid.fid import get_files_features
+
+    folder = tmp / "cleanfid"
+    folder.mkdir()
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(folder / f"{i}.png"))
+        Image.fromarray(image).save(files[-1])
+    real_load = clip.load
+    clip.load = lambda name, device="cpu", **kwargs: real_load(str(path), device="cpu", jit=False)
+    try:
+        extractor = CLIP_fx("ViT-B/32", device="cpu")
+    finally:
+        clip.load = real_load
+    return get_files_features(files, model=extractor, num_workers=0, batch_size=len(files), device=torch.device("cpu"),
+                              mode="clean", custom_fn_resize=img_preprocess_clip, verbose=False)
+
+
+def run_clip_large(images) -> dict:
+    """ViT-L/14@336px, the CMMD encoder: clip-anytorch's image tower with the stand-in tensors."""
+    from clip.model import VisionTransformer
+
+    embed_dim, resolution, layers, width, patch = CLIP_VISION["l14_336"]
+    model = VisionTransformer(input_resolution=resolution, patch_size=patch, width=width, layers=layers,
+                              heads=width // 64, output_dim=embed_dim).eval()
+    state = {k.removeprefix("visual."): v for k, v in S.stand_in_state_dict("clip_l14_336").items()}
+    model.load_state_dict(state, strict=True)  # float16 values into the float32 model, as clip.load on a CPU
+    with torch.no_grad():
+        return {"clip_l14_336_raw336": model(S.raw_inputs(resolution, 1)).numpy(),
+                "clip_l14_336_cmmd": np.concatenate([model(cmmd_input(im, resolution)).numpy() for im in images])}
+
+
 def run_clip(path: Path, images) -> dict:
     import clip
     from torch_fidelity.feature_extractor_clip import FeatureExtractorCLIP
@@ -298,7 +350,8 @@ def write_tiny_traced() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--large", action="store_true", help="also ViT-L/14 (several minutes, ~5 GB memory)")
+    parser.add_argument("--large", action="store_true",
+                        help="also DINOv2 ViT-L/14 and CLIP ViT-L/14@336px (a few minutes, ~5 GB memory)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     FIXTURES.mkdir(parents=True, exist_ok=True)
@@ -314,14 +367,17 @@ def main() -> None:
         results["dinov2_swiglu_raw224"] = model(S.raw_inputs(224)).numpy()
     if args.large:
         results.update(run_dinov2("l", images, large=True))
+        results.update(run_clip_large(images))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip_file = clip_standin_file(tmp / "ViT-B-32-stand-in.pt")
         results.update(run_clip(clip_file, images))
+        results["clip_b32_cleanfid"] = run_clean_fid_clip(clip_file, images, tmp)
         print("clip done", flush=True)
         results.update(run_e2e(tmp, clip_file))
     digests = {f"weights_{a}": S.weights_digest(S.stand_in_state_dict(a))
-               for a in ("dinov2_s", "dinov2_b", "dinov2_swiglu", "clip_b32") + (("dinov2_l",) if args.large else ())}
+               for a in ("dinov2_s", "dinov2_b", "dinov2_swiglu", "clip_b32")
+               + (("dinov2_l", "clip_l14_336") if args.large else ())}
     meta = {
         "versions": json.dumps({p: version(p) for p in ("dinov2", "clip-anytorch", "torch-fidelity", "clean-fid",
                                                         "torch", "torchvision", "numpy", "pillow")}),

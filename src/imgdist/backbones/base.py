@@ -146,14 +146,16 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
     A ``model`` built on the ``meta`` device (no memory, no random initialisation: what the large
     ViTs do) receives the file's tensors, converted to the model's dtypes, as its parameters.
     """
+    from ..errors import WeightsError
     from .checkpoint import read_tensors
 
-    state = read_tensors(path)
+    try:
+        state = read_tensors(path)
+    except WeightsError as error:  # unreadable, truncated, not a weights file: say what was expected
+        raise WeightsError(f"{error}; expected {name} weights") from None
     if only is not None:
         kept = {k: v for k, v in state.items() if k.startswith(only)}
         if state and not kept:
-            from ..errors import WeightsError
-
             raise WeightsError(f"{path}: not {name} weights: it holds no {only}* tensors (its keys look "
                                f"like {', '.join(list(state)[:3])})")
         state = kept
