@@ -21,6 +21,8 @@ Each variant is a fresh process (start-up and weight loading included), timed by
                   back to the OS after every batch, as before issue 11
 * ``unfused``     the default with BatchNorm kept separate (Python API, ``fuse=False``)
 * ``bf16``        ``--precision bf16`` (CPUs with bf16 instructions)
+* ``tf``          ``--resize-mode tf``: the TensorFlow resize torch-fidelity and torchmetrics use
+                  (the default ``pytorch-fid`` mode is pytorch-fid's), so each peer has a twin
 * ``pytorch-fid`` ``python -m pytorch_fid REAL FAKE --device cpu`` (its defaults: batch 50,
                   ``min(8, cores)`` workers)
 * ``torch-fidelity``  ``calculate_metrics(input1=REAL, input2=FAKE, fid=True, cuda=False)``
@@ -54,7 +56,7 @@ from stand_in_weights import save_stand_in  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "unfused", "bf16")
+IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "unfused", "bf16", "tf")
 PEERS = ("pytorch-fid", "torch-fidelity", "torchmetrics")
 NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 
@@ -146,6 +148,8 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
         return [py, "-c", IMGDIST_API, str(real), str(fake), str(weights), str(batch)], env
     if variant == "bf16":
         return cli + ["--precision", "bf16"], env
+    if variant == "tf":
+        return cli + ["--resize-mode", "tf"], env
     if peers_python is None:
         return None
     if variant == "pytorch-fid":

@@ -100,3 +100,29 @@ def test_in_place_activations_leave_spatial_outputs_intact(inception_weights):
         first = model.Conv2d_2b_3x3(model.Conv2d_2a_3x3(model.Conv2d_1a_3x3(x)))
     torch.testing.assert_close(spatial[0], first, rtol=0, atol=0)
     assert all(isinstance(m.bn, nn.Identity) for m in model.modules() if isinstance(m, ConvBN))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_conv_activation_gives_the_bits_of_conv_then_activation(dtype, activation, monkeypatch):
+    import imgdist.backbones.base as base
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2).to(dtype).eval()
+    x = (torch.randn(3, 8, 17, 15) * 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = conv(x)
+        expected = y.relu() if activation == "relu" else y.clamp(0, 6)
+        got = base.conv_activation(conv, x, activation)
+        monkeypatch.setattr(base, "_POINTWISE", None)  # a torch without the fused op
+        monkeypatch.setattr(base, "_fused_ok", None)
+        fallback = base.conv_activation(conv, x, activation)
+    assert torch.equal(got, expected) and torch.equal(fallback, expected)
+
+
+def test_the_fused_call_is_used_where_torch_has_it():
+    import imgdist.backbones.base as base
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch without oneDNN")
+    assert base._fused_conv_works()

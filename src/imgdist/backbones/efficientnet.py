@@ -41,7 +41,7 @@ from torch import nn
 
 from ..preprocess import Preprocessing
 from . import register
-from .base import Backbone, BackboneSpec, WeightsSpec, load_weights_strict
+from .base import Backbone, BackboneSpec, WeightsSpec, conv_activation, load_weights_strict
 
 OUTPUTS = ("pool", "logits", "spatial")
 
@@ -143,13 +143,28 @@ class SameConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel, stride=stride, padding=0,
                          groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``x`` padded where the padding is asymmetric, and the symmetric padding left to the conv."""
         top, bottom = tf_same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         left, right = tf_same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
         if top == bottom and left == right:  # symmetric (always for stride 1): let conv pad
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
-        x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, padding = self.padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, 1, self.groups)
+
+
+def _conv_relu6(conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """relu6(bn(conv(x))); with the BatchNorm folded (Backbone.fuse) one fused call where torch has it."""
+    if isinstance(bn, nn.Identity):
+        if isinstance(conv, SameConv2d):
+            x, padding = conv.padded(x)
+            return conv_activation(conv, x, "relu6", padding)
+        return conv_activation(conv, x, "relu6")
+    # in place: each applies to a fresh BatchNorm output
+    return F.relu6(bn(conv(x)), inplace=True)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -174,10 +189,9 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
-        # activations in place: each applies to a fresh BatchNorm (or folded convolution) output
         if self.has_expand:
-            h = F.relu6(self._bn0(self._expand_conv(h)), inplace=True)
-        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
+            h = _conv_relu6(self._expand_conv, self._bn0, h)
+        h = _conv_relu6(self._depthwise_conv, self._bn1, h)
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h
 
@@ -236,7 +250,7 @@ class EfficientNetLite(Backbone):
         need_head = bool(wanted & {"pool", "logits"})
         last = len(self._blocks) - 1 if need_head else self.spatial_blocks[-1]
         spatial = []
-        h = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
+        h = _conv_relu6(self._conv_stem, self._bn0, x)
         for i, block in enumerate(self._blocks):
             h = block(h)
             if "spatial" in wanted and i in self.spatial_blocks:
@@ -246,7 +260,7 @@ class EfficientNetLite(Backbone):
         if "spatial" in wanted:
             result["spatial"] = spatial
         if need_head:
-            pool = F.relu6(self._bn1(self._conv_head(h)), inplace=True).mean(dim=(2, 3))
+            pool = _conv_relu6(self._conv_head, self._bn1, h).mean(dim=(2, 3))
             if "pool" in wanted:
                 result["pool"] = pool
             if "logits" in wanted:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..preprocess import Preprocessing
 from . import register
-from .base import Backbone, BackboneSpec, WeightsSpec, load_weights_strict
+from .base import Backbone, BackboneSpec, WeightsSpec, conv_activation, load_weights_strict
 
 # ---------------------------------------------------------------------------------------------
 # building blocks
@@ -43,8 +43,10 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in place: the BatchNorm (or, folded, the convolution) output is a fresh tensor, and
-        # not allocating another activation per layer saves memory traffic and allocations
+        if isinstance(self.bn, nn.Identity):  # folded (Backbone.fuse): one fused call where torch has it
+            return conv_activation(self.conv, x, "relu")
+        # in place: the BatchNorm output is a fresh tensor, and not allocating another activation
+        # per layer saves memory traffic and allocations
         return F.relu(self.bn(self.conv(x)), inplace=True)
 
 
