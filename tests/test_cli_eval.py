@@ -223,6 +223,37 @@ def test_corrupt_file_raise_and_skip(capsys, sets, tmp_path):
     assert "skipped 1" in out
 
 
+def test_statistics_files_on_both_sides_and_without_a_count(capsys, sets, tmp_path):
+    # 'stats' once per set, then eval on the two files; and pytorch-fid's format (mu and sigma
+    # only: no n, no provenance) on either side. Once a traceback, once "the real set has 0 images".
+    refs = {}
+    for side in ("real", "fake"):
+        refs[side] = tmp_path / f"{side}.npz"
+        assert _run(capsys, "stats", sets[f"{side}_dir"], "-o", refs[side], *PIX, *FAST)[0] == 0
+        with np.load(refs[side]) as data:
+            np.savez(tmp_path / f"{side}_pytorch_fid.npz", mu=data["mu"], sigma=data["sigma"])
+    expected = M.fid_from_features(_feats(sets["real"]), _feats(sets["fake"]))
+
+    def fd(real, fake, *extra):
+        code, out, err = _run(capsys, "eval", real, fake, "--metrics", "fid", "--json", *extra, *FAST)
+        assert code == 0, err
+        data = json.loads(out)
+        return next(iter(data["metrics"].values()))["value"], data
+
+    value, data = fd(refs["real"], refs["fake"])
+    assert value == pytest.approx(expected, rel=1e-9) and data["counts"] == {"real": N, "fake": N}
+    value, data = fd(tmp_path / "real_pytorch_fid.npz", sets["fake_dir"], *PIX)
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert data["counts"] == {"real": None, "fake": N}  # not recorded in the file, not "0 images"
+    value, data = fd(refs["real"], tmp_path / "fake_pytorch_fid.npz")
+    assert value == pytest.approx(expected, rel=1e-9)
+    value, _ = fd(tmp_path / "real_pytorch_fid.npz", tmp_path / "real_pytorch_fid.npz")
+    assert value == 0.0
+    code, out, err = _run(capsys, "eval", tmp_path / "real_pytorch_fid.npz", sets["fake_dir"], *PIX, "--metrics",
+                          "fid", *FAST)
+    assert code == 0 and "images: real not recorded, fake 60" in out
+
+
 def test_backbones_lists_dims(capsys):
     code, out, err = _run(capsys, "backbones", "--json")
     assert code == 0

@@ -118,11 +118,12 @@ class Result:
         headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
         keep = [0, 1] + [j for j in (2, 3) if any(row[j] for row in rows)]
         headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        counts = ", ".join(f"{k} {'not recorded' if v is None else v}" for k, v in self.counts.items())
         p = self.provenance
         lines = [format_table(headers, rows), f"images: {counts}",
-                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}",
-                 f"resize mode: {p.preprocessing or p.resize_mode}"]
+                 f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}"
+                 if p.backbone else "backbone: not recorded (statistics files without provenance)",
+                 f"resize mode: {p.preprocessing or p.resize_mode or 'not recorded'}"]
         if self.details.get("kid_subsets") == "full sets":
             lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
                          "set, so there is no subset spread to report)")
