@@ -220,7 +220,21 @@ def test_corrupt_file_raise_and_skip(capsys, sets, tmp_path):
     code, out, err = _run(capsys, "eval", sets["real_dir"], bad_dir, *PIX, "--metrics", "fid",
                           "--on-error", "skip", *FAST)
     assert code == 0
-    assert "skipped 1" in out
+    assert "fake_skipped 1" in out and "warning" not in out  # the count in the table, the warning on stderr
+    assert err.splitlines() == [f"imgdist: warning: fake: skipped 1 unreadable image(s): {bad}: not a readable "
+                                "image (unknown format or corrupt header)"]
+
+
+def test_result_warnings_are_stderr_lines(capsys, sets, tmp_path):
+    few = _write(tmp_path / "few", sets["fake"][:20])  # 20 images, 48 dimensions: a singular covariance
+    code, out, err = _run(capsys, "eval", sets["real_dir"], few, *PIX, "--metrics", "fid", *FAST)
+    assert code == 0, err
+    assert "warning" not in out and "FD[pixels]" in out
+    assert err.splitlines() == ["imgdist: warning: 20 images for 48 feature dimensions: the covariance is singular "
+                                "and the Fréchet distance is biased upwards; use more images than dimensions for a "
+                                "number comparable with published ones"]
+    code, out, err = _run(capsys, "eval", sets["real_dir"], few, *PIX, "--metrics", "fid", "--json", *FAST)
+    assert json.loads(out)["warnings"] == [err.splitlines()[0][len("imgdist: warning: "):]]
 
 
 def test_statistics_files_on_both_sides_and_without_a_count(capsys, sets, tmp_path):

@@ -105,7 +105,9 @@ class Result:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=_jsonable)
 
-    def table(self) -> str:
+    def table(self, warnings: bool = True) -> str:
+        """The values, counts and provenance as text; ``warnings``: end with a ``warning: ...`` line
+        per warning (the CLI prints them on stderr instead)."""
         from .formatting import format_table
 
         rows = []
@@ -132,7 +134,7 @@ class Result:
         lines += self._notes()
         if self.per_class:
             lines += ["", self.class_table()]
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+        return "\n".join(lines + ([f"warning: {w}" for w in self.warnings] if warnings else []))
 
     def _notes(self) -> list[str]:
         """One line per metric that has more to say than its value."""
