@@ -220,7 +220,52 @@ def test_corrupt_file_raise_and_skip(capsys, sets, tmp_path):
     code, out, err = _run(capsys, "eval", sets["real_dir"], bad_dir, *PIX, "--metrics", "fid",
                           "--on-error", "skip", *FAST)
     assert code == 0
-    assert "skipped 1" in out
+    assert "fake_skipped 1" in out and "warning" not in out  # the count in the table, the warning on stderr
+    assert err.splitlines() == [f"imgdist: warning: fake: skipped 1 unreadable image(s): {bad}: not a readable "
+                                "image (unknown format or corrupt header)"]
+
+
+def test_result_warnings_are_stderr_lines(capsys, sets, tmp_path):
+    few = _write(tmp_path / "few", sets["fake"][:20])  # 20 images, 48 dimensions: a singular covariance
+    code, out, err = _run(capsys, "eval", sets["real_dir"], few, *PIX, "--metrics", "fid", *FAST)
+    assert code == 0, err
+    assert "warning" not in out and "FD[pixels]" in out
+    assert err.splitlines() == ["imgdist: warning: 20 images for 48 feature dimensions: the covariance is singular "
+                                "and the Fréchet distance is biased upwards; use more images than dimensions for a "
+                                "number comparable with published ones"]
+    code, out, err = _run(capsys, "eval", sets["real_dir"], few, *PIX, "--metrics", "fid", "--json", *FAST)
+    assert json.loads(out)["warnings"] == [err.splitlines()[0][len("imgdist: warning: "):]]
+
+
+def test_statistics_files_on_both_sides_and_without_a_count(capsys, sets, tmp_path):
+    # 'stats' once per set, then eval on the two files; and pytorch-fid's format (mu and sigma
+    # only: no n, no provenance) on either side. Once a traceback, once "the real set has 0 images".
+    refs = {}
+    for side in ("real", "fake"):
+        refs[side] = tmp_path / f"{side}.npz"
+        assert _run(capsys, "stats", sets[f"{side}_dir"], "-o", refs[side], *PIX, *FAST)[0] == 0
+        with np.load(refs[side]) as data:
+            np.savez(tmp_path / f"{side}_pytorch_fid.npz", mu=data["mu"], sigma=data["sigma"])
+    expected = M.fid_from_features(_feats(sets["real"]), _feats(sets["fake"]))
+
+    def fd(real, fake, *extra):
+        code, out, err = _run(capsys, "eval", real, fake, "--metrics", "fid", "--json", *extra, *FAST)
+        assert code == 0, err
+        data = json.loads(out)
+        return next(iter(data["metrics"].values()))["value"], data
+
+    value, data = fd(refs["real"], refs["fake"])
+    assert value == pytest.approx(expected, rel=1e-9) and data["counts"] == {"real": N, "fake": N}
+    value, data = fd(tmp_path / "real_pytorch_fid.npz", sets["fake_dir"], *PIX)
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert data["counts"] == {"real": None, "fake": N}  # not recorded in the file, not "0 images"
+    value, data = fd(refs["real"], tmp_path / "fake_pytorch_fid.npz")
+    assert value == pytest.approx(expected, rel=1e-9)
+    value, _ = fd(tmp_path / "real_pytorch_fid.npz", tmp_path / "real_pytorch_fid.npz")
+    assert value == 0.0
+    code, out, err = _run(capsys, "eval", tmp_path / "real_pytorch_fid.npz", sets["fake_dir"], *PIX, "--metrics",
+                          "fid", *FAST)
+    assert code == 0 and "images: real not recorded, fake 60" in out
 
 
 def test_backbones_lists_dims(capsys):

@@ -160,6 +160,15 @@ def test_evaluate_with_custom_backbone():
     assert result.provenance.backbone == "custom"
 
 
+def test_weights_beside_a_built_backbone_are_refused(tmp_path):
+    # they would be ignored, and the result would look as if they had been used
+    images = _images(6, 7)
+    with pytest.raises(imgdist.ImgdistError, match=r"weights \(--weights\) other\.pth: the backbone tiny is "
+                                                   r"already built and carries its own weights"):
+        imgdist.extract_features(images, imgdist.custom_backbone(TinyNet().eval(), input_size=SIZE, name="tiny"),
+                                 weights="other.pth", progress=False)
+
+
 def test_cli_with_torchscript_backbone(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IMGDIST_CACHE", str(tmp_path / "cache"))
     from PIL import Image

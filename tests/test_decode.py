@@ -232,6 +232,17 @@ def test_decompression_bomb_limit(tmp_path, monkeypatch):
     assert "limit" in str(info.value) and "100" in str(info.value)
 
 
+def test_far_over_the_limit_names_imgdists_limit(tmp_path, monkeypatch):
+    # above twice the limit Pillow itself refuses while opening, with its own (doubled) number
+    path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "far.png")
+    monkeypatch.setenv("IMGDIST_MAX_PIXELS", "30")
+    with pytest.raises(ImageError) as info:
+        decode_file(path)
+    _assert_one_line_naming(info.value, str(path))
+    assert info.value.cause == ("refused as a decompression bomb: 100 pixels is over the limit of 30 (set "
+                                "IMGDIST_MAX_PIXELS to allow it)")
+
+
 def test_raised_limit_overrides_pillows_own(tmp_path, monkeypatch):
     # IMGDIST_MAX_PIXELS above Pillow's limit must let the image through (and leave Pillow as it was)
     path = _save(Image.new("RGB", (10, 10), (1, 2, 3)), tmp_path / "big.png")

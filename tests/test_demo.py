@@ -60,7 +60,10 @@ def blocked_env(tmp_path_factory):
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(_BLOCKER)
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(root / "site"), IMGDIST_OFFLINE="1", IMGDIST_CACHE=str(root / "cache"),
+    # the blocker first; then whatever PYTHONPATH names (a checkout's src/ run without installing it
+    # must be the imgdist the subprocess imports, not an installed copy)
+    path = os.pathsep.join([str(root / "site")] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.update(PYTHONPATH=path, IMGDIST_OFFLINE="1", IMGDIST_CACHE=str(root / "cache"),
                # one thread: on a busy 2-core machine two threads per process run several times slower
                OMP_NUM_THREADS="1")
     return env, root
@@ -78,6 +81,15 @@ def demo_run(blocked_env):
     attempted = set(log.read_text().split()) if log.exists() else set()
     numbers = json.loads((out / "demo.json").read_text())
     return proc.stdout, out, numbers, attempted
+
+
+def test_subprocess_imports_this_imgdist(blocked_env):
+    import imgdist
+
+    env, _ = blocked_env
+    proc = subprocess.run([sys.executable, "-c", "import imgdist; print(imgdist.__file__)"], env=env,
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() == imgdist.__file__, proc.stderr
 
 
 def test_blocker_works(blocked_env):
@@ -131,6 +143,23 @@ def test_pair_contrast(demo_run):
     assert "feature_l2 moves" in reading and "not the robust one" in reading
     assert "feature_cosine reacts strongly" in reading
     assert reading.split()[:3] == " ".join(stdout.split("Read: ")[1].split()).split()[:3]
+
+
+def test_readme_intro_numbers_are_the_demos(demo_run):
+    # the README opens with a robustness table on the demo's two photos: it must be what runs today
+    from pathlib import Path
+
+    stdout, _, numbers, _ = demo_run
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ imgdist robustness demo/pair/chelsea.png demo/pair/coffee.png\n")[1].split("...")[0]
+    header, *rows = [line.split() for line in block.strip().splitlines()]
+    assert header[0] == "perturbation" and len(rows) >= 4
+    assert "imgdist robustness" in stdout and "/pair/chelsea.png" in stdout and "/pair/coffee.png" in stdout
+    ratios = numbers["robustness"]["perturbations"]
+    for name, *values in rows:
+        for metric, printed in zip(header[1:], values):
+            # 1e-3: the printed digits, up to thread-count rounding of float32 features
+            assert float(printed) == pytest.approx(ratios[name][metric]["ratio"], rel=1e-3), (name, metric)
 
 
 def test_set_contrast(demo_run):

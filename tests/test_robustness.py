@@ -145,14 +145,16 @@ def test_table_has_reference_row_of_ones(photos):
     assert code == 0, err
     row = next(line for line in out.splitlines() if line.startswith("(other image)"))
     assert row.split()[2:] == ["1", "1", "1"]
-    assert "backbone: none" in out
+    assert "backbone: none" in out and "device" not in out  # no network ran
 
 
 def test_builtin_other_image(photos):
     code, out, err = _run("robustness", photos["small_path"], "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["backbone"] == "efficientnet-lite0"
+    from imgdist.checks import resolve_device
+
+    assert result["backbone"] == "efficientnet-lite0" and result["device"] == resolve_device("auto")  # said
     assert result["other"].startswith("built-in coffee.jpg")
     from importlib import resources
 

@@ -118,7 +118,7 @@ def _cmd_compare(args) -> int:
         print(f"a: {args.a}; {len(results)} images sorted by {sort_by}")
         print(format_table(["b"] + keys, [[r.b] + [r.values()[k] for k in keys] for r in results]))
     if skipped:
-        print(f"imgdist: {skipped.summary()}", file=sys.stderr)
+        print(f"imgdist: warning: {skipped.summary()}", file=sys.stderr)
     return 0
 
 
@@ -159,7 +159,9 @@ def _cmd_eval(args) -> int:
                      copies_percentile=args.copies_percentile)
     if args.per_image:
         result.per_image.write_csv(args.per_image)
-    print(result.to_json() if args.json else result.table())
+    print(result.to_json() if args.json else result.table(warnings=False))
+    for warning in result.warnings:  # in the JSON too; on stderr like every other warning
+        print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
     # file notes beside --json on stderr, so that stdout stays one JSON document
     for flag, path in (("report", args.report), ("per-image table", args.per_image)):
         if path:
@@ -214,7 +216,7 @@ def _cmd_stats(args) -> int:
     print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
           f"{features.stats.provenance.summary()}, device {features.device}")
     if features.skipped:
-        print(f"imgdist: {features.skipped.summary()}", file=sys.stderr)
+        print(f"imgdist: warning: {features.skipped.summary()}", file=sys.stderr)
     return 0
 
 

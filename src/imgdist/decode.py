@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from typing import BinaryIO
@@ -61,7 +62,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     the reader forever. The check runs on ``stat`` before opening; the open itself is non-blocking
     and re-checked, so a file swapped for a FIFO in between cannot block either."""
     name = os.fspath(path)
-    why = _not_regular(name)
+    why = not_regular_reason(name)
     if why:
         raise ImageError(name, why)
     try:
@@ -77,7 +78,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     return fh
 
 
-def _not_regular(name: str) -> str | None:
+def not_regular_reason(name: str) -> str | None:
     """Why ``name`` is not a readable regular file, or None."""
     try:
         mode = os.stat(name).st_mode
@@ -120,7 +121,12 @@ def decode_stream(fh: BinaryIO, name: str, background=DEFAULT_BACKGROUND) -> np.
     except UnidentifiedImageError:
         raise ImageError(name, "not a readable image (unknown format or corrupt header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"refused as a decompression bomb ({exc})") from None
+        # Pillow stops at twice the limit it is given, before _check_size can: name imgdist's
+        # limit and its setting, not Pillow's doubled number
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels is" if found else "the image is"
+        raise ImageError(name, f"refused as a decompression bomb: {size} over the limit of {limit} "
+                               "(set IMGDIST_MAX_PIXELS to allow it)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         cause = str(exc) or type(exc).__name__
         if "truncated" in cause or isinstance(exc, EOFError):

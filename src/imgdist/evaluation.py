@@ -120,7 +120,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     if unused_test:  # only C_T reads the held-out set: not minutes of extraction for nothing
         del inputs["real_test"]
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
-    options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
+    options.check_sets(chosen, _known(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
         for side in ("real", "fake"):
             _check_class_folders(inputs[side], side)
@@ -129,7 +129,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                precision=precision, batch_size=batch_size, workers=workers,
                                progress=progress, cache=cache)
-    for side in stats_sides:  # the statistics must have been made like the images will be, before the work
+    for side in stats_sides if ext is not None else ():  # made like the images will be, before the work
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
                                                  "features", force)
     need_feats = (bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or return_features or per_image
@@ -165,6 +165,13 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 
+def _known(counts: dict[str, int], sides: dict) -> dict[str, int]:
+    """The image counts that are known: a statistics file without ``n`` (pytorch-fid's and
+    clean-fid's hold only mu and sigma) has count 0, which means "not recorded", not "no images"."""
+    return {side: n for side, n in counts.items()
+            if not (isinstance(sides.get(side), GaussianStats) and n == 0)}
+
+
 def _check_class_folders(source, side: str) -> None:
     from .per_class import class_names
 
@@ -196,14 +203,21 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
     if real_test is not None:
         counts["real_test"] = real_test.stats.n
         real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
-    options.check_sets(chosen, counts, has_logits=has_logits, stats_sides=stats_sides)
+    known = _known(counts, {"real": real, "fake": fake})
+    options.check_sets(chosen, known, has_logits=has_logits, stats_sides=stats_sides)
     if per_image and stats_sides:
         raise ImgdistError(f"the per-image table needs images, but {stats_sides[0]} is a statistics file")
     notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
     provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
+    if real_stats.dim != fake_stats.dim:
+        why = ("resize mode 'native' keeps each image's own size, so both sets need images of one size"
+               if real_stats.provenance.resize_mode == fake_stats.provenance.resize_mode == "native" else
+               "they were not made by the same backbone and layer (see the statistics files' provenance)")
+        raise ImgdistError(f"the real set has {real_stats.dim} feature values per image, the fake set "
+                           f"{fake_stats.dim}: {why}")
 
     result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
-    result.counts = {"real": real_stats.n, "fake": fake_stats.n}
+    result.counts = {side: known.get(side) for side in ("real", "fake")}  # None: not recorded
     for side, obj in (("real", real), ("fake", fake), ("real_test", real_test)):
         if isinstance(obj, Features) and len(obj.skipped):
             result.counts[f"{side}_skipped"] = len(obj.skipped)

@@ -78,6 +78,7 @@ class RobustnessResult:
     resize_mode: str | None
     reference: dict[str, float]                      # metric -> distance(image, other)
     distances: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation -> metric -> d
+    device: str | None = None                        # where the backbone ran (None: no backbone)
 
     @property
     def metrics(self) -> list[str]:
@@ -91,7 +92,7 @@ class RobustnessResult:
         clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
         return {
             "image": self.image, "other": self.other, "backbone": self.backbone,
-            "resize_mode": self.resize_mode,
+            "resize_mode": self.resize_mode, "device": self.device,
             "reference": {m: clean(v) for m, v in self.reference.items()},
             "perturbations": {p: {m: {"distance": clean(d[m]), "ratio": clean(self.ratio(p, m))}
                                   for m in self.metrics} for p, d in self.distances.items()},
@@ -104,7 +105,8 @@ class RobustnessResult:
         rows.append(["(other image)"] + [1.0] * len(self.metrics))
         head = (f"distance(image, perturbed) / distance(image, other image)\n"
                 f"image: {self.image}\nother: {self.other}\n"
-                f"backbone: {self.backbone or 'none'}" + (f", resize mode {self.resize_mode}" if self.resize_mode else ""))
+                f"backbone: {self.backbone or 'none'}" + (f", resize mode {self.resize_mode}" if self.resize_mode else "")
+                + (f", device {self.device}" if self.device else ""))
         return head + "\n" + format_table(["perturbation"] + self.metrics, rows)
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -164,7 +166,8 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mod
     feats = (lambda x: embed(x)) if embed else (lambda x: None)
     result = RobustnessResult(name, other_name, embed.name if embed else None,
                               embed.prep.describe() if embed else None,
-                              reference=_distances(img, oth, f_img, feats(oth)))
+                              reference=_distances(img, oth, f_img, feats(oth)),
+                              device=embed.device if embed else None)
     for label, perturbed in perturbations(img, seed).items():
         result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed))
     return result

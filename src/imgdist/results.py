@@ -110,7 +110,9 @@ class Result:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
-    def table(self) -> str:
+    def table(self, warnings: bool = True) -> str:
+        """The values, counts and provenance as text; ``warnings``: end with a ``warning: ...`` line
+        per warning (the CLI prints them on stderr instead)."""
         from .formatting import format_table
 
         rows = []
@@ -123,12 +125,13 @@ class Result:
         headers = ["metric", "value", "std", f"{ci_label:.0%} CI (bootstrap)" if ci_label else "CI"]
         keep = [0, 1] + [j for j in (2, 3) if any(row[j] for row in rows)]
         headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
-        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        counts = ", ".join(f"{k} {'not recorded' if v is None else v}" for k, v in self.counts.items())
         p = self.provenance
         lines = [format_table(headers, rows), f"images: {counts}",
                  f"backbone: {p.backbone} ({p.feature_layer}), weights sha256 {(p.weights_sha256 or 'n/a')[:12]}"
-                 + (f", precision {p.precision}" if p.reduced_precision else ""),
-                 f"resize mode: {p.preprocessing or p.resize_mode}"]
+                 + (f", precision {p.precision}" if p.reduced_precision else "")
+                 if p.backbone else "backbone: not recorded (statistics files without provenance)",
+                 f"resize mode: {p.preprocessing or p.resize_mode or 'not recorded'}"]
         if self.details.get("kid_subsets") == "full sets":
             lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
                          "set, so there is no subset spread to report)")
@@ -137,7 +140,7 @@ class Result:
         lines += self._notes()
         if self.per_class:
             lines += ["", self.class_table()]
-        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+        return "\n".join(lines + ([f"warning: {w}" for w in self.warnings] if warnings else []))
 
     def _notes(self) -> list[str]:
         """One line per metric that has more to say than its value."""

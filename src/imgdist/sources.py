@@ -13,16 +13,18 @@ workers can decode in parallel. ``source.load(i)`` returns ``H x W x 3`` uint8 o
 from __future__ import annotations
 
 import glob as _glob
+import lzma
 import os
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from .decode import (DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8,
-                     read_regular_file, to_rgb_array)
+                     not_regular_reason, read_regular_file, to_rgb_array)
 from .errors import ImageError, ImgdistError, SourceError
 
 ON_ERROR = ("raise", "skip")
@@ -75,6 +77,33 @@ class FileSource(ImageSource):
         return read_regular_file(self.paths[index])
 
 
+# what reading a damaged or unusual archive raises: zipfile raises RuntimeError for an encrypted
+# member and NotImplementedError for an unknown compression method; corrupt compressed data comes
+# from the zlib / lzma layers (bz2 raises OSError)
+_ARCHIVE_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, tarfile.TarError,
+                   zipfile.BadZipFile, zlib.error, lzma.LZMAError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_tar_end(tf: tarfile.TarFile, path: str, listed: int) -> None:
+    """Refuse a tar archive whose listing stopped before its end.
+
+    tarfile ends the member list without an error at the first damaged header after the first
+    member, and it never reads a compressed stream to its checksum; the images after the damage
+    would be left out of the set in silence. After the last header only zero padding may follow;
+    reading it to the end also checks the gzip / bz2 / xz stream."""
+    while True:
+        block = tf.fileobj.read(1 << 20)
+        if not block:
+            return
+        if block.count(0) != len(block):
+            raise SourceError(f"{path}: cannot read archive (damaged after {listed} member(s): what follows "
+                              "is not a tar header; the images after it would be left out)")
+
+
 class ArchiveSource(ImageSource):
     """Images inside a zip or tar archive, in sorted member order."""
 
@@ -91,15 +120,27 @@ class ArchiveSource(ImageSource):
             else:
                 self.kind = "tar"
                 with tarfile.open(self.path) as tf:
-                    names = [m.name for m in tf.getmembers() if m.isfile()]
-        except (OSError, tarfile.TarError, zipfile.BadZipFile) as exc:
-            raise SourceError(f"{self.path}: cannot read archive ({exc})") from None
+                    members = tf.getmembers()
+                    _check_tar_end(tf, self.path, len(members))
+                    names = [m.name for m in members if m.isfile()]
+        except _ARCHIVE_ERRORS as exc:
+            raise SourceError(f"{self.path}: cannot read archive ({_one_line(exc)})") from None
         self.members = sorted(n for n in names if _is_image_name(n) and not _is_hidden(n))
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_handle"] = None  # open handles do not cross process boundaries
         return state
+
+    def __del__(self):
+        # the handle opened lazily for reading members: closed here, or the interpreter reports an
+        # unclosed file to the user (as a warning) when it collects the source
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:  # pragma: no cover - closing at interpreter exit
+                pass
 
     def _open(self):
         if self._handle is None:
@@ -120,8 +161,8 @@ class ArchiveSource(ImageSource):
                 return handle.read(member)
             fh = handle.extractfile(member)
             return fh.read() if fh is not None else b""
-        except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-            raise ImageError(self.name_of(index), f"cannot read from archive ({exc})") from None
+        except _ARCHIVE_ERRORS as exc:
+            raise ImageError(self.name_of(index), f"cannot read from archive ({_one_line(exc)})") from None
 
     def load(self, index):
         return decode_bytes(self.content_bytes(index), self.name_of(index), self.background)
@@ -231,7 +272,12 @@ def _open_path(path: str, background) -> ImageSource:
             return ArraySource(_normalise_array_layout(load_array_file(path), path), path, background)
         return FileSource([path], path, background)
     if os.path.lexists(path) and not any(ch in path for ch in "*?["):
-        return FileSource([path], path, background)  # a FIFO, a broken link ...: reported when read
+        # a FIFO, a socket, a broken link ... named as the whole source: there is nothing to skip it
+        # for, and the set-size checks that run before any reading would blame the count instead
+        why = not_regular_reason(path)
+        if why:
+            raise SourceError(f"{path}: {why}")
+        return FileSource([path], path, background)
     if any(ch in path for ch in "*?["):
         # not only regular files: a FIFO or a broken link the pattern names is reported, never opened
         files = sorted(f for f in _glob.glob(path, recursive=True) if not os.path.isdir(f))

@@ -36,10 +36,17 @@ def list_specs() -> list[BackboneSpec]:
 def load_backbone(backbone: str | Backbone, weights: str | os.PathLike | None = None,
                   *, progress: bool = True) -> Backbone:
     """A ready network: a registered name (weights resolved) or an already-built backbone."""
+    # weights that would not be used are refused: a result must not look as if they had been
     if isinstance(backbone, Backbone):
+        if weights is not None:
+            raise ImgdistError(f"weights (--weights) {os.fspath(weights)}: the backbone {backbone.spec.name} is "
+                               "already built and carries its own weights")
         return backbone
     spec = get_spec(backbone)
     if spec.weights is None:
+        if weights is not None:
+            raise ImgdistError(f"weights (--weights) {os.fspath(weights)}: the {spec.name} backbone has no "
+                               "weights to load")
         model = spec.build(None)
         model.weights_id = None
         return model
