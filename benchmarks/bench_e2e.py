@@ -23,6 +23,8 @@ Each variant is a fresh process (start-up and weight loading included), timed by
 * ``bf16``        ``--precision bf16`` (CPUs with bf16 instructions)
 * ``tf``          ``--resize-mode tf``: the TensorFlow resize torch-fidelity and torchmetrics use
                   (the default ``pytorch-fid`` mode is pytorch-fid's), so each peer has a twin
+* ``torchrun2``   the default under ``torchrun --standalone --nproc_per_node 2`` (gloo, one thread
+                  per rank): each rank extracts every second image
 * ``pytorch-fid`` ``python -m pytorch_fid REAL FAKE --device cpu`` (its defaults: batch 50,
                   ``min(8, cores)`` workers)
 * ``torch-fidelity``  ``calculate_metrics(input1=REAL, input2=FAKE, fid=True, cuda=False)``
@@ -56,7 +58,7 @@ from stand_in_weights import save_stand_in  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "unfused", "bf16", "tf")
+IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "unfused", "bf16", "tf", "torchrun2")
 PEERS = ("pytorch-fid", "torch-fidelity", "torchmetrics")
 NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 
@@ -150,6 +152,9 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
         return cli + ["--precision", "bf16"], env
     if variant == "tf":
         return cli + ["--resize-mode", "tf"], env
+    if variant == "torchrun2":
+        return [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *cli[1:]], \
+            dict(env, OMP_NUM_THREADS="1")
     if peers_python is None:
         return None
     if variant == "pytorch-fid":

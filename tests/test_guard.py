@@ -270,6 +270,15 @@ CASES = [
     ("batch-size-huge", ["eval", "{real}", "{fake}", *LITE, "--metrics", "fid", "--batch-size", "100000000", *FAST],
      None, ERR, "batch_size (--batch-size) 100000000 needs about"),
     ("workers-negative", EVAL + ["--workers", "-1"], None, ERR, "workers (--workers) must be at least 0"),
+    # refused from the backbone's spec, before its weights are looked for (or downloaded)
+    ("batch-size-huge-before-weights", ["eval", "{real}", "{fake}", "--backbone", "inception", "--metrics", "fid",
+                                        "--batch-size", "100000000", *FAST], {"IMGDIST_OFFLINE": "1"}, ERR,
+     "batch_size (--batch-size) 100000000 needs about"),
+    ("precision-fp16-on-cpu", EVAL + ["--precision", "fp16", "--device", "cpu"], None, ERR,
+     "precision (--precision) fp16 is only offered on GPU"),
+    ("torchrun-with-report", EVAL + ["--report", "{root}/r.html"], {"WORLD_SIZE": "2"}, ERR,
+     "--report: not available under torchrun"),
+    ("torchrun-world-size-garbage", EVAL, {"WORLD_SIZE": "two"}, ERR, "WORLD_SIZE='two'"),
     # backbones, modes, layers, weights
     ("unknown-backbone", EVAL + ["--backbone", "banana"], None, ERR, "unknown backbone 'banana'"),
     ("unknown-resize-mode", EVAL + ["--resize-mode", "banana"], None, ERR, "has no resize mode 'banana'"),

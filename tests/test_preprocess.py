@@ -132,3 +132,24 @@ def test_choose_workers(decode, compute, device, cores, expected):
     from imgdist.features import choose_workers
 
     assert choose_workers(decode, compute, device, cores) == expected
+
+
+def test_features_do_not_depend_on_the_thread_count(tmp_path):
+    """torch's CPU resize rounds differently with 1 and 2 threads; the extractor resizes with one,
+    so a machine's (or a torchrun rank's) thread count does not move Inception's features (its
+    oneDNN convolutions give the same bits with either; EfficientNet's depthwise ones do not,
+    7e-6 apart, which is beyond imgdist's reach)."""
+    from stand_in_weights import save_stand_in
+
+    folder = _folder(tmp_path / "imgs", _images(12, 28, 28, seed=9))
+    weights = save_stand_in(tmp_path / "w.pth")
+    ex = FeatureExtractor("inception", weights=weights, progress=False, batch_size=6, workers=0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = ex.extract(str(folder)).features
+        torch.set_num_threads(1)
+        one = ex.extract(str(folder)).features
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)

@@ -1,6 +1,7 @@
 """Evaluation across processes with ``torch.distributed`` (launch with ``torchrun``).
 
-Each rank reads its own shard of every source (item ``i`` goes to rank ``i % world_size``), the
+Each rank reads its own shard of every source (batch ``b`` of the images goes to rank
+``b % world_size``, so every rank runs the batches one process would), the
 Gaussian statistics are gathered and merged in rank order (float64 means and centred scatter
 matrices: the merged statistics equal a single process's to rounding, on every rank alike), and
 per-image features are gathered where k-NN metrics and KID need them, back in source order.
@@ -18,8 +19,8 @@ import torch.distributed as dist
 
 from . import defaults as D
 from .errors import ImgdistError
-from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features
-from .options import NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, parse_metrics
+from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
+from .options import NEEDS_LOGITS, MetricOptions, parse_metrics
 from .features import CACHE_READ_CHUNK as CHUNK_ROWS
 from .features import FeatureExtractor, Features
 from .metrics._shard import Shard
@@ -28,11 +29,16 @@ from .stats import GaussianStats
 
 
 class ShardSource(ImageSource):
-    """Every ``world``-th item of a source, starting at ``rank``."""
+    """Every ``world``-th block of ``block`` consecutive items of a source, starting at block ``rank``.
 
-    def __init__(self, source: ImageSource, rank: int, world: int):
+    With ``block`` = the batch size, each rank's batches are the very batches one process would
+    run: a network's output for an image can depend on the batch around it in the last bits
+    (oneDNN picks its kernels by batch shape), so this is what makes the features, and every
+    metric but the float64 sums of the statistics, equal one process's."""
+
+    def __init__(self, source: ImageSource, rank: int, world: int, block: int = 1):
         self.source = source
-        self.indices = list(range(rank, len(source), world))
+        self.indices = [i for i in range(len(source)) if (i // block) % world == rank]
         self.label = f"{source.label} [shard {rank}/{world}]"
 
     def __len__(self):
@@ -197,10 +203,10 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
     sources = [open_source(spec) for spec in (real, fake)]
     options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
                        has_logits=extractor.spec.has_logits)
-    keep = bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0
     sides = []
     for side, source in zip(("real", "fake"), sources):
-        shard = ShardSource(source, rank, world)
+        shard = ShardSource(source, rank, world, block=extractor.batch_size)
+        keep = keeps_features(chosen, options, len(source), extractor.feature_dim)
         local = extractor.extract(shard, keep_features=keep,
                                   keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side)

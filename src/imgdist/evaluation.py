@@ -132,16 +132,13 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     for side in stats_sides if ext is not None else ():  # made like the images will be, before the work
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
                                                  "features", force)
-    need_feats = (bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or return_features or per_image
-                  or per_class)
     sides: dict[str, Features | GaussianStats] = {}
     for side, obj in inputs.items():
         if isinstance(obj, GaussianStats):
             sides[side] = obj
             continue
-        # with no more images than dimensions the features take no more memory than the covariance,
-        # and FID from features is exact where the covariance route loses ~1e-6 (singular matrices)
-        keep = need_feats or len(obj) <= ext.feature_dim
+        keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
+                              also=return_features or per_image or per_class)
         sides[side] = ext.extract(obj, keep_features=keep,
                                   keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side.replace("_", " "))
@@ -170,6 +167,14 @@ def _known(counts: dict[str, int], sides: dict) -> dict[str, int]:
     clean-fid's hold only mu and sigma) has count 0, which means "not recorded", not "no images"."""
     return {side: n for side, n in counts.items()
             if not (isinstance(sides.get(side), GaussianStats) and n == 0)}
+
+
+def keeps_features(chosen, options: MetricOptions, n: int, feature_dim: int, also: bool = False) -> bool:
+    """Whether a set's per-image features are kept: the metrics or the bootstrap need them, or the set
+    has no more images than dimensions. Then the features take no more memory than the covariance,
+    and FID from features is exact where the covariance route of singular matrices loses digits
+    (5.6e-5 relative measured at N = 160, d = 2048)."""
+    return also or bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or n <= feature_dim
 
 
 def _check_class_folders(source, side: str) -> None:

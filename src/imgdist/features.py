@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import defaults as D
 from .allocator import retained_memory
-from .backbones import Backbone, load_backbone
+from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
 from .checks import check_batch_memory, check_cpu_precision, check_int, resolve_device
 from .decode import max_pixels
@@ -199,14 +199,16 @@ class FeatureExtractor:
         self.dtype = PRECISIONS[precision]
         if precision != "fp32" and self.device.type == "cpu":
             check_cpu_precision(precision)
-        self.model = load_backbone(backbone, weights, progress=progress)
-        self.spec = self.model.spec
+        # the spec alone tells the mode, the layer and the batch memory: refused before the weights
+        # are read (or downloaded)
+        self.spec = backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
         self._batch_bytes = int(self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep) * 2**20
                                 * self.batch_size * (0.5 if self.dtype != torch.float32 else 1.0))
         check_batch_memory(self.batch_size, self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep),
                            self.spec.name, str(self.device), precision)
+        self.model = load_backbone(backbone, weights, progress=progress)
         self.progress = progress
         if fuse and hasattr(self.model, "fuse"):
             self.model.fuse()  # BatchNorm into convolutions: FD moves by <= 4e-7 relative (README "Speed")
@@ -248,7 +250,15 @@ class FeatureExtractor:
             batch = [x.to(self.device, non_blocking=non_blocking) for x in batch]
         else:
             batch = batch.to(self.device, non_blocking=non_blocking)
-        x = self.prep.finish(batch).to(self.dtype)
+        if self.device.type == "cpu":
+            # torch's CPU resize kernels round differently with the number of threads (1.8e-7 of
+            # the value, 1e-5 in Inception features, 6e-8 in FD at N = 160): one thread, so that
+            # features do not depend on the machine's or a rank's thread count; it costs ~1%
+            with _threads(1):
+                x = self.prep.finish(batch)
+        else:
+            x = self.prep.finish(batch)
+        x = x.to(self.dtype)
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
@@ -348,11 +358,9 @@ class FeatureExtractor:
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
         threads = torch.get_num_threads()
         if self.device.type == "cpu":  # the workers take their share of the cores
-            torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
-        try:
+            threads = max(1, min(threads, usable_cores() - workers))
+        with _threads(threads):
             yield from loader
-        finally:
-            torch.set_num_threads(threads)
 
     def _decode_here(self, dataset: "_Decoded", timing: "_Timing"):
         t = time.perf_counter()
@@ -393,6 +401,19 @@ class FeatureExtractor:
         return FeatureCache.open(self._cache_path(), feature_dim=feature_dim,
                                  logits_dim=self.spec.num_classes if self.spec.has_logits else None,
                                  extractor=self._extractor_id())
+
+
+@contextmanager
+def _threads(count: int):
+    """torch's intra-op threads set to ``count`` for the block."""
+    before = torch.get_num_threads()
+    if before != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if before != count:
+            torch.set_num_threads(before)
 
 
 class _Pending:
