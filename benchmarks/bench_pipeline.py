@@ -10,8 +10,9 @@ temporary folder. Network: ``--backbone`` (for ``inception`` without ``--weights
 deterministic stand-in weights of ``tests/stand_in_weights.py``: speed does not depend on the
 values).
 
-Stages, each timed alone over all images in batches of ``--batch-size`` (on CUDA with
-``torch.cuda.synchronize`` around each):
+Stages, each timed on its own, batch by batch in batches of ``--batch-size`` (on CUDA with
+``torch.cuda.synchronize`` around each), in one thread of work (no decoding workers), with the
+memory setting extraction uses (``imgdist.allocator``):
 
 * ``hash``       SHA-256 of each file's bytes (the feature cache's key; skipped when it is off)
 * ``decode``     reading and decoding the file to uint8 RGB (Pillow)
@@ -75,44 +76,50 @@ def sync(device: torch.device) -> None:
 
 
 def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
-    """Seconds per stage over every image, each stage on its own."""
+    """Seconds per stage over every image, each stage on its own, batch by batch (with the
+    extractor's memory setting, so that no stage pays for returning its buffers to the OS)."""
+    from imgdist.allocator import retained_memory
+
     source = open_source(str(folder))
     n, size, device = len(source), ex.batch_size, ex.device
-    out = {}
+    out = dict.fromkeys(("hash", "decode", "prepare", "transfer", "resize", "forward", "statistics"), 0.0)
     t = time.perf_counter()
     ex._hashes(source)
     out["hash"] = time.perf_counter() - t
-    t = time.perf_counter()
-    images = [source.load(i) for i in range(n)]
-    out["decode"] = time.perf_counter() - t
-    t = time.perf_counter()
-    prepared = [ex.prep.prepare(im) for im in images]
-    out["prepare"] = time.perf_counter() - t
-    batches = [torch.stack(prepared[i:i + size]) for i in range(0, n, size)]
-    if device.type == "cuda":
-        batches = [b.pin_memory() for b in batches]
-    sync(device)
-    t = time.perf_counter()
-    on_device = [b.to(device, non_blocking=True) for b in batches]
-    sync(device)
-    out["transfer"] = time.perf_counter() - t if device.type != "cpu" else float("nan")
-    with torch.inference_mode():
-        t = time.perf_counter()
-        inputs = [ex.prep.finish(b).to(ex.dtype).contiguous(memory_format=torch.channels_last) for b in on_device]
-        sync(device)
-        out["resize"] = time.perf_counter() - t
-        ex.model(inputs[0][:2], outputs=(ex.layer,))  # warm-up (kernel selection), not counted
-        sync(device)
-        t = time.perf_counter()
-        feats = [ex.model(x, outputs=(ex.layer,))[ex.layer].float() for x in inputs]
-        sync(device)
-        out["forward"] = time.perf_counter() - t
-    host = [f.cpu().numpy() for f in feats]
-    t = time.perf_counter()
     stats = GaussianStats()
-    for f in host:
-        stats.update(f)
-    out["statistics"] = time.perf_counter() - t
+    retain = retained_memory(max(int(1.5 * ex._batch_bytes), 256 * 2**20))
+    with retain, torch.inference_mode():
+        warm = True
+        for start in range(0, n, size):
+            t = time.perf_counter()
+            images = [source.load(i) for i in range(start, min(start + size, n))]
+            t1 = time.perf_counter()
+            batch = torch.stack([ex.prep.prepare(im) for im in images])
+            if device.type == "cuda":
+                batch = batch.pin_memory()
+            t2 = time.perf_counter()
+            on_device = batch.to(device, non_blocking=True)
+            sync(device)
+            t3_copy = time.perf_counter()
+            if warm:  # kernel selection and first allocations on the first batch, not counted
+                ex.model(ex.prep.finish(on_device).to(ex.dtype).contiguous(memory_format=torch.channels_last),
+                         outputs=(ex.layer,))
+                sync(device)
+                warm = False
+            t3 = time.perf_counter()
+            x = ex.prep.finish(on_device).to(ex.dtype).contiguous(memory_format=torch.channels_last)
+            sync(device)
+            t4 = time.perf_counter()
+            feats = ex.model(x, outputs=(ex.layer,))[ex.layer].float()
+            sync(device)
+            t5 = time.perf_counter()
+            stats.update(feats.cpu().numpy())
+            t6 = time.perf_counter()
+            for key, seconds in (("decode", t1 - t), ("prepare", t2 - t1), ("transfer", t3_copy - t2),
+                                 ("resize", t4 - t3), ("forward", t5 - t4), ("statistics", t6 - t5)):
+                out[key] += seconds
+    if device.type == "cpu":
+        out["transfer"] = float("nan")
     return out
 
 
@@ -155,7 +162,8 @@ def main() -> None:
         ex = FeatureExtractor(args.backbone, weights=weights, mode=args.mode, device=args.device,
                               batch_size=args.batch_size, precision=args.precision, progress=False)
         stages = stage_times(ex, folder)
-        rows = [[name, f"{sec:.2f}", "-" if np.isnan(sec) else f"{args.n / sec:,.0f}"] for name, sec in stages.items()]
+        rows = [[name, "-" if np.isnan(sec) else f"{sec:.2f}", "-" if np.isnan(sec) else f"{args.n / sec:,.0f}"]
+                for name, sec in stages.items()]
         results = {"stages": stages, "end_to_end": {}}
         e2e = []
         runs = [("auto", None)] + [(f"workers {w}", int(w)) for w in args.workers_sweep.split(",") if w.strip()]

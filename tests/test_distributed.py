@@ -22,8 +22,10 @@ def _worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         real, fake = _images(0), _images(1)
+        # batches of 8: each rank extracts its share (with the default 50 rank 1's would be empty,
+        # the case the torchrun command-line test covers)
         result = evaluate_distributed(real, fake, metrics="fid,kid,prdc", backbone="pixels", mode="native",
-                                      kid_subset_size=20, kid_subsets=5)
+                                      kid_subset_size=20, kid_subsets=5, batch_size=8)
         ev = imgdist.Evaluator(backbone="pixels", mode="native", metrics="fid,kid", kid_subset_size=20,
                                kid_subsets=5)
         ev.update(real=real[rank::world])

@@ -163,3 +163,15 @@ def test_plain_kernel_sums_lose_the_offset_case():
     exact = float(_exact_mmd2(x, y))
     direct = mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
     assert abs(direct / exact - 1) > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_are_left_as_they_were(dtype):
+    """KID centres float64 copies in place (1.6 GB less at 50k x 2048); the caller's arrays stay."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(5, 1, (60, 8)).astype(dtype), rng.normal(5, 1, (50, 8)).astype(dtype)
+    x0, y0 = x.copy(), y.copy()
+    value, _ = kid(x, y, subsets=3, subset_size=20)
+    assert np.array_equal(x, x0) and np.array_equal(y, y0)
+    assert value == kid(x0.astype(np.float64), y0.astype(np.float64), subsets=3, subset_size=20)[0]
+    assert kid(x, x, subsets=2, subset_size=20)[0] == kid(x0, x0.copy(), subsets=2, subset_size=20)[0]

@@ -147,7 +147,8 @@ def _gather_features(features: Features, shard: ShardSource) -> Features:
     def rows(k):
         if any(p[k] is None for p in parts):
             return None
-        return np.concatenate([p[k] for p in parts])[order]
+        # a rank with an empty shard knows no feature length at native size: its part is left out
+        return np.concatenate([p[k] for p in parts if len(p[k])])[order]
 
     names = [n for p in parts for n in p[1]]
     return Features(names=[names[i] for i in order], stats=all_reduce_stats(features.stats),

@@ -100,7 +100,8 @@ class _Centred:
     """Both feature sets around their pooled mean ``c``, with ``gamma c.u`` per sample and
     ``A = coef0 + gamma c.c``: what the centred kernel sums need (see the module docstring)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, degree: int, gamma: float | None, coef0: float):
+    def __init__(self, x: np.ndarray, y: np.ndarray, degree: int, gamma: float | None, coef0: float,
+                 own: bool = False):
         if x.shape[1] != y.shape[1]:
             raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
         self.degree = check_int(degree, "degree", 1)
@@ -110,7 +111,12 @@ class _Centred:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         self.gamma = float(gamma)
         c = (x.sum(axis=0) + y.sum(axis=0)) / (len(x) + len(y))
-        self.x, self.y = x - c, y - c
+        if own:  # the arrays are our float64 copies: centred in place (50k x 2048: 1.6 GB less)
+            x -= c
+            y -= c
+            self.x, self.y = x, y
+        else:
+            self.x, self.y = x - c, y - c
         self.ax, self.ay = self.gamma * (self.x @ c), self.gamma * (self.y @ c)
         self.a = float(coef0) + self.gamma * float(c @ c)
 
@@ -177,6 +183,15 @@ class _Centred:
         return float(total)
 
 
+def _centred(feats_real, feats_fake, degree, gamma, coef0) -> _Centred:
+    x = as_features(feats_real, "feats_real")
+    y = as_features(feats_fake, "feats_fake")
+    # float64 copies of float32 features are ours to centre in place; the caller's float64 arrays not
+    own = not (np.may_share_memory(x, feats_real) or np.may_share_memory(y, feats_fake) or
+               np.may_share_memory(x, y))
+    return _Centred(x, y, degree, gamma, coef0, own=own)
+
+
 def kid_full(
     feats_real: np.ndarray,
     feats_fake: np.ndarray,
@@ -185,9 +200,7 @@ def kid_full(
     coef0: float = 1.0,
 ) -> float:
     """Unbiased MMD^2 on the full sets (no subsets; the time grows as N^2, memory does not)."""
-    x = as_features(feats_real, "feats_real")
-    y = as_features(feats_fake, "feats_fake")
-    return _Centred(x, y, degree, gamma, coef0).mmd2()
+    return _centred(feats_real, feats_fake, degree, gamma, coef0).mmd2()
 
 
 def kid(
@@ -216,15 +229,13 @@ def kid(
     ``shard``: this process computes its share of the subsets (every process draws all of them,
     so each subset is the same whatever the split; :mod:`._shard`).
     """
-    x = as_features(feats_real, "feats_real")
-    y = as_features(feats_fake, "feats_fake")
     subsets = check_int(subsets, "subsets", 1)
     subset_size = check_int(subset_size, "subset_size", 2)
     seed = check_seed(seed)
-    n_real, n_fake = len(x), len(y)
+    sets = _centred(feats_real, feats_fake, degree, gamma, coef0)
+    n_real, n_fake = len(sets.x), len(sets.y)
     if min(n_real, n_fake) < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {n_real} real, {n_fake} fake")
-    sets = _Centred(x, y, degree, gamma, coef0)
     if subset_size >= max(n_real, n_fake):
         return sets.mmd2(), None
     if subset_size > min(n_real, n_fake):
