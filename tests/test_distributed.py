@@ -163,6 +163,19 @@ def test_torchrun_command_line_equals_one_process(tmp_path):
         else:
             assert value == reference[label], label
     assert got["details"]["processes"] == 2
+    # the table: warnings on stderr as imgdist: warning: lines (once, from rank 0), as in one process
+    table = [a for a in args if a != "--json"]
+    many = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "imgdist", *table], capture_output=True, text=True, env=env, timeout=300)
+    one = subprocess.run([sys.executable, "-m", "imgdist", *table], capture_output=True, text=True, env=env,
+                         timeout=300)
+
+    def warnings_of(proc):
+        return [line for line in proc.stderr.splitlines() if line.startswith("imgdist: warning:")]
+
+    assert many.returncode == 0 and "warning" not in many.stdout
+    assert warnings_of(many) == warnings_of(one) == [f"imgdist: warning: {w}" for w in expected["warnings"]]
+    assert warnings_of(one), "the sets are chosen to give a singular-covariance warning"
 
 
 def test_torchrun_refuses_what_it_cannot_split(tmp_path, monkeypatch, capsys):

@@ -159,14 +159,18 @@ def _cmd_eval(args) -> int:
                      copies_percentile=args.copies_percentile)
     if args.per_image:
         result.per_image.write_csv(args.per_image)
-    print(result.to_json() if args.json else result.table(warnings=False))
-    for warning in result.warnings:  # in the JSON too; on stderr like every other warning
-        print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
+    _print_result(result, args)
     # file notes beside --json on stderr, so that stdout stays one JSON document
     for flag, path in (("report", args.report), ("per-image table", args.per_image)):
         if path:
             print(f"{flag}: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _print_result(result, args) -> None:
+    print(result.to_json() if args.json else result.table(warnings=False))
+    for warning in result.warnings:  # in the JSON too; on stderr like every other warning
+        print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
 
 
 def _eval_distributed(args) -> int:
@@ -200,7 +204,7 @@ def _eval_distributed(args) -> int:
         result = evaluate_distributed(args.real, args.fake, metrics=args.metrics, backbone=backbone,
                                       on_error=args.on_error, **_metric_kwargs(args), **kwargs)
         if rank == 0:
-            print(result.to_json() if args.json else result.table())
+            _print_result(result, args)
     finally:
         dist.destroy_process_group()
     return 0

@@ -210,7 +210,7 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
         keep = keeps_features(chosen, options, len(source), extractor.feature_dim)
         local = extractor.extract(shard, keep_features=keep,
                                   keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
-                                  on_error=on_error, desc=side)
+                                  on_error=on_error, desc=f"{side}, rank 0's share" if world > 1 else side)
         sides.append(_gather_features(local, shard))
     result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),
                                progress=progress and rank == 0)
