@@ -19,6 +19,8 @@ Each variant is a fresh process (start-up and weight loading included), timed by
 * ``churn``       the default with glibc's own allocator settings (``MALLOC_MMAP_MAX_=65536``,
                   glibc's default, is a user setting imgdist leaves alone): activation buffers go
                   back to the OS after every batch, as before issue 11
+* ``jemalloc``/``tcmalloc``  the default with that allocator preloaded (``LD_PRELOAD``; Debian's
+                  libjemalloc2 / libtcmalloc-minimal4; imgdist then leaves glibc's settings alone)
 * ``unfused``     the default with BatchNorm kept separate (Python API, ``fuse=False``)
 * ``bf16``        ``--precision bf16`` (CPUs with bf16 instructions)
 * ``tf``          ``--resize-mode tf``: the TensorFlow resize torch-fidelity and torchmetrics use
@@ -58,7 +60,9 @@ from stand_in_weights import save_stand_in  # noqa: E402
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "unfused", "bf16", "tf", "torchrun2")
+IMGDIST_VARIANTS = ("default", "workers0", "workers1", "workers2", "churn", "jemalloc", "tcmalloc", "unfused", "bf16",
+                    "tf", "torchrun2")
+PRELOADS = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minimal.so.4"}
 PEERS = ("pytorch-fid", "torch-fidelity", "torchmetrics")
 NUMBER = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 
@@ -146,6 +150,10 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
         return cli + ["--workers", variant.removeprefix("workers")], env
     if variant == "churn":
         return cli, dict(env, MALLOC_MMAP_MAX_="65536")
+    if variant in PRELOADS:
+        found = [d / PRELOADS[variant] for d in map(Path, ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"))
+                 if (d / PRELOADS[variant]).exists()]
+        return (cli, dict(env, LD_PRELOAD=str(found[0]))) if found else None
     if variant == "unfused":
         return [py, "-c", IMGDIST_API, str(real), str(fake), str(weights), str(batch)], env
     if variant == "bf16":
@@ -199,7 +207,7 @@ def main() -> None:
             for variant in variants:
                 spec = commands(variant, real, fake, weights, torch_home, tmp, args.batch_size, args.peers_python)
                 if spec is None:
-                    print(f"skip {variant}: no --peers-python", flush=True)
+                    print(f"skip {variant}: " + ("library not installed" if variant in PRELOADS else "no --peers-python"), flush=True)
                     continue
                 r = run(*spec)
                 if r["code"] != 0:

@@ -14,7 +14,8 @@ each process. Each metric runs in a fresh process (``imgdist.evaluation.evaluate
 (gloo; ``imgdist.distributed.evaluate_features_distributed``: the k-NN blocks and the KID and
 FID-infinity subsets divided among the ranks), each rank with ``cores / N`` threads, and its
 values are compared with the single process's (FD and FD-infinity to 1e-8 relative: statistics
-summed in another order, and BLAS rounds differently with fewer threads; the rest exactly).
+summed in another order, and BLAS rounds differently with fewer threads; the rest exactly; KID
+exactly against one process with the ranks' thread count, a row of its own).
 For reference: the ``prdc`` package computes full N x N distance matrices (3 x 50,000^2 float32,
 about 30 GB), which does not fit this 24 GB machine.
 """
@@ -145,6 +146,16 @@ def main() -> None:
         rows.append([f"all, torchrun {args.nproc} ranks x {threads} threads", f"{r['seconds']:.1f}",
                      f"{r['peak_rss'] / 2**30:.2f} per rank", "; ".join(diffs)])
         print(f"distributed: {r['seconds']:.1f} s; " + "; ".join(diffs), flush=True)
+        if "kid" in together["values"] and threads != (os.cpu_count() or 1):
+            # KID's kernel sums are BLAS products: with the ranks' thread count, one process
+            # must give the ranks' KID to the last bit
+            same = launch(here + ["--worker-metrics", "kid"], env_d)
+            kid, ranks = same["values"]["kid"], r["values"]["kid"]
+            rows.append([f"kid, one process x {threads} threads", f"{same['seconds']:.1f}",
+                         f"{same['peak_rss'] / 2**30:.2f}",
+                         f"torchrun's kid {'equal' if kid == ranks else f'{ranks - kid:+.3g}'}"])
+            print(f"kid with {threads} thread(s): {same['seconds']:.1f} s; torchrun's kid "
+                  f"{'equal' if kid == ranks else f'{ranks - kid:+.3g}'}", flush=True)
 
     from imgdist.formatting import format_table
 
