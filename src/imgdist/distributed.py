@@ -171,7 +171,9 @@ def evaluate_features_distributed(real, fake, *, metrics=DEFAULT_METRICS, proven
     split over the ranks: the Gaussian statistics of each rank's rows are all-reduced, and the
     k-NN distance blocks (precision, recall, density, coverage), the KID subsets and the
     FID-infinity subsets are divided among the ranks and gathered. Every rank returns the result:
-    FD equal to one process's to rounding (statistics summed in another order), the rest exactly.
+    FD equal to one process's to rounding (statistics summed in another order), the rest exactly
+    where BLAS runs with the same thread count as that process (KID's kernel products round
+    differently with 1 and 2 threads: 1.4e-17 apart at 50k).
     Metrics without a split (Vendi, CMMD, memorization, ...) are computed on every rank.
     """
     shard = process_shard()

@@ -211,7 +211,7 @@ class FeatureExtractor:
         self.model = load_backbone(backbone, weights, progress=progress)
         self.progress = progress
         if fuse and hasattr(self.model, "fuse"):
-            self.model.fuse()  # BatchNorm into convolutions: FD moves by <= 4e-7 relative (README "Speed")
+            self.model.fuse()  # BatchNorm into convolutions: FD moves by <= 4e-7 relative (README "Speed and scale")
         self.model = self.model.to(self.device, self.dtype)
         if self.spec.name != "pixels":  # channels_last: 1.5-1.7x on CPU for both CNNs (benchmarks/)
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -360,7 +360,7 @@ class FeatureExtractor:
         if self.device.type == "cpu" and self.workers is None:
             # chosen for a decoding share this large, the workers take their share of the cores;
             # a fixed --workers leaves the network its threads (on 2 cores, halving them for a
-            # worker that decodes 3% of the time made Inception 1.7x slower: README "Speed")
+            # worker that decodes 3% of the time made Inception 1.7x slower, bench_e2e workers1)
             threads = max(1, min(threads, usable_cores() - workers))
         with _threads(threads):
             yield from loader
