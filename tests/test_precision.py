@@ -100,3 +100,22 @@ def test_cli_prints_bf16_results_labelled(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "FD[pixels,bf16]" in out
     assert next(line for line in out.splitlines() if line.startswith("backbone:")).endswith("precision bf16")
+
+
+@pytest.mark.parametrize("other", [pytest.param({"precision": "bf16"}, marks=bf16_cpu), {"fuse": False}])
+def test_the_cache_keeps_precisions_and_folding_apart(tmp_path, other):
+    """Rows cached by an fp32 folded run are not what a bf16 or an unfolded run computes: each
+    reads only its own, equal to its uncached features."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(parity_images()):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    cache = tmp_path / "cache"
+    first = FeatureExtractor("efficientnet-lite0", progress=False, cache=str(cache)).extract(str(folder))
+    ex = FeatureExtractor("efficientnet-lite0", progress=False, cache=str(cache), **other)
+    cached = ex.extract(str(folder)).features
+    uncached = FeatureExtractor("efficientnet-lite0", progress=False, **other).extract(str(folder)).features
+    np.testing.assert_array_equal(cached, uncached)
+    assert not np.array_equal(cached, first.features)

@@ -210,7 +210,8 @@ class FeatureExtractor:
                            self.spec.name, str(self.device), precision)
         self.model = load_backbone(backbone, weights, progress=progress)
         self.progress = progress
-        if fuse and hasattr(self.model, "fuse"):
+        self.fused = bool(fuse and hasattr(self.model, "fuse"))
+        if self.fused:
             self.model.fuse()  # BatchNorm into convolutions: FD moves by <= 4e-7 relative (README "Speed and scale")
         self.model = self.model.to(self.device, self.dtype)
         if self.spec.name != "pixels":  # channels_last: 1.5-1.7x on CPU for both CNNs (benchmarks/)
@@ -391,8 +392,11 @@ class FeatureExtractor:
 
     def _extractor_id(self) -> str:
         """What the cached values depend on besides the image (stored in the file and checked)."""
+        # precision and folding move the features (bf16 by ~1e-2, folding by ~5e-6): a bf16 or
+        # unfused run must never read fp32 or folded rows, nor the other way round
         return "|".join(str(v) for v in (CACHE_FORMAT, self.spec.name, self.provenance.weights_sha256,
-                                         self.prep, self.layer))
+                                         self.prep, self.layer, self.precision,
+                                         "folded" if self.fused else "unfolded"))
 
     def _cache_path(self) -> str:
         digest = hashlib.sha256(self._extractor_id().encode()).hexdigest()[:16]
