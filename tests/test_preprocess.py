@@ -153,3 +153,12 @@ def test_features_do_not_depend_on_the_thread_count(tmp_path):
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
+
+
+def test_no_more_workers_than_batches(tmp_path):
+    folder = _folder(tmp_path / "imgs", _images(9, 12, 12))
+    ex = FeatureExtractor("pixels", mode="antialias", progress=False, batch_size=4, workers=1000)
+    out = ex.extract(str(folder))
+    assert out.timing.workers == 3  # 9 images in batches of 4
+    ex.workers = 0
+    np.testing.assert_array_equal(out.features, ex.extract(str(folder)).features)

@@ -349,8 +349,9 @@ class FeatureExtractor:
                 yield self._decode_here(_Decoded(source, self.prep, indices[:size]), timing)
                 start = size
                 workers = choose_workers(timing.decode, timing.compute, self.device.type)
-        timing.workers = workers
         rest = _Decoded(source, self.prep, indices[start:])
+        workers = min(workers, -(-len(rest) // size))  # a worker beyond the batches left would idle
+        timing.workers = workers
         if workers == 0:
             for b in range(0, len(rest), size):
                 yield self._decode_here(_Decoded(source, self.prep, rest.indices[b:b + size]), timing)
