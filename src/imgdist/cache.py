@@ -1,5 +1,5 @@
 """The per-image feature cache: image content hash -> features (+ logits), one SQLite file per
-extractor (backbone, weights, preprocessing, layer).
+extractor (backbone, weights, preprocessing, layer, precision, BatchNorm folding).
 
 The file is untrusted input: another program, a full disk, a crash or a person may have changed
 it. What this module promises instead of trust:
