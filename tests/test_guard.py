@@ -279,6 +279,12 @@ CASES = [
     ("torchrun-with-report", EVAL + ["--report", "{root}/r.html"], {"WORLD_SIZE": "2"}, ERR,
      "--report: not available under torchrun"),
     ("torchrun-world-size-garbage", EVAL, {"WORLD_SIZE": "two"}, ERR, "WORLD_SIZE='two'"),
+    ("torchrun-local-rank-garbage", EVAL, {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x",
+                                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, ERR,
+     "LOCAL_RANK='x'"),
+    ("torchrun-rank-beyond-world", EVAL, {"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0",
+                                          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, ERR,
+     "RANK=2 is not below WORLD_SIZE=2"),
     # backbones, modes, layers, weights
     ("unknown-backbone", EVAL + ["--backbone", "banana"], None, ERR, "unknown backbone 'banana'"),
     ("unknown-resize-mode", EVAL + ["--resize-mode", "banana"], None, ERR, "has no resize mode 'banana'"),

@@ -81,6 +81,14 @@ def init_from_environment(device: str) -> str:
         if name not in os.environ:
             raise ImgdistError(f"WORLD_SIZE is set but {name} is not: launch with torchrun "
                                "(torchrun --nproc_per_node N -m imgdist eval ...)")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_PORT"):
+        raw = os.environ[name].strip()
+        if not raw.isdigit():
+            raise ImgdistError(f"environment variable {name}={os.environ[name]!r}: expected a whole number >= 0 "
+                               "(torchrun sets it)")
+    if int(os.environ["RANK"]) >= int(os.environ["WORLD_SIZE"]):
+        raise ImgdistError(f"environment variable RANK={os.environ['RANK']} is not below WORLD_SIZE="
+                           f"{os.environ['WORLD_SIZE']} (torchrun sets both)")
     local = int(os.environ["LOCAL_RANK"])
     device = resolve_device(device)
     if device == "cuda":
