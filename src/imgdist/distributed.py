@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from . import defaults as D
+from .environment import env_int
 from .errors import ImgdistError
 from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
 from .options import NEEDS_LOGITS, MetricOptions, parse_metrics
@@ -60,13 +61,7 @@ class ShardSource(ImageSource):
 
 def launched_by_torchrun() -> bool:
     """Whether this process is one of several started by ``torchrun`` (its environment says so)."""
-    import os
-
-    raw = os.environ.get("WORLD_SIZE", "1").strip()
-    if not raw.isdigit() or int(raw) < 1:
-        raise ImgdistError(f"environment variable WORLD_SIZE={raw!r}: expected a positive whole number "
-                           "(torchrun sets it)")
-    return int(raw) > 1
+    return env_int("WORLD_SIZE", 1, minimum=1, hint="torchrun sets it") > 1
 
 
 def init_from_environment(device: str) -> str:
@@ -81,15 +76,11 @@ def init_from_environment(device: str) -> str:
         if name not in os.environ:
             raise ImgdistError(f"WORLD_SIZE is set but {name} is not: launch with torchrun "
                                "(torchrun --nproc_per_node N -m imgdist eval ...)")
-    for name in ("RANK", "LOCAL_RANK", "MASTER_PORT"):
-        raw = os.environ[name].strip()
-        if not raw.isdigit():
-            raise ImgdistError(f"environment variable {name}={os.environ[name]!r}: expected a whole number >= 0 "
-                               "(torchrun sets it)")
-    if int(os.environ["RANK"]) >= int(os.environ["WORLD_SIZE"]):
-        raise ImgdistError(f"environment variable RANK={os.environ['RANK']} is not below WORLD_SIZE="
-                           f"{os.environ['WORLD_SIZE']} (torchrun sets both)")
-    local = int(os.environ["LOCAL_RANK"])
+    rank, local, _ = (env_int(name, None, minimum=0, hint="torchrun sets it")
+                      for name in ("RANK", "LOCAL_RANK", "MASTER_PORT"))
+    world = env_int("WORLD_SIZE", 1, minimum=1, hint="torchrun sets it")
+    if rank >= world:
+        raise ImgdistError(f"environment variable RANK={rank} is not below WORLD_SIZE={world} (torchrun sets both)")
     device = resolve_device(device)
     if device == "cuda":
         device = f"cuda:{local}"

@@ -28,10 +28,24 @@ def env_flag(name: str) -> bool:
     raise ImgdistError(f"environment variable {name}={raw!r}: use 1/true/yes/on or 0/false/no/off")
 
 
-def env_positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip().replace("_", "")
-    if not raw:
+def env_int(name: str, default: int | None, *, minimum: int, hint: str = "", typed: bool = False) -> int:
+    """A whole number >= ``minimum``; ``default`` when the variable is unset. ``typed``: a setting a
+    person types, where empty also means the default and ``_`` may group digits (``89_478_485``);
+    otherwise (values a launcher writes) the digits alone."""
+    raw = os.environ.get(name)
+    if raw is None and default is not None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ImgdistError(f"environment variable {name}={os.environ[name]!r}: expected a positive whole number")
-    return int(raw)
+    value = (raw or "").strip()
+    if typed:
+        value = value.replace("_", "")
+        if not value:
+            return default
+    if not value.isdigit() or int(value) < minimum:
+        expected = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ImgdistError(f"environment variable {name}={raw!r}: expected {expected}"
+                           + (f" ({hint})" if hint else ""))
+    return int(value)
+
+
+def env_positive_int(name: str, default: int) -> int:
+    return env_int(name, default, minimum=1, typed=True)
