@@ -175,6 +175,11 @@ def available_memory(device: str) -> int | None:
         return None
 
 
+def activation_bytes(per_image_mb: float, batch_size: int, precision: str = "fp32") -> float:
+    """Activation memory of one batch: the backbone's per-image figure (fp32), halved in bf16/fp16."""
+    return batch_size * per_image_mb * 2**20 * (0.5 if precision in ("bf16", "fp16") else 1.0)
+
+
 def check_batch_memory(batch_size: int, per_image_mb: float, backbone: str, device: str,
                        precision: str = "fp32") -> None:
     """Refuse a batch size whose activations cannot fit, before the first batch is killed by the OS."""
@@ -183,7 +188,7 @@ def check_batch_memory(batch_size: int, per_image_mb: float, backbone: str, devi
     available = available_memory(device)
     if available is None:
         return
-    per_image = per_image_mb * 2**20 * (0.5 if precision in ("bf16", "fp16") else 1.0)
+    per_image = activation_bytes(per_image_mb, 1, precision)
     budget = MEMORY_FRACTION * available
     if batch_size * per_image > budget:
         largest = max(1, int(budget // per_image))

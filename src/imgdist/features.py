@@ -32,7 +32,7 @@ from . import defaults as D
 from .allocator import retained_memory
 from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
-from .checks import check_batch_memory, check_cpu_precision, check_int, resolve_device
+from .checks import activation_bytes, check_batch_memory, check_cpu_precision, check_int, resolve_device
 from .decode import max_pixels
 from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
@@ -204,10 +204,9 @@ class FeatureExtractor:
         self.spec = backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
-        self._batch_bytes = int(self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep) * 2**20
-                                * self.batch_size * (0.5 if self.dtype != torch.float32 else 1.0))
-        check_batch_memory(self.batch_size, self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep),
-                           self.spec.name, str(self.device), precision)
+        per_image_mb = self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep)
+        check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
+        self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
         self.model = load_backbone(backbone, weights, progress=progress)
         self.progress = progress
         self.fused = bool(fuse and hasattr(self.model, "fuse"))
@@ -223,6 +222,11 @@ class FeatureExtractor:
             precision=precision)
         self.cache_dir = _cache_root(cache)
         self._cache_given_up = False
+
+    def retained_bytes(self) -> int:
+        """Free memory kept between batches while extracting on the CPU (:mod:`imgdist.allocator`):
+        one batch's activations and half again, for the buffers that do not line up."""
+        return max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
 
     @property
     def feature_dim(self) -> int:
@@ -281,9 +285,8 @@ class FeatureExtractor:
         run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
         bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
-        # one batch's activations stay allocated between batches (see imgdist.allocator)
-        keep = max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
-        retain = retained_memory(keep) if self.retain_memory and self.device.type == "cpu" else nullcontext()
+        retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
+            else nullcontext()
         t = time.perf_counter()
         keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
         run.timing.hash = time.perf_counter() - t
