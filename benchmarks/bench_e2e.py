@@ -151,8 +151,8 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
     if variant == "churn":
         return cli, dict(env, MALLOC_MMAP_MAX_="65536")
     if variant in PRELOADS:
-        found = [d / PRELOADS[variant] for d in map(Path, ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"))
-                 if (d / PRELOADS[variant]).exists()]
+        found = [path for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")
+                 if (path := Path(d) / PRELOADS[variant]).exists()]
         return (cli, dict(env, LD_PRELOAD=str(found[0]))) if found else None
     if variant == "unfused":
         return [py, "-c", IMGDIST_API, str(real), str(fake), str(weights), str(batch)], env

@@ -87,8 +87,11 @@ def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
     ex._hashes(source)
     out["hash"] = time.perf_counter() - t
     stats = GaussianStats()
-    retain = retained_memory(max(int(1.5 * ex._batch_bytes), 256 * 2**20))
-    with retain, torch.inference_mode():
+
+    def network_input(batch):  # the device-side part of FeatureExtractor._launch
+        return ex.prep.finish(batch).to(ex.dtype).contiguous(memory_format=torch.channels_last)
+
+    with retained_memory(ex.retained_bytes()), torch.inference_mode():
         warm = True
         for start in range(0, n, size):
             t = time.perf_counter()
@@ -100,14 +103,13 @@ def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
             t2 = time.perf_counter()
             on_device = batch.to(device, non_blocking=True)
             sync(device)
-            t3_copy = time.perf_counter()
+            copied = time.perf_counter()
             if warm:  # kernel selection and first allocations on the first batch, not counted
-                ex.model(ex.prep.finish(on_device).to(ex.dtype).contiguous(memory_format=torch.channels_last),
-                         outputs=(ex.layer,))
+                ex.model(network_input(on_device), outputs=(ex.layer,))
                 sync(device)
                 warm = False
             t3 = time.perf_counter()
-            x = ex.prep.finish(on_device).to(ex.dtype).contiguous(memory_format=torch.channels_last)
+            x = network_input(on_device)
             sync(device)
             t4 = time.perf_counter()
             feats = ex.model(x, outputs=(ex.layer,))[ex.layer].float()
@@ -115,7 +117,7 @@ def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
             t5 = time.perf_counter()
             stats.update(feats.cpu().numpy())
             t6 = time.perf_counter()
-            for key, seconds in (("decode", t1 - t), ("prepare", t2 - t1), ("transfer", t3_copy - t2),
+            for key, seconds in (("decode", t1 - t), ("prepare", t2 - t1), ("transfer", copied - t2),
                                  ("resize", t4 - t3), ("forward", t5 - t4), ("statistics", t6 - t5)):
                 out[key] += seconds
     if device.type == "cpu":

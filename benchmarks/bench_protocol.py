@@ -151,11 +151,10 @@ def main() -> None:
             # must give the ranks' KID to the last bit
             same = launch(here + ["--worker-metrics", "kid"], env_d)
             kid, ranks = same["values"]["kid"], r["values"]["kid"]
+            verdict = f"torchrun's kid {'equal' if kid == ranks else f'{ranks - kid:+.3g}'}"
             rows.append([f"kid, one process x {threads} threads", f"{same['seconds']:.1f}",
-                         f"{same['peak_rss'] / 2**30:.2f}",
-                         f"torchrun's kid {'equal' if kid == ranks else f'{ranks - kid:+.3g}'}"])
-            print(f"kid with {threads} thread(s): {same['seconds']:.1f} s; torchrun's kid "
-                  f"{'equal' if kid == ranks else f'{ranks - kid:+.3g}'}", flush=True)
+                         f"{same['peak_rss'] / 2**30:.2f}", verdict])
+            print(f"kid with {threads} thread(s): {same['seconds']:.1f} s; {verdict}", flush=True)
 
     from imgdist.formatting import format_table
 
