@@ -275,7 +275,7 @@ def test_result_json_without_nan():
     data = json.loads(text)
     assert "NaN" not in text and "Infinity" not in text
     assert data["metrics"]["FID"]["value"] is None
-    assert data["metrics"]["KID"] == {"metric": "kid", "value": 0.5, "std": None, "ci": [0.1, 0.9]}
+    assert data["metrics"]["KID"] == {"metric": "kid", "value": 0.5, "better": "lower", "std": None, "ci": [0.1, 0.9]}
     assert data["details"] == {"array": [0, 1, 2], "x": 2.5}
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert math.isnan(result["fid"])

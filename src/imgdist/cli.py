@@ -131,9 +131,9 @@ def _extractor_kwargs(args) -> dict:
 
 
 def _metric_kwargs(args) -> dict:
-    return dict(kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, is_splits=args.is_splits,
-                pr_k=args.pr_k, dc_k=args.dc_k, bootstrap=args.bootstrap, ci=args.ci, seed=args.seed,
-                ct_cells=args.ct_cells, copies_percentile=args.copies_percentile)
+    from .catalogue import SETTINGS
+
+    return {s.name: getattr(args, s.name) for s in SETTINGS if s.cli}
 
 
 def _cmd_eval(args) -> int:
@@ -178,7 +178,7 @@ def _eval_distributed(args) -> int:
     import torch.distributed as dist
 
     from .distributed import evaluate_distributed, init_from_environment
-    from .options import default_backbone, parse_metrics
+    from .catalogue import default_backbone, request
     from .stats import is_stats_file
 
     given = [flag for flag, value in (("--report", args.report), ("--per-image", args.per_image),
@@ -193,7 +193,7 @@ def _eval_distributed(args) -> int:
                                "pass image folders, or run imgdist eval in one process")
     backbone, mode = _backbone(args), args.mode
     if backbone is None:
-        backbone, own_mode = default_backbone(parse_metrics(args.metrics))
+        backbone, own_mode = default_backbone(request(args.metrics).names)
         mode = mode or own_mode
     kwargs = _extractor_kwargs(args)
     kwargs.update(device=init_from_environment(args.device), mode=mode)
@@ -346,6 +346,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import catalogue
+
     parser = argparse.ArgumentParser(
         prog="imgdist",
         description="Compare images by pixel distance and by feature distance (FID, KID, IS, PRDC).")
@@ -376,37 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
     p.add_argument("--metrics", default=",".join(D.METRICS),
-                   help="comma-separated: fid, kid, is, precision, recall, density, coverage, fid-inf, cmmd, "
-                        "vendi, authenticity, ct, copies, realism; 'prdc' = the four k-NN metrics, 'memorization' = "
-                        "authenticity, ct, copies; 'all' = every metric that applies "
-                        f"(default: {','.join(D.METRICS)})")
+                   help=f"{catalogue.metrics_help()} (default: {','.join(D.METRICS)})")
     _add_backbone_args(p, None)
     _add_extraction_args(p)
-    p.add_argument("--kid-subsets", type=int, default=D.KID_SUBSETS,
-                   help=f"KID: number of subsets (default: {D.KID_SUBSETS})")
-    p.add_argument("--kid-subset-size", type=int, default=D.KID_SUBSET_SIZE,
-                   help=f"KID: subset size (default: {D.KID_SUBSET_SIZE})")
-    p.add_argument("--is-splits", type=int, default=D.IS_SPLITS,
-                   help=f"Inception Score: splits (default: {D.IS_SPLITS})")
-    p.add_argument("--pr-k", type=int, default=D.PR_K,
-                   help=f"precision/recall: k nearest neighbours (default: {D.PR_K})")
-    p.add_argument("--dc-k", type=int, default=D.DC_K,
-                   help=f"density/coverage: k nearest neighbours (default: {D.DC_K})")
-    p.add_argument("--bootstrap", type=int, default=D.BOOTSTRAP,
-                   help=f"bootstrap resamples for confidence intervals of FID and KID (e.g. 200; "
-                        f"default: {D.BOOTSTRAP})")
-    p.add_argument("--ci", type=float, default=D.CI,
-                   help=f"confidence level of the intervals (default: {D.CI})")
-    p.add_argument("--seed", type=int, default=D.SEED,
-                   help=f"seed for KID subsets, the bootstrap and C_T's cells (default: {D.SEED})")
+    for setting in catalogue.SETTINGS:
+        if setting.cli:
+            p.add_argument(setting.flag, dest=setting.name, default=setting.default,
+                           type=int if setting.kind == "int" else float, help=setting.help_text())
     p.add_argument("--real-test", metavar="SRC", default=None,
                    help="held-out real images the generator never saw (needed by ct, the data-copying test; "
                         "read only for ct; with --per-class, class subfolders give C_T per class)")
-    p.add_argument("--ct-cells", type=int, default=D.CT_CELLS,
-                   help=f"C_T: k-means cells on the real set (default: {D.CT_CELLS})")
-    p.add_argument("--copies-percentile", type=float, default=D.COPIES_PERCENTILE,
-                   help="copies: a fake nearer a real than this percentile of the reals' nearest-neighbour "
-                        f"distances counts as a copy (default: {D.COPIES_PERCENTILE:g})")
     p.add_argument("--per-image", metavar="PATH", default=None,
                    help="write a CSV with one row per fake: realism, nearest real, distance, inside the real "
                         "manifold, authentic, copy")

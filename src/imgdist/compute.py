@@ -8,6 +8,7 @@ fake x real, however many of them are asked for.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,55 +18,11 @@ from . import metrics as M
 from .errors import ImgdistError
 from .features import Features
 from .metrics._shard import ALONE, Shard
-from .options import CMMD_BACKBONE, CMMD_MODE, MetricOptions
-from .results import Result
+from .backbones import get_spec
+from .catalogue import METRIC, Facts, MetricOptions, needs_features, parse_metrics
+from .errors import one_line
+from .results import PerImage, Result, metric_label, weights_tag
 from .stats import GaussianStats
-
-
-@dataclass
-class PerImage:
-    """One row per fake: what imgdist knows about each generated image (``--per-image out.csv``)."""
-
-    fake: list[str]
-    realism: np.ndarray          # Kynkäänniemi et al. 2019, eq. 3
-    nearest_real: list[str]
-    distance: np.ndarray         # to the nearest real
-    inside: np.ndarray           # inside some real's k-NN ball (counted by precision)
-    authentic: np.ndarray        # farther from its nearest real than that real from its own (Alaa et al.)
-    copy: np.ndarray             # nearer its nearest real than the copies threshold
-
-    COLUMNS = ("fake", "realism", "nearest_real", "distance", "inside_real_manifold", "authentic", "copy")
-
-    def rows(self):
-        for i, name in enumerate(self.fake):
-            yield (name, float(self.realism[i]), self.nearest_real[i], float(self.distance[i]),
-                   _yes(self.inside[i]), _yes(self.authentic[i]), _yes(self.copy[i]))
-
-    def write_csv(self, path) -> None:
-        import csv
-        import os
-        import tempfile
-
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".imgdist-per-image-", suffix=".csv", dir=folder)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(self.COLUMNS)
-                for row in self.rows():
-                    writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)  # never a half-written table
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
-
-def _yes(flag) -> str:
-    return "yes" if bool(flag) else "no"
 
 
 @dataclass
@@ -102,27 +59,28 @@ class MetricRun:
 
     # ---------------------------------------------------------------- shared passes
 
-    def _once(self, key, make):
+    def once(self, key, make):
+        """``make()`` computed once per run: passes that several metrics share."""
         if key not in self._shared:
             self._shared[key] = make()
         return self._shared[key]
 
     def real_neighbours(self) -> M.RealNeighbours:
-        return self._once("real_nn", lambda: M.real_neighbours(self.xr, k=self.options.pr_k))
+        return self.once("real_nn", lambda: M.real_neighbours(self.xr, k=self.options.pr_k))
 
     def realism(self) -> M.Realism:
-        return self._once("realism", lambda: M.realism(self.xr, self.xf, k=self.options.pr_k,
+        return self.once("realism", lambda: M.realism(self.xr, self.xf, k=self.options.pr_k,
                                                        prune_percentile=D.REALISM_PRUNE_PERCENTILE,
                                                        real_radii=self.real_neighbours().radii))
 
     def authenticity(self) -> M.Authenticity:
         r = self.realism()
-        return self._once("authenticity", lambda: M.authenticity(
+        return self.once("authenticity", lambda: M.authenticity(
             self.xr, self.xf, real_nn=self.real_neighbours(), fake_nearest=(r.nearest_real, r.distance)))
 
     def copies(self) -> M.Copies:
         r = self.realism()
-        return self._once("copies", lambda: M.copies(
+        return self.once("copies", lambda: M.copies(
             self.xr, self.xf, percentile=self.options.copies_percentile, real_nn=self.real_neighbours(),
             fake_nearest=(r.nearest_real, r.distance)))
 
@@ -137,119 +95,126 @@ class MetricRun:
     # ---------------------------------------------------------------- metrics
 
     def compute(self, metric: str) -> None:
-        getattr(self, "_" + metric.replace("-", "_"))()
+        METRIC[metric].compute(self)
 
-    def _fid(self):
-        xr, xf = self.xr, self.xf
-        if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
-            # fewer images than dimensions: the same distance from the features, exactly and
-            # without any d x d decomposition (see metrics.frechet.fid_from_features)
-            self.real_stats.check_comparable(self.fake_stats, self.force)
-            self.result.values["fid"] = M.fid_from_features(xr, xf)
-        else:
-            self.result.values["fid"] = self.real_stats.frechet_distance(self.fake_stats, force=self.force)
-
-    def _kid(self):
-        o, result = self.options, self.result
-        value, std = M.kid(self.xr, self.xf, subsets=o.kid_subsets, subset_size=o.kid_subset_size, seed=o.seed,
-                           shard=self.shard)
-        result.values["kid"] = value
-        if std is None:  # every subset would be the whole set: one estimate, no spread to report
-            result.details["kid_subsets"] = "full sets"
-        else:
-            result.stds["kid"] = std
-            result.details["kid_subsets"] = f"{o.kid_subsets} x {min(o.kid_subset_size, len(self.xr), len(self.xf))}"
-
-    def _is(self):
-        self.result.values["is"], self.result.stds["is"] = M.inception_score(self.fake.logits,
-                                                                            splits=self.options.is_splits)
-
-    def _knn_metrics(self):
-        """Precision, recall, density, coverage: one set of distance passes for whichever are
-        chosen (real x real for both k, fake x fake only where precision/recall need it, real x fake)."""
-        o, chosen = self.options, set(self.chosen)
-        pr = bool(chosen & {"precision", "recall"})
-        r = self._once("prdc", lambda: M.prdc(self.xr, self.xf, k=o.dc_k, pr_k=o.pr_k, shard=self.shard,
-                                               precision_recall=pr))
-        for name in ("precision", "recall", "density", "coverage"):
-            if name in chosen:
-                self.result.values[name] = getattr(r, name)
-        if pr:
-            self.result.details["precision_recall_k"] = o.pr_k
-        if chosen & {"density", "coverage"}:
-            self.result.details["density_coverage_k"] = o.dc_k
-
-    _precision = _recall = _density = _coverage = _knn_metrics
-
-    def _fid_inf(self):
-        o = self.options
-        fit = M.fid_infinity(self.xr, self.xf, sizes=o.fid_inf_sizes, seed=o.seed, progress=self.progress,
-                             shard=self.shard)
-        self.result.values["fid-inf"] = fit.value
-        self.result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
-                                              "r2": fit.r2, "residual_rms": fit.residual_rms}
-
-    def _cmmd(self):
-        """CMMD (Jayasumana et al. 2024) on L2-normalised embeddings, sigma 10, x1000."""
-        self.result.values["cmmd"] = M.cmmd(self.xr, self.xf)
-        p = self.real_stats.provenance
-        if (p.backbone, p.resize_mode) != (CMMD_BACKBONE, CMMD_MODE):
-            self.result.warnings.append(
-                f"CMMD as published uses {CMMD_BACKBONE} features in resize mode {CMMD_MODE}; this one is on "
-                f"{p.backbone} ({p.resize_mode}) and is not comparable with published CMMD values")
-
-    def _vendi(self):
-        """Vendi of the fakes and, for reference, of the reals, at every order q."""
-        orders = {}
-        for side, x in (("fake", self.xf), ("real", self.xr)):
-            if x is None:
-                continue
-            spectrum = M.vendi_spectrum(x, name=side)
-            orders[side] = {_order_name(q): M.vendi_from_spectrum(spectrum, q) for q in D.VENDI_ORDERS}
-        self.result.values["vendi"] = orders["fake"]["1"]
-        if "real" in orders:
-            self.result.values["vendi-real"] = orders["real"]["1"]
-        self.result.details["vendi_orders"] = orders
-
-    def _authenticity(self):
-        self.result.values["authenticity"] = self.authenticity().value
-
-    def _copies(self):
-        c = self.copies()
-        self.result.values["copies"] = c.count
-        self.result.details["copies"] = {
-            "threshold": c.threshold, "percentile": c.percentile, "fraction": c.fraction,
-            # the closest first; the full list is in --per-image
-            "pairs": [{"fake": _name(self.fake, i, "fake"), "real": _name(self.real, j, "real"), "distance": float(d)}
-                      for i, j, d in zip(c.fake_index[:100], c.real_index[:100], c.distance[:100])],
-            "fake_index": c.fake_index.tolist(), "real_index": c.real_index.tolist(),
-        }
-
-    def _realism(self):
-        r = self.realism()
-        self.result.values["realism"] = float(np.median(r.realism))
-        self.result.details["realism"] = {"k": r.k, "prune_percentile": r.prune_percentile,
-                                          "share_at_least_1": float(np.mean(r.realism >= 1.0))}
-
-    def _ct(self):
-        if self.real_test is None or self.real_test.features is None:
-            raise ImgdistError("ct: needs held-out real images: pass --real-test SRC (real_test=...)")
-        ct = M.ct_score(self.xr, self.real_test.features, self.xf, n_cells=self.options.ct_cells,
-                        min_fake_per_cell=D.CT_MIN_FAKE_PER_CELL, seed=self.options.seed)
-        self.result.values["ct"] = ct.value
-        self.result.counts["real_test"] = len(self.real_test.features)
-        self.result.details["ct"] = {"cells": ct.n_cells, "cells_used": int(ct.used.sum()),
-                                     "fake_fraction_used": ct.fake_fraction_used, "z": ct.z,
-                                     "weight": ct.weight, "fake_count": ct.fake_count,
-                                     "test_count": ct.test_count, "min_fake_per_cell": ct.min_fake_per_cell}
+    def name_of(self, side: str, i) -> str:
+        """An image's name, or its position where the features came without names (the streaming
+        :class:`~imgdist.evaluation.Evaluator`)."""
+        features = self.real if side == "real" else self.fake
+        names = features.names
+        return names[i] if len(names) == len(features.features) else f"{side} #{int(i)}"
 
 
-def _name(features: Features, i, side: str) -> str:
-    """The image's name, or its position where the features came without names (the streaming
-    :class:`~imgdist.evaluation.Evaluator`)."""
-    names = features.names
-    return names[i] if len(names) == len(features.features) else f"{side} #{int(i)}"
+def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
+                      metrics=D.METRICS, force=False, options: MetricOptions | None = None,
+                      progress: bool = False, real_test: Features | None = None, per_image: bool = False,
+                      shard: Shard = ALONE, **option_kwargs) -> Result:
+    """The metrics from already extracted features (or statistics).
+
+    Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
+    ``options``. ``progress``: progress bars for metrics that can take a while (FID-infinity).
+    ``real_test``: held-out real features (C_T). ``per_image``: fill ``result.per_image``.
+    ``shard``: this process's share of the k-NN passes and of the KID and FID-infinity subsets
+    (:func:`imgdist.distributed.evaluate_features_distributed` passes it; results are the same).
+    """
+    options = options or MetricOptions.from_keywords(option_kwargs)
+    stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
+    has_logits = isinstance(fake, Features) and fake.logits is not None
+    backbone = real.provenance.backbone if isinstance(real, Features) else None
+    chosen = parse_metrics(metrics, Facts(has_logits=has_logits, features=not stats_sides,
+                                          real_test=real_test is not None,
+                                          clip=bool(backbone and backbone.startswith("clip-"))))
+    real_stats = real if isinstance(real, GaussianStats) else real.stats
+    fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
+    counts = {"real": real_stats.n, "fake": fake_stats.n}
+    if real_test is not None:
+        counts["real_test"] = real_test.stats.n
+        real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
+    known = known_counts(counts, {"real": real, "fake": fake})
+    options.check_sets(chosen, known, has_logits=has_logits, stats_sides=stats_sides)
+    if per_image and stats_sides:
+        raise ImgdistError(f"the per-image table needs images, but {stats_sides[0]} is a statistics file")
+    notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
+    provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
+    if real_stats.dim != fake_stats.dim:
+        why = ("resize mode 'native' keeps each image's own size, so both sets need images of one size"
+               if real_stats.provenance.resize_mode == fake_stats.provenance.resize_mode == "native" else
+               "they were not made by the same backbone and layer (see the statistics files' provenance)")
+        raise ImgdistError(f"the real set has {real_stats.dim} feature values per image, the fake set "
+                           f"{fake_stats.dim}: {why}")
+
+    result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
+    result.counts = {side: known.get(side) for side in ("real", "fake")}  # None: not recorded
+    for side, obj in (("real", real), ("fake", fake), ("real_test", real_test)):
+        if isinstance(obj, Features) and len(obj.skipped):
+            result.counts[f"{side}_skipped"] = len(obj.skipped)
+            result.warnings.append(f"{side}: {obj.skipped.summary()}")
+    tag = weights_tag(provenance)
+    if tag:
+        result.warnings.append(
+            f"{provenance.backbone} weights {tag} are not the published ones ({get_spec(provenance.backbone).weights.sha256[:8]}): "
+            f"numbers print as {metric_label('fid', provenance)} etc. and are not comparable with published values")
+
+    run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test,
+                    chosen=chosen, shard=shard)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for metric in chosen:
+            try:
+                run.compute(metric)
+            except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
+                raise ImgdistError(f"{metric}: {one_line(exc)}") from None
+        if options.bootstrap:
+            _bootstrap(result, chosen, run.xr, run.xf, options)
+        if per_image:
+            result.per_image = run.per_image()
+    for w in caught:
+        message = one_line(w.message)
+        if message not in result.warnings:
+            result.warnings.append(message)
+    for metric in result.values:
+        result.labels[metric] = metric_label(metric, provenance)
+    return result
 
 
-def _order_name(q: float) -> str:
-    return "inf" if np.isinf(q) else f"{q:g}"
+def _bootstrap(result, chosen, xr, xf, options: MetricOptions):
+    """Percentile intervals re-centred on the point estimate.
+
+    Resampling with replacement repeats images, which shrinks the effective sample size, and FID
+    grows as N falls: the raw bootstrap distribution sits above the estimate (by 2x when N is not
+    much larger than d). Subtracting the bootstrap's own bias estimate, mean(t*) - t, keeps the
+    spread (the sampling uncertainty of the number at this N) and removes the offset
+    (Efron & Tibshirani 1993, ch. 10).
+    """
+    n_boot, ci, seed = options.bootstrap, options.ci, options.seed
+    result.details["ci_level"] = ci
+    result.details["bootstrap_samples"] = n_boot
+    statistics = {}
+    if "fid" in chosen:
+        statistics["fid"] = M.fid_from_features
+    if "kid" in chosen:
+        # a few subsets per replicate keep the cost bounded; the spread comes from resampled sets
+        subsets = max(1, min(options.kid_subsets, 10))
+        size = min(options.kid_subset_size, len(xr), len(xf))
+        statistics["kid"] = lambda r, f: M.kid(r, f, subsets=subsets, subset_size=size, seed=seed)[0]
+    for metric, statistic in statistics.items():
+        replicates = M.bootstrap_replicates(statistic, xr, xf, n_boot=n_boot, seed=seed)
+        offset = replicates.mean() - result.values[metric]
+        low, high = np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) - offset
+        result.intervals[metric] = (float(low), float(high))
+        result.details[f"{metric}_bootstrap_offset"] = float(offset)
+
+
+def known_counts(counts: dict[str, int], sides: dict) -> dict[str, int]:
+    """The image counts that are known: a statistics file without ``n`` (pytorch-fid's and
+    clean-fid's hold only mu and sigma) has count 0, which means "not recorded", not "no images"."""
+    return {side: n for side, n in counts.items()
+            if not (isinstance(sides.get(side), GaussianStats) and n == 0)}
+
+
+def keeps_features(chosen, options: MetricOptions, n: int, feature_dim: int, also: bool = False) -> bool:
+    """Whether a set's per-image features are kept: the metrics or the bootstrap need them, or the set
+    has no more images than dimensions. Then the features take no more memory than the covariance,
+    and FID from features is exact where the covariance route of singular matrices loses digits
+    (5.6e-5 relative measured at N = 160, d = 2048)."""
+    return also or bool(needs_features(chosen)) or options.bootstrap > 0 or n <= feature_dim

@@ -21,7 +21,7 @@ from . import defaults as D
 from .environment import env_int
 from .errors import ImgdistError
 from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
-from .options import NEEDS_LOGITS, MetricOptions, parse_metrics
+from .catalogue import Facts, MetricOptions, needs_logits, parse_metrics
 from .features import CACHE_READ_CHUNK as CHUNK_ROWS
 from .features import FeatureExtractor, Features
 from .metrics._shard import Shard
@@ -197,11 +197,12 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
     (see :func:`evaluate_features_distributed`); every rank returns the result."""
     _require_initialised()
     rank, world = dist.get_rank(), dist.get_world_size()
-    options = MetricOptions(**metric_kwargs)
+    options = MetricOptions.from_keywords(metric_kwargs)
     extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                  precision=precision, batch_size=batch_size, workers=workers,
                                  progress=progress and rank == 0, cache=cache)
-    chosen = parse_metrics(metrics, has_logits=extractor.spec.has_logits)
+    # the same facts as one process's evaluate (images on both sides, no held-out set under torchrun)
+    chosen = parse_metrics(metrics, Facts.of(extractor.spec))
     sources = [open_source(spec) for spec in (real, fake)]
     options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
                        has_logits=extractor.spec.has_logits)
@@ -210,7 +211,7 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
         shard = ShardSource(source, rank, world, block=extractor.batch_size)
         keep = keeps_features(chosen, options, len(source), extractor.feature_dim)
         local = extractor.extract(shard, keep_features=keep,
-                                  keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
+                                  keep_logits=needs_logits(chosen) and side == "fake",
                                   on_error=on_error, desc=f"{side}, rank 0's share" if world > 1 else side)
         sides.append(_gather_features(local, shard))
     result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),

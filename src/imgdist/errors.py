@@ -42,3 +42,8 @@ class ImgdistWarning(UserWarning):
 def one_line(text) -> str:
     """Any message (a library's multi-line text included) as one line."""
     return " ".join(str(text).split())
+
+
+class SetTooSmall(ImgdistError):
+    """A set with too few images for a metric's settings (a k, splits, cells); per-class
+    evaluation leaves such a metric out for a small class instead of failing."""

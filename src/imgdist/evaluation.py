@@ -11,12 +11,11 @@ import warnings
 import numpy as np
 
 from . import defaults as D
-from . import metrics as M
-from .errors import ImgdistError, one_line
-from .compute import MetricRun
+from .catalogue import ALIASES, METRICS, Facts, MetricOptions, default_backbone, needs_features, needs_logits, \
+    parse_metrics, request
+from .compute import known_counts, evaluate_features, keeps_features
+from .errors import ImgdistError
 from .features import FeatureExtractor, Features
-from .metrics._shard import ALONE, Shard
-from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, default_backbone, parse_metrics
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
 from .stats import GaussianStats, is_stats_file
@@ -48,7 +47,7 @@ def _spec_of(backbone):
     return backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
 
 
-def _choose_backbone(backbone, mode, dims, inputs: dict, metrics):
+def _choose_backbone(backbone, mode, dims, inputs: dict, asked):
     """Without an explicit backbone: the one a statistics file was made with (and its resize mode
     and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was made;
     else the metrics' own (CMMD's CLIP encoder for ``--metrics cmmd``), else Inception."""
@@ -57,7 +56,7 @@ def _choose_backbone(backbone, mode, dims, inputs: dict, metrics):
     recorded = [obj.provenance for obj in inputs.values()
                 if isinstance(obj, GaussianStats) and obj.provenance.known]
     if not recorded:
-        backbone, own_mode = default_backbone(parse_metrics(metrics))
+        backbone, own_mode = default_backbone(asked.names)
         return backbone, mode or own_mode, dims
     prov = recorded[0]
     from .backbones import get_spec
@@ -74,18 +73,17 @@ def _choose_backbone(backbone, mode, dims, inputs: dict, metrics):
 
 def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None, mode=None,
              dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
-             progress=True, cache=False, kid_subsets=D.KID_SUBSETS, kid_subset_size=D.KID_SUBSET_SIZE,
-             is_splits=D.IS_SPLITS, pr_k=D.PR_K, dc_k=D.DC_K, fid_inf_sizes=None, bootstrap=D.BOOTSTRAP,
-             ci=D.CI, seed=D.SEED, ct_cells=D.CT_CELLS, copies_percentile=D.COPIES_PERCENTILE,
-             real_test=None, per_image: bool = False, per_class: bool = False, on_error="raise",
-             force=False, extractor: FeatureExtractor | None = None, return_features: bool = False):
+             progress=True, cache=False, real_test=None, per_image: bool = False, per_class: bool = False,
+             on_error="raise", force=False, extractor: FeatureExtractor | None = None,
+             return_features: bool = False, **settings):
     """Compare a real set with a generated set.
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
     ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``; ``'all'``: every metric that applies).
     ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.backbones.Backbone`;
     None: the backbone a statistics file on either side was made with, else ``inception``.
-    ``bootstrap``: number of resamples for confidence intervals of FID and KID (0: none).
+    ``settings``: the metric settings by keyword (``kid_subsets``, ``pr_k``, ``bootstrap``, ... each
+    with its default and range in :data:`imgdist.catalogue.SETTINGS`, the same names as the CLI flags).
     ``real_test``: held-out real images the generator never saw (the C_T test, metric ``ct``).
     ``per_image``: fill ``result.per_image`` (realism, nearest real, authenticity, copy per fake).
     ``per_class``: ``real`` and ``fake`` are folders with one subfolder per class; fill
@@ -96,9 +94,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
 
     Every argument, the statistics files and the set sizes are checked before any extraction.
     """
-    options = MetricOptions(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits,
-                            pr_k=pr_k, dc_k=dc_k, fid_inf_sizes=fid_inf_sizes, bootstrap=bootstrap, ci=ci,
-                            seed=seed, ct_cells=ct_cells, copies_percentile=copies_percentile)
+    options = MetricOptions.from_keywords(settings)
+    asked = request(metrics)
     check_on_error(on_error)
     inputs = {"real": _open_input(real), "fake": _open_input(fake)}
     if real_test is not None:
@@ -111,16 +108,15 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
                                "mu and sigma); pass the images")
     ext = extractor
     if ext is None and len(stats_sides) < 2:
-        backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, metrics)
+        backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, asked)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
     has_logits = bool(spec and spec.has_logits)
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
-                           clip=bool(spec and spec.name.startswith("clip-")))
+    chosen = asked.resolve(Facts.of(spec, stats_sides=stats_sides, real_test=real_test is not None))
     unused_test = "real_test" in inputs and "ct" not in chosen
     if unused_test:  # only C_T reads the held-out set: not minutes of extraction for nothing
         del inputs["real_test"]
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
-    options.check_sets(chosen, _known(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
+    options.check_sets(chosen, known_counts(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
         for side in ("real", "fake"):
             _check_class_folders(inputs[side], side)
@@ -140,7 +136,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
                               also=return_features or per_image or per_class)
         sides[side] = ext.extract(obj, keep_features=keep,
-                                  keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
+                                  keep_logits=needs_logits(chosen) and side == "fake",
                                   on_error=on_error, desc=side.replace("_", " "))
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
                                progress=progress, real_test=sides.get("real_test"), per_image=per_image)
@@ -162,125 +158,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 
-def _known(counts: dict[str, int], sides: dict) -> dict[str, int]:
-    """The image counts that are known: a statistics file without ``n`` (pytorch-fid's and
-    clean-fid's hold only mu and sigma) has count 0, which means "not recorded", not "no images"."""
-    return {side: n for side, n in counts.items()
-            if not (isinstance(sides.get(side), GaussianStats) and n == 0)}
-
-
-def keeps_features(chosen, options: MetricOptions, n: int, feature_dim: int, also: bool = False) -> bool:
-    """Whether a set's per-image features are kept: the metrics or the bootstrap need them, or the set
-    has no more images than dimensions. Then the features take no more memory than the covariance,
-    and FID from features is exact where the covariance route of singular matrices loses digits
-    (5.6e-5 relative measured at N = 160, d = 2048)."""
-    return also or bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or n <= feature_dim
-
-
 def _check_class_folders(source, side: str) -> None:
     from .per_class import class_names
 
     names = [source.name_of(i) for i in range(len(source))]
     class_names(Features(names=names, stats=None, provenance=None), source, side)
-
-
-def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,
-                      metrics=DEFAULT_METRICS, force=False, options: MetricOptions | None = None,
-                      progress: bool = False, real_test: Features | None = None, per_image: bool = False,
-                      shard: Shard = ALONE, **option_kwargs) -> Result:
-    """The metrics from already extracted features (or statistics).
-
-    Metric settings as keywords (``kid_subsets``, ``pr_k``, ... see :class:`MetricOptions`) or as
-    ``options``. ``progress``: progress bars for metrics that can take a while (FID-infinity).
-    ``real_test``: held-out real features (C_T). ``per_image``: fill ``result.per_image``.
-    ``shard``: this process's share of the k-NN passes and of the KID and FID-infinity subsets
-    (:func:`imgdist.distributed.evaluate_features_distributed` passes it; results are the same).
-    """
-    options = options or MetricOptions(**option_kwargs)
-    stats_sides = tuple(side for side, obj in (("real", real), ("fake", fake)) if isinstance(obj, GaussianStats))
-    has_logits = isinstance(fake, Features) and fake.logits is not None
-    backbone = real.provenance.backbone if isinstance(real, Features) else None
-    chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
-                           clip=bool(backbone and backbone.startswith("clip-")))
-    real_stats = real if isinstance(real, GaussianStats) else real.stats
-    fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
-    counts = {"real": real_stats.n, "fake": fake_stats.n}
-    if real_test is not None:
-        counts["real_test"] = real_test.stats.n
-        real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
-    known = _known(counts, {"real": real, "fake": fake})
-    options.check_sets(chosen, known, has_logits=has_logits, stats_sides=stats_sides)
-    if per_image and stats_sides:
-        raise ImgdistError(f"the per-image table needs images, but {stats_sides[0]} is a statistics file")
-    notes = real_stats.provenance.check_compatible(fake_stats.provenance, "real vs fake", force)
-    provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
-    if real_stats.dim != fake_stats.dim:
-        why = ("resize mode 'native' keeps each image's own size, so both sets need images of one size"
-               if real_stats.provenance.resize_mode == fake_stats.provenance.resize_mode == "native" else
-               "they were not made by the same backbone and layer (see the statistics files' provenance)")
-        raise ImgdistError(f"the real set has {real_stats.dim} feature values per image, the fake set "
-                           f"{fake_stats.dim}: {why}")
-
-    result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
-    result.counts = {side: known.get(side) for side in ("real", "fake")}  # None: not recorded
-    for side, obj in (("real", real), ("fake", fake), ("real_test", real_test)):
-        if isinstance(obj, Features) and len(obj.skipped):
-            result.counts[f"{side}_skipped"] = len(obj.skipped)
-            result.warnings.append(f"{side}: {obj.skipped.summary()}")
-    tag = weights_tag(provenance)
-    if tag:
-        result.warnings.append(
-            f"{provenance.backbone} weights {tag} are not the published ones ({_spec_of(provenance.backbone).weights.sha256[:8]}): "
-            f"numbers print as {metric_label('fid', provenance)} etc. and are not comparable with published values")
-
-    run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test,
-                    chosen=chosen, shard=shard)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for metric in chosen:
-            try:
-                run.compute(metric)
-            except ValueError as exc:  # the metric functions' input checks, e.g. too few images for k
-                raise ImgdistError(f"{metric}: {one_line(exc)}") from None
-        if options.bootstrap:
-            _bootstrap(result, chosen, run.xr, run.xf, options)
-        if per_image:
-            result.per_image = run.per_image()
-    for w in caught:
-        message = one_line(w.message)
-        if message not in result.warnings:
-            result.warnings.append(message)
-    for metric in result.values:
-        result.labels[metric] = metric_label(metric, provenance)
-    return result
-
-
-def _bootstrap(result, chosen, xr, xf, options: MetricOptions):
-    """Percentile intervals re-centred on the point estimate.
-
-    Resampling with replacement repeats images, which shrinks the effective sample size, and FID
-    grows as N falls: the raw bootstrap distribution sits above the estimate (by 2x when N is not
-    much larger than d). Subtracting the bootstrap's own bias estimate, mean(t*) - t, keeps the
-    spread (the sampling uncertainty of the number at this N) and removes the offset
-    (Efron & Tibshirani 1993, ch. 10).
-    """
-    n_boot, ci, seed = options.bootstrap, options.ci, options.seed
-    result.details["ci_level"] = ci
-    result.details["bootstrap_samples"] = n_boot
-    statistics = {}
-    if "fid" in chosen:
-        statistics["fid"] = M.fid_from_features
-    if "kid" in chosen:
-        # a few subsets per replicate keep the cost bounded; the spread comes from resampled sets
-        subsets = max(1, min(options.kid_subsets, 10))
-        size = min(options.kid_subset_size, len(xr), len(xf))
-        statistics["kid"] = lambda r, f: M.kid(r, f, subsets=subsets, subset_size=size, seed=seed)[0]
-    for metric, statistic in statistics.items():
-        replicates = M.bootstrap_replicates(statistic, xr, xf, n_boot=n_boot, seed=seed)
-        offset = replicates.mean() - result.values[metric]
-        low, high = np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) - offset
-        result.intervals[metric] = (float(low), float(high))
-        result.details[f"{metric}_bootstrap_offset"] = float(offset)
 
 
 # ------------------------------------------------------------------ streaming
@@ -300,15 +182,16 @@ class Evaluator:
 
     def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=("fid",), real_stats=None, weights=None, mode=None,
                  dims=None, device=D.DEVICE, **metric_kwargs):
-        self.options = MetricOptions(**metric_kwargs)
+        self.options = MetricOptions.from_keywords(metric_kwargs)
         self.extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
                                           progress=False)
         has_logits = self.extractor.spec.has_logits
         frozen_real = real_stats is not None
-        self.metrics = parse_metrics(metrics, has_logits=has_logits, features=not frozen_real)
+        self.metrics = parse_metrics(metrics, Facts.of(self.extractor.spec,
+                                                       stats_sides=("real",) if frozen_real else ()))
         self.options.check_sets(self.metrics, {}, has_logits=has_logits,
                                 stats_sides=("real",) if frozen_real else ())
-        self.keep = bool(NEEDS_FEATURES & set(self.metrics)) or self.options.bootstrap > 0
+        self.keep = needs_features(self.metrics) or self.options.bootstrap > 0
         self._real = self._empty()
         if frozen_real:
             stats = real_stats if isinstance(real_stats, GaussianStats) else GaussianStats.load(real_stats)
@@ -334,11 +217,12 @@ class Evaluator:
             state = self._real if side == "real" else self._fake
             if state["frozen"]:
                 raise ImgdistError("real statistics were given up front; update(real=...) is not allowed")
-            feats, logits = self.extractor.embed_images(images, logits="is" in self.metrics and side == "fake")
+            wants_logits = needs_logits(self.metrics) and side == "fake"
+            feats, logits = self.extractor.embed_images(images, logits=wants_logits)
             state["stats"].update(feats)
             if self.keep:
                 state["feats"].append(feats)
-            if logits is not None and "is" in self.metrics and side == "fake":
+            if logits is not None and wants_logits:
                 state["logits"].append(logits)
 
     def merge(self, other: "Evaluator") -> None:

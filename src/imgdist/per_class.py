@@ -21,9 +21,11 @@ import numpy as np
 
 from . import defaults as D
 from . import metrics as M
-from .errors import ImgdistError, one_line
+from .catalogue import METRIC, MetricOptions, per_class_metrics
+from .compute import evaluate_features
+from .errors import ImgdistError
 from .features import Features
-from .options import MetricOptions
+from .metrics.memorization import NoUsableCell
 from .results import Result, metric_label
 from .sources import FileSource, ImageSource
 from .stats import GaussianStats
@@ -54,20 +56,6 @@ def subset(features: Features, rows: np.ndarray) -> Features:
         indices=[features.indices[i] for i in rows] if features.indices else [])
 
 
-def runnable(chosen, options: MetricOptions, n_real: int, n_fake: int) -> list[str]:
-    """The chosen metrics a class of this size can give (a small class cannot give k-NN metrics)."""
-    keep = []
-    for metric in chosen:
-        if metric == "ct":
-            continue  # needs a held-out real set per class
-        try:
-            options.check_sets([metric], {"real": n_real, "fake": n_fake})
-        except ImgdistError:
-            continue
-        keep.append(metric)
-    return keep
-
-
 def evaluate_per_class(real: Features, fake: Features, real_source: ImageSource, fake_source: ImageSource,
                        chosen, options: MetricOptions, force: bool = False, *, real_test: Features | None = None,
                        real_test_source: ImageSource | None = None):
@@ -76,8 +64,6 @@ def evaluate_per_class(real: Features, fake: Features, real_source: ImageSource,
     ``real_test`` / ``real_test_source``: the held-out real images (C_T), per class when they too
     lie in class subfolders.
     """
-    from .evaluation import evaluate_features
-
     real_classes = np.array(class_names(real, real_source, "real"))
     fake_classes = np.array(class_names(fake, fake_source, "fake"))
     names = sorted(set(real_classes) & set(fake_classes))
@@ -98,10 +84,11 @@ def evaluate_per_class(real: Features, fake: Features, real_source: ImageSource,
                          "images, --real-test, in the same class subfolders)")
     class_options = dataclasses.replace(options, bootstrap=0)
     results, partial, no_ct = {}, [], []
+    applicable = [m for m in chosen if METRIC[m].per_class]
     for name in names:
         r_rows, f_rows = np.flatnonzero(real_classes == name), np.flatnonzero(fake_classes == name)
-        metrics = runnable(chosen, class_options, len(r_rows), len(f_rows))
-        if len(metrics) < len([m for m in chosen if m != "ct"]):
+        metrics = per_class_metrics(chosen, class_options, len(r_rows), len(f_rows))
+        if len(metrics) < len(applicable):
             partial.append(name)
         if metrics:
             results[name] = evaluate_features(subset(real, r_rows), subset(fake, f_rows), metrics=metrics,
@@ -138,10 +125,8 @@ def _class_ct(real: Features, fake: Features, test: Features, r_rows, f_rows, t_
     try:
         return M.ct_score(real.features[r_rows], test.features[t_rows], fake.features[f_rows],
                           n_cells=options.ct_cells, min_fake_per_cell=D.CT_MIN_FAKE_PER_CELL, seed=options.seed).value
-    except ValueError as exc:
-        if "no cell holds" in one_line(exc):
-            return None
-        raise
+    except NoUsableCell:
+        return None
 
 
 def _some(names, limit: int = 5) -> str:

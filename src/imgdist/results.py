@@ -13,21 +13,45 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
+from .catalogue import CMMD_BACKBONE, CMMD_MODE, entry
 from .errors import ImgdistError
 from .provenance import Provenance
 
-if TYPE_CHECKING:
-    from .compute import PerImage
+@dataclass
+class PerImage:
+    """One row per fake: what imgdist knows about each generated image (``--per-image out.csv``)."""
 
-_FD_NAMES = {"fid": "FID", "kid": "KID", "is": "IS", "fid-inf": "FID_inf"}
-_NON_INCEPTION = {"fid": "FD", "kid": "KD", "is": "IS", "fid-inf": "FD_inf"}
-#: how the other metrics print (the rest print under their own names)
-_DISPLAY = {"vendi": "Vendi", "vendi-real": "Vendi_real", "ct": "C_T", "realism": "realism_median",
-            "cmmd": "CMMD"}
-#: direction of each metric, for sorting classes worst first
-LOWER_IS_BETTER = frozenset({"fid", "kid", "fid-inf", "copies", "cmmd"})
+    fake: list[str]
+    realism: np.ndarray          # Kynkäänniemi et al. 2019, eq. 3
+    nearest_real: list[str]
+    distance: np.ndarray         # to the nearest real
+    inside: np.ndarray           # inside some real's k-NN ball (counted by precision)
+    authentic: np.ndarray        # farther from its nearest real than that real from its own (Alaa et al.)
+    copy: np.ndarray             # nearer its nearest real than the copies threshold
+
+    COLUMNS = ("fake", "realism", "nearest_real", "distance", "inside_real_manifold", "authentic", "copy")
+
+    def rows(self):
+        for i, name in enumerate(self.fake):
+            yield (name, float(self.realism[i]), self.nearest_real[i], float(self.distance[i]),
+                   _yes(self.inside[i]), _yes(self.authentic[i]), _yes(self.copy[i]))
+
+    def write_csv(self, path) -> None:
+        import csv
+
+        from .files import atomic_write
+
+        with atomic_write(path, newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.COLUMNS)
+            for row in self.rows():
+                writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+
+
+def _yes(flag) -> str:
+    return "yes" if bool(flag) else "no"
+
+
 
 
 def weights_tag(provenance: Provenance) -> str | None:
@@ -54,8 +78,6 @@ def metric_label(metric: str, provenance: Provenance) -> str:
     the published weights in fp32; otherwise the backbone, its weights (where not the published
     ones), its layer and a reduced precision are named, e.g. ``FD[inception:d37b7cb1]``,
     ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
-    from .options import CMMD_BACKBONE, CMMD_MODE
-
     tag = weights_tag(provenance)
     low = provenance.reduced_precision
     if metric == "cmmd" and tag is None and not low and (provenance.backbone, provenance.resize_mode,
@@ -63,14 +85,16 @@ def metric_label(metric: str, provenance: Provenance) -> str:
         return "CMMD"  # the published protocol
     standard = (provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
                 and not low)
-    if standard or (provenance.backbone is None and metric in _FD_NAMES):
-        return _FD_NAMES.get(metric, _DISPLAY.get(metric, metric))
+    owner = entry(metric)
+    published, generic = owner.labels(metric) if owner else (metric, metric)
+    if standard or (provenance.backbone is None and owner is not None and owner.generic is not None):
+        return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
     if provenance.feature_layer not in (None, "pool"):
         name += f"/{provenance.feature_layer}"
     if low:
         name += f",{provenance.precision}"
-    return f"{_NON_INCEPTION.get(metric, _DISPLAY.get(metric, metric))}[{name}]"
+    return f"{generic}[{name}]"
 
 
 @dataclass
@@ -94,12 +118,15 @@ class Result:
     def to_dict(self) -> dict:
         metrics = {}
         for key, value in self.values.items():
-            entry = {"metric": key, "value": _finite(value)}
+            item = {"metric": key, "value": _finite(value)}
+            owner = entry(key)
+            if owner is not None and owner.lower_is_better is not None:
+                item["better"] = "lower" if owner.lower_is_better else "higher"
             if key in self.stds:
-                entry["std"] = _finite(self.stds[key])
+                item["std"] = _finite(self.stds[key])
             if key in self.intervals:
-                entry["ci"] = [_finite(v) for v in self.intervals[key]]
-            metrics[self.labels[key]] = entry
+                item["ci"] = [_finite(v) for v in self.intervals[key]]
+            metrics[self.labels[key]] = item
         out = {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
                "details": self.details, "warnings": self.warnings}
         if self.per_class:
@@ -182,7 +209,7 @@ class Result:
         present = {k for r in self.per_class.values() for k in r.values}
         keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
-        sign = 1 if first in LOWER_IS_BETTER else -1
+        sign = 1 if entry(first) and entry(first).lower_is_better else -1
 
         def worst_first(name):
             value = self.per_class[name].values.get(first)

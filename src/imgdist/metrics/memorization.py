@@ -89,6 +89,10 @@ def _same_dim(**sets: np.ndarray) -> None:
 
 # ---------------------------------------------------------------- neighbour passes
 
+class NoUsableCell(ValueError):
+    """C_T cannot be computed: no k-means cell holds enough generated samples and a test sample."""
+
+
 @dataclass(frozen=True)
 class RealNeighbours:
     """Each real's neighbours within the real set (self excluded; a duplicate is a neighbour at 0)."""
@@ -356,7 +360,7 @@ def ct_score(train, test, fake, n_cells: int = 20, min_fake_per_cell: int = 21, 
     weight = test_count / len(p)
     used = (fake_count >= min_fake_per_cell) & (test_count > 0)
     if not used.any():
-        raise ValueError(f"no cell holds {min_fake_per_cell} generated samples and a test sample "
+        raise NoUsableCell(f"no cell holds {min_fake_per_cell} generated samples and a test sample "
                          f"({k} cells; generated per cell at most {fake_count.max()}): use fewer cells "
                          "or more samples")
     value = float(np.dot(weight[used], z[used]) / weight[used].sum())
