@@ -8,8 +8,11 @@ CLI flag (``pr_k (--pr-k)``), since the API and the CLI share these checks.
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
+
+import numpy as np
 
 from .errors import ImgdistError
 
@@ -22,46 +25,53 @@ def option(name: str) -> str:
     return f"{name} (--{name.replace('_', '-')})"
 
 
-def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    """An integer in ``[minimum, maximum]``, else a one-line error naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not _is_integral(value):
-        raise ImgdistError(f"{option(name)} must be an integer, got {value!r}")
+class InvalidValue(ImgdistError, ValueError):
+    """An argument out of its range or of the wrong type: a user error (one line) for the CLI, and a
+    ValueError for callers of the pure metric functions."""
+
+
+def _named(name: str, flag: bool) -> str:
+    return option(name) if flag else name
+
+
+def _is_real(value) -> bool:
+    """A real number that is not a bool (numpy scalars included)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None, *, flag: bool = True) -> int:
+    """An integer in ``[minimum, maximum]``, else a one-line error naming the keyword (and, with
+    ``flag``, its CLI flag: the metric functions' keywords have none)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise InvalidValue(f"{_named(name, flag)} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ImgdistError(f"{option(name)} must be {bound}, got {value}")
+        raise InvalidValue(f"{_named(name, flag)} must be {bound}, got {value}")
     return value
 
 
-def _is_integral(value) -> bool:
-    try:
-        import numpy as np
-
-        return isinstance(value, np.integer)
-    except ImportError:  # pragma: no cover
-        return False
+def check_seed(value, name: str = "seed", *, flag: bool = False):
+    """None or an integer >= 0 (what :func:`numpy.random.default_rng` takes)."""
+    return None if value is None else check_int(name, value, 0, flag=flag)
 
 
-def check_fraction(name: str, value) -> float:
+def check_fraction(name: str, value, *, flag: bool = True) -> float:
     """A number strictly between 0 and 1 (a confidence level)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ImgdistError(f"{option(name)} must be a number between 0 and 1, got {value!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ImgdistError(f"{option(name)} must lie strictly between 0 and 1, got {value:g}")
-    return value
+    if not _is_real(value):
+        raise InvalidValue(f"{_named(name, flag)} must be a number between 0 and 1, got {value!r}")
+    if not 0.0 < value < 1.0:  # NaN fails too
+        raise InvalidValue(f"{_named(name, flag)} must lie strictly between 0 and 1, got {float(value):g}")
+    return float(value)
 
 
-def check_number(name: str, value, minimum: float, maximum: float) -> float:
-    """A finite number in ``[minimum, maximum]``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ImgdistError(f"{option(name)} must be a number, got {value!r}") from None
-    if not minimum <= number <= maximum:  # NaN fails too
-        raise ImgdistError(f"{option(name)} must lie between {minimum:g} and {maximum:g}, got {value!r}")
-    return number
+def check_number(name: str, value, minimum: float, maximum: float, *, flag: bool = True) -> float:
+    """A number in ``[minimum, maximum]``."""
+    if not _is_real(value):
+        raise InvalidValue(f"{_named(name, flag)} must be a number, got {value!r}")
+    if not minimum <= value <= maximum:  # NaN fails too
+        raise InvalidValue(f"{_named(name, flag)} must lie between {minimum:g} and {maximum:g}, got {value!r}")
+    return float(value)
 
 
 def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -> str:

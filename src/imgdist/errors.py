@@ -40,8 +40,10 @@ class ImgdistWarning(UserWarning):
 
 
 def one_line(text) -> str:
-    """Any message (a library's multi-line text included) as one line."""
-    return " ".join(str(text).split())
+    """Any message (a library's multi-line text included) as one line; an exception that carries
+    no message by its type's name."""
+    line = " ".join(str(text).split())
+    return line or (type(text).__name__ if isinstance(text, BaseException) else "")
 
 
 class SetTooSmall(ImgdistError):

@@ -6,14 +6,12 @@ reference statistics; :class:`Evaluator` streams batches from a training loop.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from . import defaults as D
 from .catalogue import ALIASES, METRICS, Facts, MetricOptions, default_backbone, needs_features, needs_logits, \
     parse_metrics, request
-from .compute import known_counts, evaluate_features, keeps_features
+from .compute import evaluate_features, keeps_features, known_counts
 from .errors import ImgdistError
 from .features import FeatureExtractor, Features
 from .results import Result, metric_label, weights_tag
@@ -21,8 +19,8 @@ from .sources import ImageSource, check_on_error, open_source
 from .stats import GaussianStats, is_stats_file
 
 DEFAULT_METRICS = D.METRICS
-# the metric catalogue and result naming live in options.py / results.py; re-exported here, where
-# users of evaluate() look for them
+# the metric catalogue and result naming live in catalogue.py / results.py; re-exported here,
+# where users of evaluate() look for them
 __all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Evaluator", "MetricOptions", "Result", "compute_stats",
            "evaluate", "evaluate_features", "metric_label", "parse_metrics", "weights_tag"]
 

@@ -34,7 +34,7 @@ from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
 from .checks import activation_bytes, check_batch_memory, check_cpu_precision, check_int, resolve_device
 from .decode import max_pixels
-from .errors import ImageError, ImgdistError
+from .errors import ImageError, ImgdistError, one_line
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
@@ -111,7 +111,7 @@ class _Decoded(Dataset):
         except ImageError as exc:
             return i, None, (exc.name, exc.cause)
         except ValueError as exc:  # e.g. resize 'none' on an image of the wrong size
-            return i, None, (self.source.name_of(i), " ".join(str(exc).split()))
+            return i, None, (self.source.name_of(i), one_line(exc))
 
 
 def _collate(items):

@@ -16,7 +16,7 @@ def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newli
     large downloads that must survive a crash)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.part-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.part-", dir=folder)
     try:
         binary = "b" in mode
         with os.fdopen(fd, mode, encoding=None if binary else encoding,

@@ -26,11 +26,6 @@ from .errors import ImageError, ImgdistError
 from .pixel import PixelDistances, compare_pixels
 from .sources import ImageSource, Skipped, check_on_error, iter_images, open_source
 
-FEATURE_METRICS = ("feature_l2", "feature_cosine", "feature_spatial")
-#: the filter used by ``resize=True`` (Pillow's antialiased bicubic)
-RESIZE_FILTER = "bicubic"
-
-
 @dataclass(frozen=True)
 class FeatureDistances:
     feature_l2: float
@@ -108,7 +103,9 @@ def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
     return FeatureDistances(l2, cosine, spatial)
 
 
-def _resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``shape`` (height, width) with Pillow's bicubic: how ``resize=True`` and the
+    robustness table bring a second image to the first one's size."""
     height, width = shape
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
@@ -164,7 +161,7 @@ def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize)
             raise ImageError(name_b, f"is {image_b.shape[1]}x{image_b.shape[0]}, {os.path.basename(name_a)} "
                                      f"is {image_a.shape[1]}x{image_a.shape[0]}: pixel distances need equal "
                                      "sizes (use --resize / resize=True to resize it, bicubic)")
-        pixel_b, resized = _resize_to(image_b, image_a.shape[:2]), True
+        pixel_b, resized = resize_to(image_b, image_a.shape[:2]), True
     pixel = compare_pixels(image_a, pixel_b)
     feature = feature_distances(features_a, embed(image_b)) if embed else None
     return Comparison(name_a, name_b, pixel, feature, embed.name if embed else None,

@@ -26,7 +26,6 @@ NOISE_SIGMAS = (5, 10, 20)     # standard deviation on the 0..255 scale
 BLUR_RADII = (1, 2, 4)         # Gaussian blur radius (Pillow's GaussianBlur), pixels
 #: distances only (similarities such as PSNR and SSIM enter as 1 - SSIM)
 PIXEL_DISTANCES = ("sum_abs_diff", "mse", "1-ssim")
-FEATURE_DISTANCES = ("feature_l2", "feature_cosine", "feature_spatial")
 
 
 def shift(image: np.ndarray, pixels: int) -> np.ndarray:
@@ -150,14 +149,14 @@ def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
 def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mode=None, device=D.DEVICE,
                seed: int = 0) -> RobustnessResult:
     """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
-    from .pairs import _load_one
+    from .pairs import _load_one, resize_to
 
     name, img = _load_one(image)
     if min(img.shape[:2]) <= max(SHIFTS):
         raise ImgdistError(f"{name}: {img.shape[1]}x{img.shape[0]} is too small for shifts up to {max(SHIFTS)} px")
     other_name, oth = _load_one(other) if other is not None else builtin_other()
     if oth.shape != img.shape:  # pixel distances need one size; the features see the whole image anyway
-        oth = np.asarray(Image.fromarray(oth).resize((img.shape[1], img.shape[0]), Image.BICUBIC))
+        oth = resize_to(oth, img.shape[:2])
         other_name += f" (resized to {img.shape[1]}x{img.shape[0]}, bicubic)"
     if weights is not None and not backbone:
         raise ImgdistError("weights were given, but no backbone (pixel distances need none)")

@@ -24,8 +24,6 @@ SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 #: luminance of ITU-R BT.601 (the Y of YCbCr, the usual channel for single-channel SSIM)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
-PIXEL_METRICS = ("sum_abs_diff", "mean_abs_diff", "mse", "rmse", "psnr", "ssim", "ssim_luma")
-
 
 @dataclass(frozen=True)
 class PixelDistances:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .decode import (DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8,
                      not_regular_reason, read_regular_file, to_rgb_array)
-from .errors import ImageError, ImgdistError, SourceError
+from .errors import ImageError, ImgdistError, SourceError, one_line
 
 ON_ERROR = ("raise", "skip")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -84,10 +84,6 @@ _ARCHIVE_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedEr
                    zipfile.BadZipFile, zlib.error, lzma.LZMAError)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _check_tar_end(tf: tarfile.TarFile, path: str, listed: int) -> None:
     """Refuse a tar archive whose listing stopped before its end.
 
@@ -124,7 +120,7 @@ class ArchiveSource(ImageSource):
                     _check_tar_end(tf, self.path, len(members))
                     names = [m.name for m in members if m.isfile()]
         except _ARCHIVE_ERRORS as exc:
-            raise SourceError(f"{self.path}: cannot read archive ({_one_line(exc)})") from None
+            raise SourceError(f"{self.path}: cannot read archive ({one_line(exc)})") from None
         self.members = sorted(n for n in names if _is_image_name(n) and not _is_hidden(n))
 
     def __getstate__(self):
@@ -162,7 +158,7 @@ class ArchiveSource(ImageSource):
             fh = handle.extractfile(member)
             return fh.read() if fh is not None else b""
         except _ARCHIVE_ERRORS as exc:
-            raise ImageError(self.name_of(index), f"cannot read from archive ({_one_line(exc)})") from None
+            raise ImageError(self.name_of(index), f"cannot read from archive ({one_line(exc)})") from None
 
     def load(self, index):
         return decode_bytes(self.content_bytes(index), self.name_of(index), self.background)
@@ -304,7 +300,7 @@ def load_array_file(path: str) -> np.ndarray:
     except SourceError:
         raise
     except (OSError, ValueError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read array ({' '.join(str(exc).split())})") from None
+        raise SourceError(f"{path}: cannot read array ({one_line(exc)})") from None
 
 
 def _normalise_array_layout(array: np.ndarray, label: str) -> np.ndarray:

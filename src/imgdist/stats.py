@@ -30,6 +30,7 @@ import numpy as np
 import scipy.linalg
 
 from .errors import ImgdistError, SourceError, one_line
+from .files import atomic_write
 from .metrics._arrays import SYMMETRY_RTOL, relative_asymmetry
 from .provenance import Provenance
 
@@ -164,9 +165,8 @@ class GaussianStats:
         path = os.fspath(path)
         meta = {f"provenance_{k}": ("" if v is None else v) for k, v in self.provenance.to_dict().items()}
         count = {"n": np.int64(self.n)} if self.n else {}  # no count known: no 'n', like pytorch-fid
-        tmp = path + ".part.npz"
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, **count, **meta)
-        os.replace(tmp, path)  # never a half-written statistics file
+        with atomic_write(path, "wb") as fh:  # never a half-written statistics file
+            np.savez(fh, mu=self.mu, sigma=self.sigma, **count, **meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GaussianStats":
@@ -311,8 +311,8 @@ def _open_archive(path: str):
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
-        return f"truncated or corrupt: {one_line(exc) or type(exc).__name__}"
-    return one_line(exc) or type(exc).__name__
+        return f"truncated or corrupt: {one_line(exc)}"
+    return one_line(exc)
 
 
 def is_stats_file(path) -> bool:

@@ -27,14 +27,14 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import WeightsError
+from .errors import WeightsError, one_line
+from .files import atomic_write
 
 if TYPE_CHECKING:  # base.py pulls in torch; keep this module importable without it
     from .backbones.base import WeightsSpec
@@ -95,10 +95,6 @@ def hash_matches(actual: str, expected: str | None) -> bool:
     return actual.lower().startswith(expected) if len(expected) < 64 else actual.lower() == expected
 
 
-def _one_line(x: object) -> str:
-    return " ".join(str(x).split())
-
-
 def _iter_chunks(resp, size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Yield the response body in chunks (a seam for tests that interrupt a transfer)."""
     while True:
@@ -115,12 +111,12 @@ def _cause(exc: BaseException) -> str:
         reason = exc.reason
         if isinstance(reason, BaseException):
             return _cause(reason)
-        return _one_line(reason)
+        return one_line(reason)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
-        return _one_line(exc.strerror)
-    text = _one_line(exc)
+        return one_line(exc.strerror)
+    text = one_line(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -139,15 +135,9 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".part-", dir=dest.parent)
-    except OSError as e:
-        raise WeightsError(f"download of {url} failed: cannot write to {dest.parent}: "
-                           f"{_cause(e)}") from e
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(dest, "wb", fsync=True) as out:
+            h = hashlib.sha256()
+            received = 0
             req = urllib.request.Request(url, headers={"User-Agent": "imgdist"})
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
@@ -163,29 +153,20 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
                         h.update(block)
                         received += len(block)
                         bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and received < total:
-            raise WeightsError(f"download of {url} failed: transfer interrupted after "
-                               f"{received} of {total} bytes")
-        if size is not None and received != size:
-            raise WeightsError(f"download of {url} failed: got {received} bytes, the pinned size "
-                               f"is {size}")
-        digest = h.hexdigest()
-        if not hash_matches(digest, sha256):
-            raise WeightsError(f"download of {url} failed: SHA-256 mismatch: expected "
-                               f"{sha256.strip().lower()}, got {digest}")  # type: ignore[union-attr]
-        os.replace(tmp, dest)
-    except BaseException as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(e, WeightsError):
-            raise
-        if isinstance(e, Exception):
-            raise WeightsError(f"download of {url} failed: {_cause(e)}") from e
-        raise  # KeyboardInterrupt, SystemExit: cleaned up, propagate unchanged
+            if total is not None and received < total:
+                raise WeightsError(f"download of {url} failed: transfer interrupted after "
+                                   f"{received} of {total} bytes")
+            if size is not None and received != size:
+                raise WeightsError(f"download of {url} failed: got {received} bytes, the pinned size "
+                                   f"is {size}")
+            digest = h.hexdigest()
+            if not hash_matches(digest, sha256):
+                raise WeightsError(f"download of {url} failed: SHA-256 mismatch: expected "
+                                   f"{sha256.strip().lower()}, got {digest}")  # type: ignore[union-attr]
+    except WeightsError:
+        raise
+    except Exception as e:  # KeyboardInterrupt and SystemExit propagate unchanged (the part file is gone)
+        raise WeightsError(f"download of {url} failed: {_cause(e)}") from e
     _write_sidecar(dest, digest)
     return dest
 
@@ -200,11 +181,8 @@ def _write_sidecar(path: Path, digest: str) -> None:
     """Record ``digest`` with the file's size and mtime; best effort (a read-only cache is fine)."""
     try:
         st = path.stat()
-        side = _sidecar(path)
-        fd, tmp = tempfile.mkstemp(prefix=side.name + ".part-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
+        with atomic_write(_sidecar(path)) as f:
             f.write(f"{digest} {st.st_size} {st.st_mtime_ns}\n")
-        os.replace(tmp, side)
     except OSError:
         pass
 

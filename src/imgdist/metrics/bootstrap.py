@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._arrays import check_fraction, check_int, check_seed
+from ..checks import check_fraction, check_int, check_seed
 from .frechet import fid_from_features
 
 __all__ = ["bootstrap_ci", "bootstrap_replicates", "fid_bootstrap_ci"]
@@ -45,7 +45,7 @@ def bootstrap_replicates(
     """
     if not callable(statistic):
         raise ValueError(f"statistic must be a function of (real, fake), got {type(statistic).__name__}")
-    n_boot = check_int(n_boot, "n_boot", 1)
+    n_boot = check_int("n_boot", n_boot, 1, flag=False)
     seed = check_seed(seed)
     real = np.asarray(real)
     fake = np.asarray(fake)
@@ -76,7 +76,7 @@ def bootstrap_ci(
     :func:`imgdist.metrics.fid_from_features` or ``lambda r, f: kid(r, f)[0]``. Reproducible for a
     given ``seed``.
     """
-    ci = check_fraction(ci, "ci")
+    ci = check_fraction("ci", ci, flag=False)
     if method not in ("percentile", "basic"):
         raise ValueError(f"method must be 'percentile' or 'basic', got {method!r}")
     reps = bootstrap_replicates(statistic, real, fake, n_boot=n_boot, seed=seed)

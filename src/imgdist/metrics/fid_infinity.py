@@ -36,7 +36,7 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
-from ._arrays import check_int, check_seed
+from ..checks import check_int, check_seed
 from ._shard import ALONE, Shard
 from .frechet import _as_cov, _as_mean, _check_samples, centred_factor, mean_cov, nuclear_trace
 
@@ -177,7 +177,7 @@ def fid_infinity(
         raise ValueError("sizes must hold at least two different sample counts")
     if size_arr.min() < 2 or size_arr.max() > n:
         raise ValueError(f"sizes must lie between 2 and the number of generated samples ({n})")
-    trials = check_int(trials, "trials", 1)
+    trials = check_int("trials", trials, 1, flag=False)
     rng = np.random.default_rng(check_seed(seed))
     values = np.zeros((size_arr.size, trials), dtype=np.float64)
     mine = [shard.owns(j) for j in range(values.size)]

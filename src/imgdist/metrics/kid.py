@@ -49,7 +49,8 @@ import warnings
 import numpy as np
 
 from ..errors import ImgdistWarning
-from ._arrays import as_features, check_int, check_seed
+from ..checks import check_int, check_seed
+from ._arrays import as_features
 from ._shard import ALONE, Shard
 
 __all__ = ["kid", "kid_full", "mmd2_unbiased", "polynomial_kernel"]
@@ -104,7 +105,7 @@ class _Centred:
                  own: bool = False):
         if x.shape[1] != y.shape[1]:
             raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
-        self.degree = check_int(degree, "degree", 1)
+        self.degree = check_int("degree", degree, 1, flag=False)
         gamma = 1.0 / x.shape[1] if gamma is None else gamma
         for name, value in (("gamma", gamma), ("coef0", coef0)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -229,8 +230,8 @@ def kid(
     ``shard``: this process computes its share of the subsets (every process draws all of them,
     so each subset is the same whatever the split; :mod:`._shard`).
     """
-    subsets = check_int(subsets, "subsets", 1)
-    subset_size = check_int(subset_size, "subset_size", 2)
+    subsets = check_int("subsets", subsets, 1, flag=False)
+    subset_size = check_int("subset_size", subset_size, 2, flag=False)
     seed = check_seed(seed)
     sets = _centred(feats_real, feats_fake, degree, gamma, coef0)
     n_real, n_fake = len(sets.x), len(sets.y)

@@ -19,7 +19,6 @@ import base64
 import datetime
 import io
 import os
-import tempfile
 from html import escape
 
 import numpy as np
@@ -29,7 +28,8 @@ from .. import __version__
 from .. import defaults as D
 from .. import metrics as M
 from ..metrics.prdc import knn_radii
-from ..errors import ImageError, ImgdistError
+from ..errors import ImageError, ImgdistError, one_line
+from ..files import atomic_write
 from ..formatting import format_value
 from ..sources import open_source
 from .neighbours import cross_neighbours
@@ -82,7 +82,7 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
         dc_radii = own.radii if dc_k == pr_k else knn_radii(xr, dc_k, chunk_size)
         cross = cross_neighbours(xr, xf, own.radii, chunk_size, coverage_radii=dc_radii)
     except ValueError as exc:  # too few images for k, feature sizes differ
-        raise ImgdistError(f"report: {' '.join(str(exc).split())}") from None
+        raise ImgdistError(f"report: {one_line(exc)}") from None
 
     thumbs = _Thumbnails(open_source(real_source), real, open_source(fake_source), fake, thumb)
     n_fake = len(xf)
@@ -358,19 +358,8 @@ class _Thumbnails:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".imgdist-report-", suffix=".html", dir=folder)
-    except OSError as exc:
-        raise ImgdistError(f"cannot write the report {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_write(path) as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ImgdistError(f"cannot write the report {path}: {exc.strerror or exc}") from None
