@@ -335,9 +335,10 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the per-image feature cache")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $IMGDIST_CACHE/features)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="network precision: bf16 on GPU or on a CPU with bf16 instructions, fp16 on GPU; "
-                        "results then print labelled, e.g. FD[inception,bf16] (default: fp32)")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                   help="network precision: fp32 is strict (TF32 off); tf32 and fp16 on NVIDIA GPUs, bf16 on GPU "
+                        "or on a CPU with bf16 instructions; those print labelled, e.g. FD[inception,tf32] "
+                        "(default: fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--on-error", choices=ON_ERROR, default="raise",
                    help="unreadable image: 'raise' stops (default), 'skip' skips and counts it")

@@ -42,7 +42,8 @@ from .stats import GaussianStats
 
 #: cached rows read at a time (statistics-only runs hold no more than this many)
 CACHE_READ_CHUNK = 1000
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the network's dtype per precision; tf32 computes in float32 storage with TF32 tensor-core products
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _area_factor(spec, prep) -> float:
@@ -243,7 +244,8 @@ class FeatureExtractor:
 
         Logits are computed only on request: a low feature layer (``dims=64``) then stops the
         network early."""
-        return self._launch(batch, logits).result()
+        with fp32_mode(self.precision):
+            return self._launch(batch, logits).result()
 
     @torch.inference_mode()
     def _launch(self, batch, logits: bool) -> "_Pending":
@@ -285,6 +287,10 @@ class FeatureExtractor:
         run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
         bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
+        with fp32_mode(self.precision):
+            return self._extract(source, run, bar)
+
+    def _extract(self, source: ImageSource, run: "_Run", bar) -> Features:
         retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
             else nullcontext()
         t = time.perf_counter()
@@ -412,6 +418,26 @@ class FeatureExtractor:
         return FeatureCache.open(self._cache_path(), feature_dim=feature_dim,
                                  logits_dim=self.spec.num_classes if self.spec.has_logits else None,
                                  extractor=self._extractor_id())
+
+
+@contextmanager
+def fp32_mode(precision: str):
+    """float32 products exact for the block (TF32 off for cuDNN and matmul) unless ``precision`` is
+    'tf32'; the caller's settings are restored afterwards. PyTorch lets cuDNN use TF32 by default:
+    on a GPU that moved FD by 4.9e-4 relative (issue 16), ~100x more than the batch size does."""
+    tf32 = precision == "tf32"
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+              torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    # 'highest' also keeps oneDNN from bf16 products on a CPU
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        # the flags first: setting matmul.allow_tf32 rewrites the precision string
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
 
 
 @contextmanager

