@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import imgdist
+import imgdist.stats
 from imgdist import features as F
 from imgdist.backbones.custom import custom_backbone
 from imgdist.cli import main
@@ -151,3 +152,66 @@ def test_batch_size_moves_fd_by_fp32_rounding_only():
         fds.append(a.stats.frechet_distance(b.stats))
     assert fds[0] > 1.0
     assert math.isclose(fds[0], fds[1], rel_tol=1e-6), fds
+
+
+# ------------------------------------------------------------------ 2. statistics on the device
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_device_statistics_equal_the_host_path(offset):
+    rng = np.random.default_rng(3)
+    # spread ~100: at an offset of 1e6 a float64 mean is known to 1.2e-10 (its ulp), which moves
+    # the covariance of features of spread ~3 by ~5e-12 in either path (each rounds differently)
+    x = rng.normal(size=(257, 12)) @ rng.normal(size=(12, 12)) * 30 + offset
+    dev = imgdist.stats.DeviceStats()
+    for start in range(0, len(x), 40):  # uneven batches: the pairwise update is exercised
+        dev.update(torch.from_numpy(x[start:start + 40]))
+    host = imgdist.stats.GaussianStats()
+    for start in range(0, len(x), 40):
+        host.update(x[start:start + 40])
+    got = dev.to_host()
+    centred = x - x.mean(axis=0)  # independent two-pass float64 reference
+    assert got.n == 257
+    assert _rel(got.mu, host.mu) <= 1e-12 and _rel(got.sigma, host.sigma) <= 1e-12
+    # against the two-pass formula: float64 rounding of the offset itself (3.7e-12 at 1e6)
+    assert _rel(got.mu, x.mean(axis=0)) <= 1e-12 and _rel(got.sigma, centred.T @ centred / 256) <= 1e-10
+
+
+class Offset(nn.Module):
+    """A feature map with a large common offset: a one-pass sum of squares would lose every digit."""
+
+    def __init__(self, offset):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.offset = offset
+
+    def forward(self, x):
+        return self.conv(x) * 1000 + self.offset  # spread ~100, well above float32 steps at 1e6 (0.06)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_extraction_statistics_equal_host_statistics_of_its_features(offset):
+    backbone = custom_backbone(Offset(offset), input_size=SIZE)
+    ex = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=7)
+    real, fake = ex.extract(_images(40, 0)), ex.extract(_images(33, 1, brightness=20))
+    for feats in (real, fake):
+        host = imgdist.stats.GaussianStats().update(feats.features)  # float32 features, float64 sums
+        assert feats.stats.n == len(feats.features)
+        assert _rel(feats.stats.mu, host.mu) <= 1e-12 and _rel(feats.stats.sigma, host.sigma) <= 1e-12
+    host_fd = imgdist.stats.GaussianStats().update(real.features).frechet_distance(
+        imgdist.stats.GaussianStats().update(fake.features))
+    assert host_fd > 0 and math.isclose(real.stats.frechet_distance(fake.stats), host_fd, rel_tol=1e-12)
+
+
+def test_statistics_only_runs_send_no_features_to_the_host():
+    ex = FeatureExtractor(custom_backbone(Offset(0.0), input_size=SIZE), device="cpu", progress=False, workers=0,
+                          batch_size=7)
+    kept, only_stats = ex.extract(_images(20, 0)), ex.extract(_images(20, 0), keep_features=False)
+    assert only_stats.features is None
+    assert _rel(only_stats.stats.sigma, kept.stats.sigma) == 0.0
+    assert ex._launch(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), False, host=False).result() == (None, None)

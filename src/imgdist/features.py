@@ -38,7 +38,7 @@ from .errors import ImageError, ImgdistError
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
-from .stats import GaussianStats
+from .stats import DeviceStats, GaussianStats
 
 #: cached rows read at a time (statistics-only runs hold no more than this many)
 CACHE_READ_CHUNK = 1000
@@ -248,7 +248,7 @@ class FeatureExtractor:
             return self._launch(batch, logits).result()
 
     @torch.inference_mode()
-    def _launch(self, batch, logits: bool) -> "_Pending":
+    def _launch(self, batch, logits: bool, host: bool = True) -> "_Pending":
         """Start a batch: copy the (uint8) images to the device, resize and normalise them there,
         run the network, and start copying the outputs back. On an accelerator this returns before
         the work is done, so the host can prepare the next batch meanwhile."""
@@ -270,7 +270,7 @@ class FeatureExtractor:
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
         out = self.model(x, outputs=outputs)
-        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device)
+        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device, host)
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
@@ -310,7 +310,7 @@ class FeatureExtractor:
                             if self.prep.size is None:
                                 run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
                             t = time.perf_counter()
-                            launched = (indices, self._launch(batch, run.keep_logits))
+                            launched = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache)))
                             run.timing.compute += time.perf_counter() - t
                         done, pending = pending, None
                         if done is not None:
@@ -454,24 +454,40 @@ def _threads(count: int):
 
 
 class _Pending:
-    """A batch's outputs on their way back from the device: on CUDA copied into pinned host
-    memory without blocking, with an event to wait for; elsewhere already there."""
+    """A batch's outputs: on the device, where the statistics are accumulated, and, where the run
+    needs them on the host (kept features, logits, the cache), on their way there: on CUDA copied
+    into pinned host memory without blocking, with an event to wait for; elsewhere already there.
+    Whether the features are finite is decided on the device; only that flag always travels."""
 
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device):
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device, host: bool = True):
+        self.on_device = tensors
         self.event = None
+        sent = (list(tensors) if host else []) + [torch.isfinite(tensors[0]).all().reshape(1)]
         if device.type == "cuda":
-            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-            for host, t in zip(self.host, tensors):
-                host.copy_(t, non_blocking=True)
+            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in sent]
+            for host_t, t in zip(self.host, sent):
+                host_t.copy_(t, non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
         else:
-            self.host = [t.cpu() for t in tensors]
+            self.host = [t.cpu() for t in sent]
 
-    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def ready(self) -> bool:
+        """Whether the device has finished the batch (always, off CUDA)."""
+        return self.event is None or self.event.query()
+
+    def finite(self) -> bool:
         if self.event is not None:
             self.event.synchronize()
-        arrays = [h.numpy() for h in self.host]
+        return bool(self.host[-1].item())
+
+    def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(features, logits or None) on the host; (None, None) where they were not sent."""
+        if self.event is not None:
+            self.event.synchronize()
+        arrays = [h.numpy() for h in self.host[:-1]]
+        if not arrays:
+            return None, None
         return arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
 
@@ -486,11 +502,16 @@ class _Run:
         self.keep_features, self.keep_logits, self.on_error = keep_features, keep_logits, on_error
         self.feats: list = [None] * self.n
         self.logits: list = [None] * self.n
-        self.stats = GaussianStats(provenance=extractor.provenance)
+        self.stats = GaussianStats(provenance=extractor.provenance)  # cached rows, on the host
+        self.device_stats = DeviceStats()                            # computed rows, on the device
         self.errors: dict[int, tuple[str, str]] = {}
         self.first_shape = self.dim = None
         self.cached: list[int] = []
         self.timing = _Timing()
+
+    def needs_host(self, cache) -> bool:
+        """Whether computed features must come to the host (else only the statistics are kept)."""
+        return bool(self.keep_features or self.keep_logits or cache)
 
     def read_cache(self, cache: FeatureCache, keys: list, bar) -> list[int]:
         """Take every sound cached row; returns the indices still to compute.
@@ -533,16 +554,16 @@ class _Run:
         feats, logits = pending.result()
         self.timing.compute += time.perf_counter() - t
         source = self.source
-        if not np.isfinite(feats).all():
+        if not pending.finite():
             raise ImgdistError(f"{self.ex.spec.name} produced non-finite features "
                                f"(first image of the batch: {source.name_of(indices[0])})")
-        d = feats.shape[1]
+        d = pending.on_device[0].shape[1]
         if self.dim is not None and d != self.dim:
             raise ImageError(source.name_of(indices[0]), f"gives {d} feature values, earlier images {self.dim}; "
                                                          f"resize mode {self.ex.prep.name!r} needs one size")
         self.dim = d
         t = time.perf_counter()
-        self.stats.update(feats)
+        self.device_stats.update(pending.on_device[0])
         self.timing.stats += time.perf_counter() - t
         if cache:
             have = [j for j, i in enumerate(indices) if keys[i] is not None]
@@ -552,6 +573,8 @@ class _Run:
             self.logits[i] = logits[j] if self.keep_logits and logits is not None else None
 
     def features(self) -> Features:
+        if self.device_stats.n:  # the one copy of the statistics to the host
+            self.stats.merge(self.device_stats.to_host(self.ex.provenance))
         skipped = Skipped([self.errors[i] for i in sorted(self.errors)])
         good = [i for i in range(self.n) if i not in self.errors]
         if not self.n:  # e.g. a torchrun rank whose shard of a small set is empty
