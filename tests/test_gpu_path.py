@@ -215,3 +215,62 @@ def test_statistics_only_runs_send_no_features_to_the_host():
     assert only_stats.features is None
     assert _rel(only_stats.stats.sigma, kept.stats.sigma) == 0.0
     assert ex._launch(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), False, host=False).result() == (None, None)
+
+
+# ------------------------------------------------------------------ 3. batch size by device
+
+
+def test_automatic_batch_size_by_device(monkeypatch):
+    from imgdist.backbones import get_spec
+
+    spec = get_spec("inception")
+    prep = spec.preprocessing(None)
+    assert F.choose_batch_size(spec, prep, torch.device("cpu"), "fp32") == 50
+    ex = FeatureExtractor(custom_backbone(Offset(0.0), input_size=SIZE), device="cpu", progress=False)
+    assert ex.batch_size == 50
+    # a GPU with 8 GiB free: 0.8 * 8 GiB / 16 MB per image = 409 -> the knee; 2 GiB free -> 102
+    for free, expected in ((8 * 2**30, 256), (2 * 2**30, 102), (2**20, 1)):
+        monkeypatch.setattr(F, "available_memory", lambda device, free=free: free)
+        assert F.choose_batch_size(spec, prep, torch.device("cuda"), "fp32") == expected
+    monkeypatch.setattr(F, "available_memory", lambda device: 2 * 2**30)
+    assert F.choose_batch_size(spec, prep, torch.device("cuda"), "bf16") == 204  # half the activations
+
+
+def test_out_of_memory_halves_the_batch_and_changes_nothing_beyond_rounding(monkeypatch):
+    backbone = custom_backbone(Offset(0.0), input_size=SIZE)
+    images = _images(45, 4)
+    whole = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=20).extract(images)
+    ex = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=20)
+    network, sizes = ex._network, []
+
+    def limited(batch, outputs):  # as a GPU with memory for 6 images at a time
+        sizes.append(len(batch))
+        if len(batch) > 6:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return network(batch, outputs)
+
+    monkeypatch.setattr(ex, "_network", limited)
+    with pytest.warns(imgdist.errors.ImgdistWarning) as caught:
+        halved = ex.extract(images)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["cpu ran out of memory with batches of 20 images; going on with 10 (numbers change by "
+                        "fp32 rounding only); use --batch-size 10 to start there",
+                        "cpu ran out of memory with batches of 10 images; going on with 5 (numbers change by "
+                        "fp32 rounding only); use --batch-size 5 to start there"]
+    assert max(sizes[sizes.index(5):]) == 5 and ex._fits == 5
+    np.testing.assert_allclose(halved.features, whole.features, rtol=1e-5, atol=1e-3)
+    assert math.isclose(halved.stats.frechet_distance(ex.extract(_images(30, 5)).stats),
+                        whole.stats.frechet_distance(ex.extract(_images(30, 5)).stats), rel_tol=1e-6)
+
+
+def test_out_of_memory_with_one_image_is_one_line(monkeypatch):
+    ex = FeatureExtractor(custom_backbone(Offset(0.0), input_size=SIZE), device="cpu", progress=False, workers=0,
+                          batch_size=2)
+
+    def no_memory(batch, outputs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(ex, "_network", no_memory)
+    with pytest.warns(imgdist.errors.ImgdistWarning), \
+            pytest.raises(ImgdistError, match="^custom on cpu: out of memory with a single image"):
+        ex.extract(_images(4, 0))

@@ -329,7 +329,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", type=int, default=None,
                    help="feature layer by size (inception: 64, 192, 768, 2048; default: the pool layer)")
     p.add_argument("--batch-size", type=int, default=D.BATCH_SIZE,
-                   help=f"images per network batch (default: {D.BATCH_SIZE})")
+                   help=f"images per network batch (default: {D.CPU_BATCH_SIZE} on CPU; on GPU the largest that fits "
+                        "its memory, up to 256)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: up to 4 for files, 0 for arrays)")
     p.add_argument("--no-cache", action="store_true",

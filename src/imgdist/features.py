@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -32,9 +33,10 @@ from . import defaults as D
 from .allocator import retained_memory
 from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
-from .checks import activation_bytes, check_batch_memory, check_cpu_precision, check_int, resolve_device
+from .checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
+                     check_int, resolve_device)
 from .decode import max_pixels
-from .errors import ImageError, ImgdistError
+from .errors import ImageError, ImgdistError, ImgdistWarning
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
@@ -44,6 +46,24 @@ from .stats import DeviceStats, GaussianStats
 CACHE_READ_CHUNK = 1000
 #: the network's dtype per precision; tf32 computes in float32 storage with TF32 tensor-core products
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+#: the largest automatic batch on an accelerator: network-only throughput on an H200 levels off
+#: by 256 images (issue 16's rates were measured there); larger batches only cost memory
+GPU_BATCH_KNEE = 256
+
+
+def choose_batch_size(spec, prep, device: torch.device, precision: str) -> int:
+    """The automatic batch size: as measured on a CPU (``CPU_BATCH_SIZE``); on CUDA the largest
+    whose activations fit the memory budget, up to ``GPU_BATCH_KNEE`` (an out-of-memory error
+    still halves it, see :meth:`FeatureExtractor._launch`)."""
+    if device.type != "cuda":
+        return D.CPU_BATCH_SIZE
+    per_image = activation_bytes(spec.memory_mb_per_image * _area_factor(spec, prep), 1, precision)
+    available = available_memory(str(device))
+    if not per_image or available is None:  # a custom network: its memory is unknown
+        return GPU_BATCH_KNEE
+    return max(1, min(GPU_BATCH_KNEE, int(MEMORY_FRACTION * available // per_image)))
 
 
 def _area_factor(spec, prep) -> float:
@@ -186,11 +206,12 @@ class FeatureExtractor:
     """
 
     def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
-                 dims: int | None = None, device: str = D.DEVICE, batch_size: int = D.BATCH_SIZE,
+                 dims: int | None = None, device: str = D.DEVICE, batch_size: int | None = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32", fuse: bool = True, retain_memory: bool = True):
         # everything that can be refused is refused before the weights are read
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        if batch_size is not None:
+            check_int("batch_size", batch_size, 1)
         self.workers = None if workers is None else check_int("workers", workers, 0)
         if precision not in PRECISIONS:
             raise ImgdistError(f"precision (--precision) {precision!r}: choose from {', '.join(PRECISIONS)}")
@@ -205,6 +226,9 @@ class FeatureExtractor:
         self.spec = backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
+        self.batch_size = int(batch_size) if batch_size is not None else \
+            choose_batch_size(self.spec, self.prep, self.device, precision)
+        self._fits = None  # the batch an out-of-memory error left (None: every batch fits)
         per_image_mb = self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep)
         check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
@@ -249,9 +273,23 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _launch(self, batch, logits: bool, host: bool = True) -> "_Pending":
-        """Start a batch: copy the (uint8) images to the device, resize and normalise them there,
-        run the network, and start copying the outputs back. On an accelerator this returns before
-        the work is done, so the host can prepare the next batch meanwhile."""
+        """Start a batch: run :meth:`_network` on it and start copying the outputs back (to the
+        host only where ``host``). On an accelerator this returns before the work is done, so the
+        host can prepare the next batch meanwhile. A CUDA out-of-memory error halves the batch
+        (see :meth:`_halve`) and computes it again in parts."""
+        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
+        while True:
+            try:
+                parts = [self._network(part, outputs) for part in _split(batch, self._fits)]
+                break
+            except torch.OutOfMemoryError:
+                parts = None  # noqa: F841 - the parts' memory is freed before the retry
+                self._halve(len(batch))
+        out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device, host)
+
+    def _network(self, batch, outputs) -> dict:
+        """Copy the (uint8) images to the device, resize and normalise them there, run the network."""
         non_blocking = self.device.type == "cuda"
         if isinstance(batch, (list, tuple)):
             batch = [x.to(self.device, non_blocking=non_blocking) for x in batch]
@@ -268,9 +306,21 @@ class FeatureExtractor:
         x = x.to(self.dtype)
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
-        out = self.model(x, outputs=outputs)
-        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device, host)
+        return self.model(x, outputs=outputs)
+
+    def _halve(self, size: int) -> None:
+        """After an out-of-memory error: later batches run in parts of half the size. Features do
+        not depend on the batch size beyond fp32 rounding, so the numbers do not change."""
+        current = self._fits or size
+        if current <= 1:
+            raise ImgdistError(f"{self.spec.name} on {self.device}: out of memory with a single image; free "
+                               "memory on the device or use --device cpu") from None
+        self._fits = current // 2
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        warnings.warn(f"{self.device} ran out of memory with batches of {current} images; going on with "
+                      f"{self._fits} (numbers change by fp32 rounding only); use --batch-size {self._fits} "
+                      "to start there", ImgdistWarning, stacklevel=4)
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
@@ -305,17 +355,20 @@ class FeatureExtractor:
                 try:
                     for indices, batch, errs in self._batches(source, todo, run.timing):
                         run.add_errors(errs)
-                        launched = None
+                        # a finished batch reaches the cache at once, and at the latest before the
+                        # next is launched: an interruption loses at most the batch in flight
+                        if pending is not None:
+                            done, pending = pending, None
+                            run.collect(*done, cache, keys)
                         if batch is not None:
                             if self.prep.size is None:
                                 run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
                             t = time.perf_counter()
-                            launched = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache)))
+                            pending = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache)))
                             run.timing.compute += time.perf_counter() - t
-                        done, pending = pending, None
-                        if done is not None:
-                            run.collect(*done, cache, keys)
-                        pending = launched
+                            if pending[1].ready():  # always on a CPU
+                                done, pending = pending, None
+                                run.collect(*done, cache, keys)
                         bar.update(len(indices) + len(errs))
                 finally:
                     # also when interrupted or stopped by a bad image: the batch already computed
@@ -418,6 +471,13 @@ class FeatureExtractor:
         return FeatureCache.open(self._cache_path(), feature_dim=feature_dim,
                                  logits_dim=self.spec.num_classes if self.spec.has_logits else None,
                                  extractor=self._extractor_id())
+
+
+def _split(batch, size: int | None) -> list:
+    """A batch (tensor or list of images) in parts of at most ``size`` images (None: whole)."""
+    if size is None or len(batch) <= size:
+        return [batch]
+    return [batch[i:i + size] for i in range(0, len(batch), size)]
 
 
 @contextmanager
