@@ -15,6 +15,12 @@ References are independent: float64 numpy recomputations, or the same extraction
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -274,3 +280,61 @@ def test_out_of_memory_with_one_image_is_one_line(monkeypatch):
     with pytest.warns(imgdist.errors.ImgdistWarning), \
             pytest.raises(ImgdistError, match="^custom on cpu: out of memory with a single image"):
         ex.extract(_images(4, 0))
+
+
+# ------------------------------------------------------------------ 6. SIGTERM and SIGHUP
+
+SLOW_CLI = textwrap.dedent("""
+    import sys, time
+    from imgdist import features
+    from imgdist.cli import main
+
+    network = features.FeatureExtractor._network
+
+    def slow(self, batch, outputs):  # a slow network: the signal comes while batches are computed
+        time.sleep(0.15)
+        return network(self, batch, outputs)
+
+    features.FeatureExtractor._network = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _cached_rows(folder):
+    import sqlite3
+
+    paths = [os.path.join(folder, p) for p in os.listdir(folder) if p.endswith(".sqlite")] \
+        if os.path.isdir(folder) else []
+    if not paths:
+        return 0
+    try:
+        with sqlite3.connect(f"file:{paths[0]}?mode=ro", uri=True, timeout=0.1) as db:
+            return db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or locked for a moment
+        return 0
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_keep_every_finished_batch(tmp_path, signame):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(_images(40, 7)):
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    cache = str(tmp_path / "cache")
+    args = [sys.executable, "-c", SLOW_CLI, "stats", str(folder), "-o", str(tmp_path / "s.npz"), "--backbone",
+            "pixels", "--resize-mode", "native", "--batch-size", "4", "--workers", "0", "--no-progress",
+            "--cache-dir", cache]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _cached_rows(cache) < 4:  # the first batch is computed and committed
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+        time.sleep(0.02)
+    signum = getattr(signal, signame)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert err.count("\n") == 1 and err.startswith(f"imgdist: interrupted ({signame}); features already"), err
+    rows = _cached_rows(cache)
+    assert 4 <= rows < 40 and rows % 4 == 0  # whole batches only, none lost after the first

@@ -483,9 +483,41 @@ class _WarningPrinter:
             print(f"imgdist: warning: {text}", file=sys.stderr)
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C so that every ``finally`` runs (the
+    batch already computed reaches the cache, the cache file is closed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def _handle_stop_signals() -> dict:
+    """SIGTERM and SIGHUP handled like SIGINT; returns the handlers to put back."""
+    import signal
+
+    before = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:  # pragma: no cover - not POSIX
+            continue
+        try:
+            before[signum] = signal.signal(signum, _raise_stopped)
+        except ValueError:  # not the main thread (main() called from a thread): leave them
+            pass
+    return before
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    handlers = _handle_stop_signals()
     try:
         with warnings.catch_warnings():
             # imgdist's own warnings, each distinct message once; libraries' deprecation notices are
@@ -501,10 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `imgdist ... | head`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("imgdist: interrupted; features already extracted stay in the cache and are reused "
-              "by the next run (unless --no-cache)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        print(f"imgdist: interrupted ({signal.Signals(signum).name}); features already extracted stay in the "
+              "cache and are reused by the next run (unless --no-cache)", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover
