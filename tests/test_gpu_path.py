@@ -338,3 +338,25 @@ def test_sigterm_and_sighup_keep_every_finished_batch(tmp_path, signame):
     assert err.count("\n") == 1 and err.startswith(f"imgdist: interrupted ({signame}); features already"), err
     rows = _cached_rows(cache)
     assert 4 <= rows < 40 and rows % 4 == 0  # whole batches only, none lost after the first
+
+
+# ------------------------------------------------------------------ 5. fp16 safe or refused
+
+
+class Overflows(nn.Module):
+    """Activations beyond fp16's range (65504) for every image, finite in fp32."""
+
+    def forward(self, x):
+        return (x.float().abs() + 1).to(x.dtype).mean(dim=(2, 3), keepdim=True) * 300 * 300
+
+
+def test_fp16_overflow_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(F, "check_cpu_precision", lambda precision: None)  # as on a GPU
+    backbone = custom_backbone(Overflows(), input_size=SIZE, feature_dim=3)
+    fp32 = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=4).extract(_images(8, 0))
+    assert np.isfinite(fp32.features).all()
+    ex = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=4, precision="fp16")
+    with pytest.raises(ImgdistError) as info:
+        ex.extract(_images(8, 0))
+    assert str(info.value) == ("custom's fp16 activations overflow (non-finite features; first image of the "
+                               "batch: <array>[0]); use --precision bf16")

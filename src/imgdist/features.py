@@ -614,9 +614,12 @@ class _Run:
         feats, logits = pending.result()
         self.timing.compute += time.perf_counter() - t
         source = self.source
-        if not pending.finite():
-            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features "
-                               f"(first image of the batch: {source.name_of(indices[0])})")
+        if not pending.finite():  # no number is ever built from NaN or infinity
+            first = source.name_of(indices[0])
+            if self.ex.precision == "fp16":
+                raise ImgdistError(f"{self.ex.spec.name}'s fp16 activations overflow (non-finite features; first "
+                                   f"image of the batch: {first}); use --precision bf16")
+            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features (first image of the batch: {first})")
         d = pending.on_device[0].shape[1]
         if self.dim is not None and d != self.dim:
             raise ImageError(source.name_of(indices[0]), f"gives {d} feature values, earlier images {self.dim}; "
