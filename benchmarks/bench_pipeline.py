@@ -1,7 +1,7 @@
 """Where the time of a feature extraction goes: images per second per stage, and end to end.
 
     python benchmarks/bench_pipeline.py [--n 500] [--size 256] [--backbone inception] [--weights W]
-                                        [--device cpu|cuda] [--batch-size 50] [--precision fp32]
+                                        [--device cpu|cuda] [--batch-size N] [--precision fp32]
                                         [--mode MODE] [--workers-sweep 0,1,2] [--cache] [--json OUT]
 
 Images: ``--n`` PNGs of ``--size`` x ``--size`` pixels, random crops of the photos built into
@@ -20,7 +20,11 @@ memory setting extraction uses (``imgdist.allocator``):
 * ``transfer``   uint8 batch to the device from pinned memory (accelerators only)
 * ``resize``     the device-side part: tensor resize kernels, scaling, normalisation
 * ``forward``    the network
-* ``statistics`` the float64 mean and scatter update
+* ``copy back``  features to pinned host memory (accelerators only; a run needs it only for kept
+  features, logits or the cache)
+* ``statistics (device)`` the float64 mean and scatter update where the features are (what
+  extraction does, :class:`imgdist.stats.DeviceStats`)
+* ``statistics (host)``   the same update in numpy on the host, after a copy back (the old path)
 
 then ``end to end``: :meth:`FeatureExtractor.extract` on the folder with the defaults
 (automatic workers; the chosen number is shown), and with each ``--workers-sweep`` setting, and
@@ -46,7 +50,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from imgdist.features import FeatureExtractor  # noqa: E402
 from imgdist.formatting import format_table  # noqa: E402
 from imgdist.sources import open_source  # noqa: E402
-from imgdist.stats import GaussianStats  # noqa: E402
+from imgdist.features import fp32_mode  # noqa: E402
+from imgdist.stats import DeviceStats, GaussianStats  # noqa: E402
 
 PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
 
@@ -82,16 +87,17 @@ def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
 
     source = open_source(str(folder))
     n, size, device = len(source), ex.batch_size, ex.device
-    out = dict.fromkeys(("hash", "decode", "prepare", "transfer", "resize", "forward", "statistics"), 0.0)
+    out = dict.fromkeys(("hash", "decode", "prepare", "transfer", "resize", "forward", "copy back",
+                         "statistics (device)", "statistics (host)"), 0.0)
     t = time.perf_counter()
     ex._hashes(source)
     out["hash"] = time.perf_counter() - t
-    stats = GaussianStats()
+    stats, device_stats = GaussianStats(), DeviceStats()
 
     def network_input(batch):  # the device-side part of FeatureExtractor._launch
         return ex.prep.finish(batch).to(ex.dtype).contiguous(memory_format=torch.channels_last)
 
-    with retained_memory(ex.retained_bytes()), torch.inference_mode():
+    with retained_memory(ex.retained_bytes()), torch.inference_mode(), fp32_mode(ex.precision):
         warm = True
         for start in range(0, n, size):
             t = time.perf_counter()
@@ -115,13 +121,21 @@ def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
             feats = ex.model(x, outputs=(ex.layer,))[ex.layer].float()
             sync(device)
             t5 = time.perf_counter()
-            stats.update(feats.cpu().numpy())
+            device_stats.update(feats)
+            sync(device)
             t6 = time.perf_counter()
+            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=device.type == "cuda")
+            host.copy_(feats, non_blocking=True)
+            sync(device)
+            t7 = time.perf_counter()
+            stats.update(host.numpy())
+            t8 = time.perf_counter()
             for key, seconds in (("decode", t1 - t), ("prepare", t2 - t1), ("transfer", copied - t2),
-                                 ("resize", t4 - t3), ("forward", t5 - t4), ("statistics", t6 - t5)):
+                                 ("resize", t4 - t3), ("forward", t5 - t4), ("statistics (device)", t6 - t5),
+                                 ("copy back", t7 - t6), ("statistics (host)", t8 - t7)):
                 out[key] += seconds
     if device.type == "cpu":
-        out["transfer"] = float("nan")
+        out["transfer"] = out["copy back"] = float("nan")
     return out
 
 
@@ -144,7 +158,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--mode", default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: imgdist's automatic choice")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--workers-sweep", default="0", help="fixed worker counts to time end to end too")
     ap.add_argument("--cache", action="store_true", help="also end to end with a fresh feature cache")
@@ -185,7 +199,7 @@ def main() -> None:
     for label, seconds, chosen in e2e:
         rows.append([f"end to end ({label}; {chosen} workers)", f"{seconds:.2f}", f"{args.n / seconds:,.1f}"])
     print(f"\n{args.n} PNGs of {args.size} x {args.size}, {args.backbone} ({ex.prep.name}), {ex.device}, "
-          f"{args.precision}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+          f"{args.precision}, batch {ex.batch_size}, {torch.get_num_threads()} threads")
     print(format_table(["stage", "seconds", "images/s"], rows))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -154,7 +154,11 @@ def cpu_has_bf16() -> bool:
 
 
 def check_cpu_precision(precision: str) -> None:
-    """bf16 on a CPU that has bf16 instructions; fp16 only on GPU (CPUs have no fast fp16 path)."""
+    """bf16 on a CPU that has bf16 instructions; fp16 and tf32 only on GPU (CPUs have no fast fp16
+    path, and no TF32: a 'tf32' run there would be fp32 under another label)."""
+    if precision == "tf32":
+        raise ImgdistError("precision (--precision) tf32 is only offered on NVIDIA GPUs (TF32 is their tensor-core "
+                           "format); on CPU fp32 is exact already, use fp32")
     if precision == "fp16":
         raise ImgdistError("precision (--precision) fp16 is only offered on GPU; on CPU use fp32, or bf16 "
                            "where the processor has bf16 instructions")

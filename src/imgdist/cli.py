@@ -329,15 +329,17 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", type=int, default=None,
                    help="feature layer by size (inception: 64, 192, 768, 2048; default: the pool layer)")
     p.add_argument("--batch-size", type=int, default=D.BATCH_SIZE,
-                   help=f"images per network batch (default: {D.BATCH_SIZE})")
+                   help=f"images per network batch (default: {D.CPU_BATCH_SIZE} on CPU; on GPU the largest that fits "
+                        "its memory, up to 256)")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (default: up to 4 for files, 0 for arrays)")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the per-image feature cache")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $IMGDIST_CACHE/features)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="network precision: bf16 on GPU or on a CPU with bf16 instructions, fp16 on GPU; "
-                        "results then print labelled, e.g. FD[inception,bf16] (default: fp32)")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
+                   help="network precision: fp32 is strict (TF32 off); tf32 and fp16 on NVIDIA GPUs, bf16 on GPU "
+                        "or on a CPU with bf16 instructions; those print labelled, e.g. FD[inception,tf32] "
+                        "(default: fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--on-error", choices=ON_ERROR, default="raise",
                    help="unreadable image: 'raise' stops (default), 'skip' skips and counts it")
@@ -462,9 +464,41 @@ class _WarningPrinter:
             print(f"imgdist: warning: {text}", file=sys.stderr)
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C so that every ``finally`` runs (the
+    batch already computed reaches the cache, the cache file is closed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
+
+
+def _handle_stop_signals() -> dict:
+    """SIGTERM and SIGHUP handled like SIGINT; returns the handlers to put back."""
+    import signal
+
+    before = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:  # pragma: no cover - not POSIX
+            continue
+        try:
+            before[signum] = signal.signal(signum, _raise_stopped)
+        except ValueError:  # not the main thread (main() called from a thread): leave them
+            pass
+    return before
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    handlers = _handle_stop_signals()
     try:
         with warnings.catch_warnings():
             # imgdist's own warnings, each distinct message once; libraries' deprecation notices are
@@ -480,10 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `imgdist ... | head`: the reader left, nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("imgdist: interrupted; features already extracted stay in the cache and are reused "
-              "by the next run (unless --no-cache)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        print(f"imgdist: interrupted ({signal.Signals(signum).name}); features already extracted stay in the "
+              "cache and are reused by the next run (unless --no-cache)", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

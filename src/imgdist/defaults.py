@@ -6,7 +6,8 @@ Kept free of heavy imports: the CLI reads it to build ``--help``.
 EVAL_BACKBONE = "inception"              # eval / stats: the standard FID network
 PAIR_BACKBONE = "efficientnet-lite0"     # compare / robustness: works offline
 METRICS = ("fid", "kid", "precision", "recall")
-BATCH_SIZE = 50
+BATCH_SIZE = None                        # auto: CPU_BATCH_SIZE on a CPU, by memory on a GPU (features.choose_batch_size)
+CPU_BATCH_SIZE = 50                      # measured: larger CPU batches are no faster (benchmarks/bench_pipeline.py)
 DEVICE = "auto"                          # CUDA where available, else CPU
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -32,17 +33,37 @@ from . import defaults as D
 from .allocator import retained_memory
 from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
-from .checks import activation_bytes, check_batch_memory, check_cpu_precision, check_int, resolve_device
+from .checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
+                     check_int, resolve_device)
 from .decode import max_pixels
-from .errors import ImageError, ImgdistError, one_line
+from .errors import ImageError, ImgdistError, ImgdistWarning, one_line
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
-from .stats import GaussianStats
+from .stats import DeviceStats, GaussianStats
 
 #: cached rows read at a time (statistics-only runs hold no more than this many)
 CACHE_READ_CHUNK = 1000
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the network's dtype per precision; tf32 computes in float32 storage with TF32 tensor-core products
+PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+#: the largest automatic batch on an accelerator: network-only throughput on an H200 levels off
+#: by 256 images (issue 16's rates were measured there); larger batches only cost memory
+GPU_BATCH_KNEE = 256
+
+
+def choose_batch_size(spec, prep, device: torch.device, precision: str) -> int:
+    """The automatic batch size: as measured on a CPU (``CPU_BATCH_SIZE``); on CUDA the largest
+    whose activations fit the memory budget, up to ``GPU_BATCH_KNEE`` (an out-of-memory error
+    still halves it, see :meth:`FeatureExtractor._launch`)."""
+    if device.type != "cuda":
+        return D.CPU_BATCH_SIZE
+    per_image = activation_bytes(spec.memory_mb_per_image * _area_factor(spec, prep), 1, precision)
+    available = available_memory(str(device))
+    if not per_image or available is None:  # a custom network: its memory is unknown
+        return GPU_BATCH_KNEE
+    return max(1, min(GPU_BATCH_KNEE, int(MEMORY_FRACTION * available // per_image)))
 
 
 def _area_factor(spec, prep) -> float:
@@ -185,11 +206,12 @@ class FeatureExtractor:
     """
 
     def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
-                 dims: int | None = None, device: str = D.DEVICE, batch_size: int = D.BATCH_SIZE,
+                 dims: int | None = None, device: str = D.DEVICE, batch_size: int | None = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32", fuse: bool = True, retain_memory: bool = True):
         # everything that can be refused is refused before the weights are read
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        if batch_size is not None:
+            check_int("batch_size", batch_size, 1)
         self.workers = None if workers is None else check_int("workers", workers, 0)
         if precision not in PRECISIONS:
             raise ImgdistError(f"precision (--precision) {precision!r}: choose from {', '.join(PRECISIONS)}")
@@ -204,6 +226,9 @@ class FeatureExtractor:
         self.spec = backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
         self.prep = self.spec.preprocessing(mode)
         self.layer = self.spec.output_for_dim(dims)
+        self.batch_size = int(batch_size) if batch_size is not None else \
+            choose_batch_size(self.spec, self.prep, self.device, precision)
+        self._fits = None  # the batch an out-of-memory error left (None: every batch fits)
         per_image_mb = self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep)
         check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
@@ -243,13 +268,28 @@ class FeatureExtractor:
 
         Logits are computed only on request: a low feature layer (``dims=64``) then stops the
         network early."""
-        return self._launch(batch, logits).result()
+        with fp32_mode(self.precision):
+            return self._launch(batch, logits).result()
 
     @torch.inference_mode()
-    def _launch(self, batch, logits: bool) -> "_Pending":
-        """Start a batch: copy the (uint8) images to the device, resize and normalise them there,
-        run the network, and start copying the outputs back. On an accelerator this returns before
-        the work is done, so the host can prepare the next batch meanwhile."""
+    def _launch(self, batch, logits: bool, host: bool = True) -> "_Pending":
+        """Start a batch: run :meth:`_network` on it and start copying the outputs back (to the
+        host only where ``host``). On an accelerator this returns before the work is done, so the
+        host can prepare the next batch meanwhile. A CUDA out-of-memory error halves the batch
+        (see :meth:`_halve`) and computes it again in parts."""
+        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
+        while True:
+            try:
+                parts = [self._network(part, outputs) for part in _split(batch, self._fits)]
+                break
+            except torch.OutOfMemoryError:
+                parts = None  # noqa: F841 - the parts' memory is freed before the retry
+                self._halve(len(batch))
+        out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device, host)
+
+    def _network(self, batch, outputs) -> dict:
+        """Copy the (uint8) images to the device, resize and normalise them there, run the network."""
         non_blocking = self.device.type == "cuda"
         if isinstance(batch, (list, tuple)):
             batch = [x.to(self.device, non_blocking=non_blocking) for x in batch]
@@ -266,9 +306,21 @@ class FeatureExtractor:
         x = x.to(self.dtype)
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
-        out = self.model(x, outputs=outputs)
-        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device)
+        return self.model(x, outputs=outputs)
+
+    def _halve(self, size: int) -> None:
+        """After an out-of-memory error: later batches run in parts of half the size. Features do
+        not depend on the batch size beyond fp32 rounding, so the numbers do not change."""
+        current = self._fits or size
+        if current <= 1:
+            raise ImgdistError(f"{self.spec.name} on {self.device}: out of memory with a single image; free "
+                               "memory on the device or use --device cpu") from None
+        self._fits = current // 2
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        warnings.warn(f"{self.device} ran out of memory with batches of {current} images; going on with "
+                      f"{self._fits} (numbers change by fp32 rounding only); use --batch-size {self._fits} "
+                      "to start there", ImgdistWarning, stacklevel=4)
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
@@ -285,6 +337,10 @@ class FeatureExtractor:
         run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
         bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
+        with fp32_mode(self.precision):
+            return self._extract(source, run, bar)
+
+    def _extract(self, source: ImageSource, run: "_Run", bar) -> Features:
         retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
             else nullcontext()
         t = time.perf_counter()
@@ -299,17 +355,20 @@ class FeatureExtractor:
                 try:
                     for indices, batch, errs in self._batches(source, todo, run.timing):
                         run.add_errors(errs)
-                        launched = None
+                        # a finished batch reaches the cache at once, and at the latest before the
+                        # next is launched: an interruption loses at most the batch in flight
+                        if pending is not None:
+                            done, pending = pending, None
+                            run.collect(*done, cache, keys)
                         if batch is not None:
                             if self.prep.size is None:
                                 run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
                             t = time.perf_counter()
-                            launched = (indices, self._launch(batch, run.keep_logits))
+                            pending = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache)))
                             run.timing.compute += time.perf_counter() - t
-                        done, pending = pending, None
-                        if done is not None:
-                            run.collect(*done, cache, keys)
-                        pending = launched
+                            if pending[1].ready():  # always on a CPU
+                                done, pending = pending, None
+                                run.collect(*done, cache, keys)
                         bar.update(len(indices) + len(errs))
                 finally:
                     # also when interrupted or stopped by a bad image: the batch already computed
@@ -414,6 +473,33 @@ class FeatureExtractor:
                                  extractor=self._extractor_id())
 
 
+def _split(batch, size: int | None) -> list:
+    """A batch (tensor or list of images) in parts of at most ``size`` images (None: whole)."""
+    if size is None or len(batch) <= size:
+        return [batch]
+    return [batch[i:i + size] for i in range(0, len(batch), size)]
+
+
+@contextmanager
+def fp32_mode(precision: str):
+    """float32 products exact for the block (TF32 off for cuDNN and matmul) unless ``precision`` is
+    'tf32'; the caller's settings are restored afterwards. PyTorch lets cuDNN use TF32 by default:
+    on a GPU that moved FD by 4.9e-4 relative (issue 16), ~100x more than the batch size does."""
+    tf32 = precision == "tf32"
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+              torch.get_float32_matmul_precision())
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    # 'highest' also keeps oneDNN from bf16 products on a CPU
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        # the flags first: setting matmul.allow_tf32 rewrites the precision string
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
+        torch.set_float32_matmul_precision(before[2])
+
+
 @contextmanager
 def _threads(count: int):
     """torch's intra-op threads set to ``count`` for the block."""
@@ -428,24 +514,40 @@ def _threads(count: int):
 
 
 class _Pending:
-    """A batch's outputs on their way back from the device: on CUDA copied into pinned host
-    memory without blocking, with an event to wait for; elsewhere already there."""
+    """A batch's outputs: on the device, where the statistics are accumulated, and, where the run
+    needs them on the host (kept features, logits, the cache), on their way there: on CUDA copied
+    into pinned host memory without blocking, with an event to wait for; elsewhere already there.
+    Whether the features are finite is decided on the device; only that flag always travels."""
 
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device):
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device, host: bool = True):
+        self.on_device = tensors
         self.event = None
+        sent = (list(tensors) if host else []) + [torch.isfinite(tensors[0]).all().reshape(1)]
         if device.type == "cuda":
-            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-            for host, t in zip(self.host, tensors):
-                host.copy_(t, non_blocking=True)
+            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in sent]
+            for host_t, t in zip(self.host, sent):
+                host_t.copy_(t, non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
         else:
-            self.host = [t.cpu() for t in tensors]
+            self.host = [t.cpu() for t in sent]
 
-    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def ready(self) -> bool:
+        """Whether the device has finished the batch (always, off CUDA)."""
+        return self.event is None or self.event.query()
+
+    def finite(self) -> bool:
         if self.event is not None:
             self.event.synchronize()
-        arrays = [h.numpy() for h in self.host]
+        return bool(self.host[-1].item())
+
+    def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(features, logits or None) on the host; (None, None) where they were not sent."""
+        if self.event is not None:
+            self.event.synchronize()
+        arrays = [h.numpy() for h in self.host[:-1]]
+        if not arrays:
+            return None, None
         return arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
 
@@ -460,11 +562,16 @@ class _Run:
         self.keep_features, self.keep_logits, self.on_error = keep_features, keep_logits, on_error
         self.feats: list = [None] * self.n
         self.logits: list = [None] * self.n
-        self.stats = GaussianStats(provenance=extractor.provenance)
+        self.stats = GaussianStats(provenance=extractor.provenance)  # cached rows, on the host
+        self.device_stats = DeviceStats()                            # computed rows, on the device
         self.errors: dict[int, tuple[str, str]] = {}
         self.first_shape = self.dim = None
         self.cached: list[int] = []
         self.timing = _Timing()
+
+    def needs_host(self, cache) -> bool:
+        """Whether computed features must come to the host (else only the statistics are kept)."""
+        return bool(self.keep_features or self.keep_logits or cache)
 
     def read_cache(self, cache: FeatureCache, keys: list, bar) -> list[int]:
         """Take every sound cached row; returns the indices still to compute.
@@ -507,16 +614,19 @@ class _Run:
         feats, logits = pending.result()
         self.timing.compute += time.perf_counter() - t
         source = self.source
-        if not np.isfinite(feats).all():
-            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features "
-                               f"(first image of the batch: {source.name_of(indices[0])})")
-        d = feats.shape[1]
+        if not pending.finite():  # no number is ever built from NaN or infinity
+            first = source.name_of(indices[0])
+            if self.ex.precision == "fp16":
+                raise ImgdistError(f"{self.ex.spec.name}'s fp16 activations overflow (non-finite features; first "
+                                   f"image of the batch: {first}); use --precision bf16")
+            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features (first image of the batch: {first})")
+        d = pending.on_device[0].shape[1]
         if self.dim is not None and d != self.dim:
             raise ImageError(source.name_of(indices[0]), f"gives {d} feature values, earlier images {self.dim}; "
                                                          f"resize mode {self.ex.prep.name!r} needs one size")
         self.dim = d
         t = time.perf_counter()
-        self.stats.update(feats)
+        self.device_stats.update(pending.on_device[0])
         self.timing.stats += time.perf_counter() - t
         if cache:
             have = [j for j, i in enumerate(indices) if keys[i] is not None]
@@ -526,6 +636,8 @@ class _Run:
             self.logits[i] = logits[j] if self.keep_logits and logits is not None else None
 
     def features(self) -> Features:
+        if self.device_stats.n:  # the one copy of the statistics to the host
+            self.stats.merge(self.device_stats.to_host(self.ex.provenance))
         skipped = Skipped([self.errors[i] for i in sorted(self.errors)])
         good = [i for i in range(self.n) if i not in self.errors]
         if not self.n:  # e.g. a torchrun rank whose shard of a small set is empty

@@ -19,7 +19,7 @@ class Provenance:
     preprocessing: str | None = None
     feature_layer: str | None = None
     imgdist_version: str | None = __version__
-    #: the network's arithmetic: fp32, or bf16/fp16 (whose numbers never pass for fp32 ones).
+    #: the network's arithmetic: strict fp32, or tf32/bf16/fp16 (whose numbers never pass for fp32 ones).
     #: Files written before imgdist recorded it were computed in fp32.
     precision: str | None = "fp32"
 
@@ -59,7 +59,7 @@ class Provenance:
 
     @property
     def reduced_precision(self) -> bool:
-        """Features from a bf16/fp16 network (only known provenance can say so)."""
+        """Features from a tf32/bf16/fp16 network (only known provenance can say so)."""
         return self.known and self.precision not in (None, "fp32")
 
     def summary(self) -> str:

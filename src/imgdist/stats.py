@@ -211,6 +211,49 @@ class GaussianStats:
         return f"GaussianStats(n={self.n}, dim={self.dim}, {self.provenance.summary()})"
 
 
+class DeviceStats:
+    """The streaming state of :class:`GaussianStats` (count, float64 mean, centred scatter) kept as
+    torch tensors on the device that computes the features, updated by the same pairwise formula:
+    no per-batch copy to the host and no host-side float64 products (3.3 s of 6.5 s for 10,000
+    images on an H200, issue 16). :meth:`to_host` copies it once at the end."""
+
+    def __init__(self):
+        self.n = 0
+        self.mean = self.scatter = None
+
+    def update(self, features) -> "DeviceStats":
+        """Add a batch (an N x d torch tensor, on any device)."""
+        import torch
+
+        x = features.to(torch.float64)
+        if not len(x):
+            return self
+        mean = x.mean(dim=0)
+        x = x - mean
+        self._combine(len(x), mean, x.T @ x)
+        return self
+
+    def _combine(self, n_b: int, mean_b, scatter_b) -> None:
+        import torch
+
+        if not self.n:
+            self.n, self.mean, self.scatter = n_b, mean_b, scatter_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / n)
+        self.scatter += scatter_b
+        w = delta * float(np.sqrt(self.n * n_b / n))
+        self.scatter += torch.outer(w, w)
+        self.n = n
+
+    def to_host(self, provenance: Provenance | None = None) -> GaussianStats:
+        """The state as :class:`GaussianStats` (one copy to the host)."""
+        if not self.n:
+            return GaussianStats(provenance=provenance)
+        return GaussianStats.from_state(self.n, self.mean.cpu().numpy(), self.scatter.cpu().numpy(), provenance)
+
+
 def _describe(value: np.ndarray) -> str:
     if value.ndim == 0 and value.dtype.kind in "biufU":
         return f"{value.dtype} {value.item()!r}"
