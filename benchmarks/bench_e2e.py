@@ -1,7 +1,7 @@
 """End to end: FID of two folders of PNGs, imgdist's variants against the peer tools, in one run.
 
     python benchmarks/bench_e2e.py [--n 500] [--peers-python /tmp/peers-venv/bin/python]
-                                   [--variants default,workers0,...] [--repeats 1] [--batch-size 50]
+                                   [--variants default,workers0,...] [--repeats 1] [--batch-size B]
                                    [--device cpu|cuda] [--peer-batch same|own]
                                    [--images fashion-mnist|photos] [--size 256] [--data DIR] [--json OUT]
 
@@ -42,9 +42,10 @@ Each variant is a fresh process (start-up and weight loading included), timed by
 * ``torchmetrics``    ``FrechetInceptionDistance`` fed uint8 batches by a ``DataLoader`` with
                   ``min(8, cores)`` workers (pinned memory on a GPU)
 
-Batch size: imgdist's variants take ``--batch-size``; the peers too with ``--peer-batch same``
-(the default), their own defaults with ``--peer-batch own`` (pytorch-fid 50, torch-fidelity 64;
-torchmetrics has no loader of its own and keeps ``--batch-size``).
+Batch size: imgdist's variants take ``--batch-size``, or without it imgdist's own default; the
+peers take it too with ``--peer-batch same`` (the default; 50 without ``--batch-size``), their own
+defaults with ``--peer-batch own`` (pytorch-fid 50, torch-fidelity 64; torchmetrics has no loader
+of its own: ``--batch-size``, else 250 as in the GPU issue's table).
 The peers need their own environment (``shared/tools/peers-venv.sh``); without
 ``--peers-python`` their rows are skipped. The table gives each variant's FID, its relative
 difference from imgdist's default, and its time relative to the fastest peer.
@@ -129,8 +130,8 @@ IMGDIST_API = textwrap.dedent("""
     import sys
     from imgdist.evaluation import evaluate
     from imgdist.features import FeatureExtractor
-    ex = FeatureExtractor("inception", weights=sys.argv[3], batch_size=int(sys.argv[4]), progress=False,
-                          fuse=False, cache=False)
+    batch = {} if sys.argv[4] == "default" else {"batch_size": int(sys.argv[4])}
+    ex = FeatureExtractor("inception", weights=sys.argv[3], progress=False, fuse=False, cache=False, **batch)
     print(evaluate(sys.argv[1], sys.argv[2], metrics="fid", extractor=ex).to_json())
 """)
 
@@ -204,13 +205,13 @@ def run(cmd: list[str], env: dict) -> dict:
 
 
 def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Path, tmp: Path,
-             batch: int, peers_python: str | None, device: str = "cpu",
+             batch: int | None, peers_python: str | None, device: str = "cpu",
              peer_batch: str = "same") -> tuple[list[str], dict] | None:
     env = dict(os.environ)
     env.pop("MALLOC_MMAP_MAX_", None)
     py = sys.executable
     cli = [py, "-m", "imgdist", "eval", str(real), str(fake), "--backbone", "inception", "--weights", str(weights),
-           "--metrics", "fid", "--json", "--no-progress", "--batch-size", str(batch),
+           "--metrics", "fid", "--json", "--no-progress", *([] if batch is None else ["--batch-size", str(batch)]),
            "--cache-dir", str(tmp / f"cache-{variant}-{time.monotonic_ns()}"),
            "--device", "cpu" if variant == "cpu" else device]
     if variant in ("default", "cpu"):
@@ -224,7 +225,7 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
                  if (path := Path(d) / PRELOADS[variant]).exists()]
         return (cli, dict(env, LD_PRELOAD=str(found[0]))) if found else None
     if variant == "unfused":
-        return [py, "-c", IMGDIST_API, str(real), str(fake), str(weights), str(batch)], env
+        return [py, "-c", IMGDIST_API, str(real), str(fake), str(weights), str(batch or "default")], env
     if variant in ("bf16", "tf32"):
         return cli + ["--precision", variant], env
     if variant == "tf":
@@ -234,16 +235,18 @@ def commands(variant: str, real: Path, fake: Path, weights: Path, torch_home: Pa
             dict(env, OMP_NUM_THREADS="1")
     if peers_python is None:
         return None
+    own, peer_batch = peer_batch == "own", batch or 50
     if variant == "pytorch-fid":
         env = dict(env, TORCH_HOME=str(torch_home))
         env.pop("XDG_CACHE_HOME", None)
-        own = [] if peer_batch == "own" else ["--batch-size", str(batch)]
-        return [peers_python, "-c", PYTORCH_FID, str(real), str(fake), "--device", device, *own], env
+        return [peers_python, "-c", PYTORCH_FID, str(real), str(fake), "--device", device,
+                *([] if own else ["--batch-size", str(peer_batch)])], env
     if variant == "torch-fidelity":
         return [peers_python, "-c", TORCH_FIDELITY, str(real), str(fake), str(weights),
-                "own" if peer_batch == "own" else str(batch), device], env
+                "own" if own else str(peer_batch), device], env
     if variant == "torchmetrics":
-        return [peers_python, "-c", TORCHMETRICS, str(real), str(fake), str(weights), str(batch), device], env
+        loader_batch = batch or (250 if own else peer_batch)
+        return [peers_python, "-c", TORCHMETRICS, str(real), str(fake), str(weights), str(loader_batch), device], env
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(IMGDIST_VARIANTS + PEERS)}")
 
 
@@ -261,7 +264,7 @@ def main() -> None:
     ap.add_argument("--variants", default="default,workers0,churn,unfused,pytorch-fid,torch-fidelity,torchmetrics")
     ap.add_argument("--peers-python", default=None, help="python of the peers' environment")
     ap.add_argument("--repeats", type=int, default=1, help="rounds over all variants (each round in turn)")
-    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=None, help="imgdist's batch (default: its own)")
     ap.add_argument("--device", default="cpu", help="every tool's device: cpu (default) or cuda")
     ap.add_argument("--peer-batch", choices=("same", "own"), default="same",
                     help="the peers' batch: --batch-size (same, default) or their own defaults (own)")
@@ -318,7 +321,7 @@ def main() -> None:
 
         gpu = f", {torch.cuda.get_device_name(0)}"
     print(f"\n{args.n} + {args.n} {what} PNGs, stand-in Inception weights, device {args.device}{gpu}, batch "
-          f"{args.batch_size} ({peers_batch}), {os.cpu_count()} cores; best of {args.repeats} round(s)")
+          f"{args.batch_size or 'imgdist default'} ({peers_batch}), {os.cpu_count()} cores; best of {args.repeats} round(s)")
     if "pytorch-fid" in best:
         print(PYTORCH_FID_NOTE)
     print(format_table(["variant", "wall s", "user s", "sys s", "peak RSS MB", "FID", "|dFID|/FID",
