@@ -188,3 +188,148 @@ def test_torchrun_refuses_what_it_cannot_split(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert main(["eval", str(tmp_path), str(tmp_path), "--backbone", "pixels"]) == 2
     assert "WORLD_SIZE='two'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- devices and backends per rank
+
+def test_backend_and_collective_device():
+    from imgdist.distributed import backend_for, collective_device
+
+    assert backend_for("cuda:3") == "nccl"
+    assert backend_for("cpu") == backend_for("mps") == "gloo"
+    # NCCL reduces CUDA tensors only: the statistics must travel on this rank's GPU
+    assert collective_device("nccl", 3) == "cuda:3"
+    assert collective_device("gloo", 3) == "cpu"
+    assert collective_device("cpu:gloo,cuda:nccl", 1) == "cpu"  # a mixed group takes CPU tensors via gloo
+
+
+def test_rank_device():
+    from imgdist.distributed import rank_device
+
+    assert rank_device("cuda", 5, 8) == "cuda:5"
+    assert rank_device("cuda", 3, 1) == "cuda:0"      # the launcher gave each process one GPU
+    assert rank_device("cuda:0", 2, 8) == "cuda:0"    # explicit: the user's; shared GPUs refused later
+    assert rank_device("cpu", 2, 8) == "cpu"
+    with pytest.raises(imgdist.ImgdistError, match=r"LOCAL_RANK=4 has no GPU.*--nproc_per_node 4"):
+        rank_device("cuda", 4, 4)
+
+
+def test_shared_gpus_and_rank_lists():
+    from imgdist.distributed import format_ranks, shared_gpus
+
+    assert shared_gpus([None, None]) == []
+    assert shared_gpus([["a", "u0"], ["a", "u1"], ["b", "u0"]]) == []  # uuids are per host here
+    assert shared_gpus([["a", "u0"], ["a", "u1"], ["a", "u0"], ["a", "u0"]]) == [[0, 2, 3]]
+    assert format_ranks([7, 1, 2, 3, 5]) == "1-3, 5, 7"
+    assert format_ranks([0]) == "0"
+
+
+def _torchrun_env(monkeypatch, rank, local, world, port=29500):
+    for name, value in (("RANK", rank), ("LOCAL_RANK", local), ("WORLD_SIZE", world),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port)):
+        monkeypatch.setenv(name, str(value))
+
+
+class _Joined:
+    """What the rendezvous hands over once every rank has joined (no TCP store here)."""
+
+    def __init__(self):
+        self.timeout = None
+
+    def set_timeout(self, timeout):
+        self.timeout = timeout
+
+
+@pytest.mark.parametrize("asked, cuda, count, local, device, backend", [
+    ("auto", True, 4, 2, "cuda:2", "nccl"),
+    ("cuda", True, 8, 7, "cuda:7", "nccl"),
+    ("auto", False, 0, 1, "cpu", "gloo"),
+    ("cpu", True, 4, 3, "cpu", "gloo"),
+])
+def test_init_from_environment_picks_rank_device_and_backend(monkeypatch, asked, cuda, count, local, device, backend):
+    """Each rank on cuda:LOCAL_RANK with NCCL where CUDA is, gloo on the CPU (CUDA faked here)."""
+    import imgdist.distributed as D
+
+    _torchrun_env(monkeypatch, local, local, 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    chosen, joined = {}, _Joined()
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.setdefault("set", str(d)))
+    monkeypatch.setattr(D, "_gpu_claim", lambda d: ["host", f"uuid-of-{d}"] if d.startswith("cuda") else None)
+
+    def rendezvous(addr, port, rank, world, timeout, claim):
+        chosen.update(rank=rank, timeout=timeout, claim=claim)
+        return joined, [claim] + [None] * (world - 1)
+
+    monkeypatch.setattr(D, "_rendezvous", rendezvous)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: chosen.update(backend=backend, **kw))
+    monkeypatch.delenv("IMGDIST_DIST_TIMEOUT", raising=False)
+    assert D.init_from_environment(asked) == device
+    assert chosen["backend"] == backend and chosen["rank"] == local and chosen["world_size"] == 8
+    assert chosen.get("set") == (device if cuda and device != "cpu" else None)
+    assert chosen["timeout"] == D.DIST_TIMEOUT
+    assert joined.timeout.total_seconds() == 1800  # collectives after the rendezvous keep torch's patience
+
+
+def test_ranks_sharing_a_gpu_are_refused(monkeypatch):
+    import imgdist.distributed as D
+
+    _torchrun_env(monkeypatch, 1, 1, 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(D, "_gpu_claim", lambda d: ["node7", "GPU-0"])
+    monkeypatch.setattr(D, "_rendezvous", lambda *a: (_Joined(), [["node7", "GPU-0"], ["node7", "GPU-0"]]))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    with pytest.raises(imgdist.ImgdistError, match=r"ranks 0-1 would share one GPU \(host node7.*--device cuda"):
+        D.init_from_environment("cuda:0")
+
+
+def test_dist_timeout_from_flag_or_environment(monkeypatch):
+    from imgdist.distributed import DIST_TIMEOUT, dist_timeout
+
+    monkeypatch.delenv("IMGDIST_DIST_TIMEOUT", raising=False)
+    assert dist_timeout() == DIST_TIMEOUT == 300
+    monkeypatch.setenv("IMGDIST_DIST_TIMEOUT", "45")
+    assert dist_timeout() == 45 and dist_timeout(7) == 7
+    with pytest.raises(imgdist.ImgdistError, match=r"dist_timeout \(--dist-timeout\) must be at least 1"):
+        dist_timeout(0)
+    monkeypatch.setenv("IMGDIST_DIST_TIMEOUT", "soon")
+    with pytest.raises(imgdist.ImgdistError, match="IMGDIST_DIST_TIMEOUT='soon'"):
+        dist_timeout()
+
+
+# ---------------------------------------------------------------- a rank whose peers never come
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("rank, world, missing", [(1, 2, "rank(s) 0 "), (0, 2, "rank(s) 1 "), (0, 4, "rank(s) 1-3 ")])
+def test_missing_ranks_are_one_line_within_the_timeout(tmp_path, rank, world, missing):
+    """Guard row: torch's 30 minutes, then a C++ stack trace and a retry, were the old way; now the
+    CLI's whole stderr is one line naming the ranks that never joined, exit 2."""
+    import subprocess
+    import sys
+    import time
+
+    for side in ("real", "fake"):
+        (tmp_path / side).mkdir()
+    env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
+    env.pop("IMGDIST_DIST_TIMEOUT", None)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "imgdist", "eval", str(tmp_path / "real"), str(tmp_path / "fake"),
+                           "--backbone", "pixels", "--no-progress", "--dist-timeout", "2"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    elapsed = time.monotonic() - start
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("imgdist: error: torchrun: " + missing), lines[:5]
+    assert "did not join within 2 s (127.0.0.1:" in lines[0] and "--dist-timeout" in lines[0]
+    assert elapsed < 20, elapsed  # 2 s of waiting plus a cold start of python and torch on a busy machine

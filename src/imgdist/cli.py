@@ -196,7 +196,7 @@ def _eval_distributed(args) -> int:
         backbone, own_mode = default_backbone(request(args.metrics).names)
         mode = mode or own_mode
     kwargs = _extractor_kwargs(args)
-    kwargs.update(device=init_from_environment(args.device), mode=mode)
+    kwargs.update(device=init_from_environment(args.device, args.dist_timeout), mode=mode)
     rank = dist.get_rank()
     try:
         if rank:  # one copy of each warning, from rank 0
@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PATH", default=None,  # report (HTML)
                    help="write an HTML report with thumbnails (nearest real of each fake, fakes farthest "
                         "from the real images, reals no fake covers) to PATH")
+    p.add_argument("--dist-timeout", type=int, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for all ranks to join before one line names "
+                        "the missing ones (default: $IMGDIST_DIST_TIMEOUT, else 300)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("stats", help="compute reference statistics (mu, sigma) once, reuse them in eval",
