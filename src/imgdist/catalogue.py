@@ -21,16 +21,13 @@ only inside the functions that compute.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from . import defaults as D
 from .checks import check_fraction, check_int, check_number, option
 from .errors import ImgdistError, SetTooSmall
-
-if TYPE_CHECKING:
-    from .compute import MetricRun
 
 # ---------------------------------------------------------------- settings
 
@@ -195,7 +192,7 @@ class Metric:
 
     name: str
     help: str                               # one line: what it is and where it comes from
-    compute: Callable[["MetricRun"], None]  # fills run.result (values, stds, details)
+    compute: Callable[..., None]            # compute(run: MetricRun) fills run.result
     label: str                              # printed name on the published protocol, e.g. FID
     #: printed name on other features (FD -> FD[backbone]); None where the name itself says nothing
     #: of Inception (precision[backbone])
@@ -216,7 +213,7 @@ class Metric:
         return self.label, self.generic or self.label
 
 
-def _fid(run: "MetricRun") -> None:
+def _fid(run) -> None:
     from . import metrics as M
 
     xr, xf = run.xr, run.xf
@@ -229,7 +226,7 @@ def _fid(run: "MetricRun") -> None:
         run.result.values["fid"] = run.real_stats.frechet_distance(run.fake_stats, force=run.force)
 
 
-def _kid(run: "MetricRun") -> None:
+def _kid(run) -> None:
     from . import metrics as M
 
     o, result = run.options, run.result
@@ -243,13 +240,13 @@ def _kid(run: "MetricRun") -> None:
         result.details["kid_subsets"] = f"{o.kid_subsets} x {min(o.kid_subset_size, len(run.xr), len(run.xf))}"
 
 
-def _is(run: "MetricRun") -> None:
+def _is(run) -> None:
     from . import metrics as M
 
     run.result.values["is"], run.result.stds["is"] = M.inception_score(run.fake.logits, splits=run.options.is_splits)
 
 
-def _knn(run: "MetricRun") -> None:
+def _knn(run) -> None:
     """Precision, recall, density, coverage: one set of distance passes for whichever are chosen
     (real x real for both k, fake x fake only where precision/recall need it, real x fake)."""
     from . import metrics as M
@@ -267,7 +264,7 @@ def _knn(run: "MetricRun") -> None:
         run.result.details["density_coverage_k"] = o.dc_k
 
 
-def _fid_inf(run: "MetricRun") -> None:
+def _fid_inf(run) -> None:
     from . import metrics as M
 
     o = run.options
@@ -282,7 +279,7 @@ def _fid_inf(run: "MetricRun") -> None:
 CMMD_BACKBONE, CMMD_MODE = "clip-vit-l14-336", "cmmd"
 
 
-def _cmmd(run: "MetricRun") -> None:
+def _cmmd(run) -> None:
     from . import metrics as M
 
     run.result.values["cmmd"] = M.cmmd(run.xr, run.xf)
@@ -293,7 +290,7 @@ def _cmmd(run: "MetricRun") -> None:
             f"{p.backbone} ({p.resize_mode}) and is not comparable with published CMMD values")
 
 
-def _vendi(run: "MetricRun") -> None:
+def _vendi(run) -> None:
     """Vendi of the fakes and, for reference, of the reals, at every order q."""
     from . import metrics as M
 
@@ -307,11 +304,11 @@ def _vendi(run: "MetricRun") -> None:
     run.result.details["vendi_orders"] = orders
 
 
-def _authenticity(run: "MetricRun") -> None:
+def _authenticity(run) -> None:
     run.result.values["authenticity"] = run.authenticity().value
 
 
-def _copies(run: "MetricRun") -> None:
+def _copies(run) -> None:
     c = run.copies()
     run.result.values["copies"] = c.count
     run.result.details["copies"] = {
@@ -323,14 +320,14 @@ def _copies(run: "MetricRun") -> None:
     }
 
 
-def _realism(run: "MetricRun") -> None:
+def _realism(run) -> None:
     r = run.realism()
     run.result.values["realism"] = float(np.median(r.realism))
     run.result.details["realism"] = {"k": r.k, "prune_percentile": r.prune_percentile,
                                      "share_at_least_1": float(np.mean(r.realism >= 1.0))}
 
 
-def _ct(run: "MetricRun") -> None:
+def _ct(run) -> None:
     from . import metrics as M
 
     ct = M.ct_score(run.xr, run.real_test.features, run.xf, n_cells=run.options.ct_cells,

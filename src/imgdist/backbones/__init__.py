@@ -11,13 +11,8 @@ import os
 
 from ..errors import ImgdistError
 from .base import Backbone, BackboneSpec, WeightsSpec
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register(spec: BackboneSpec) -> BackboneSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
+from .registry import REGISTRY as _REGISTRY
+from .registry import register
 
 
 def get_spec(name: str) -> BackboneSpec:

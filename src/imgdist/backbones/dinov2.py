@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocess import Preprocessing
-from . import register
+from .registry import register
 from .base import BackboneSpec, WeightsSpec, load_weights_strict
 from .vit import BlockLayout, ViTConfig, VisionTransformer, interpolate_pos_embed
 

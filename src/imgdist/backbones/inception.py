@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocess import Preprocessing
-from . import register
+from .registry import register
 from .base import Backbone, BackboneSpec, WeightsSpec, conv_activation, load_weights_strict
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..preprocess import Preprocessing
-from . import register
+from .registry import register
 from .base import Backbone, BackboneSpec
 
 PIXELS_SIZE = 32
