@@ -19,6 +19,8 @@ from .metrics._shard import ALONE, Shard
 from .options import ALIASES, METRICS, NEEDS_FEATURES, NEEDS_LOGITS, MetricOptions, default_backbone, parse_metrics
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
+from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
+from .spread import check_spread
 from .stats import GaussianStats, is_stats_file
 
 DEFAULT_METRICS = D.METRICS
@@ -113,6 +115,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     if ext is None and len(stats_sides) < 2:
         backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, metrics)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
+    notes = [assert_backbone(inputs, _spec_of(backbone))] if len(stats_sides) == 2 and backbone is not None else []
     has_logits = bool(spec and spec.has_logits)
     chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
                            clip=bool(spec and spec.name.startswith("clip-")))
@@ -122,8 +125,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, _known(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
-        for side in ("real", "fake"):
-            _check_class_folders(inputs[side], side)
+        check_shared_classes(inputs["real"], inputs["fake"])
+    if per_image:  # the table's realism column needs the k-NN radius of the reals
+        options.check_sets(["realism"], _known(counts, inputs))
+    if "real_test" in inputs:
+        notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
 
     if ext is None and len(stats_sides) < 2:
         ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
@@ -132,6 +138,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     for side in stats_sides if ext is not None else ():  # made like the images will be, before the work
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
                                                  "features", force)
+    if ext is not None:
+        check_stats_dims(inputs, {"real": real, "fake": fake}, ext)
     sides: dict[str, Features | GaussianStats] = {}
     for side, obj in inputs.items():
         if isinstance(obj, GaussianStats):
@@ -142,8 +150,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         sides[side] = ext.extract(obj, keep_features=keep,
                                   keep_logits=bool(NEEDS_LOGITS & set(chosen)) and side == "fake",
                                   on_error=on_error, desc=side.replace("_", " "))
+    if ext is not None:
+        check_spread(sides, inputs, ext.spec.name)
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
                                progress=progress, real_test=sides.get("real_test"), per_image=per_image)
+    result.warnings += [note for note in notes if note]
     if per_class:
         from .per_class import evaluate_per_class
 
@@ -175,13 +186,6 @@ def keeps_features(chosen, options: MetricOptions, n: int, feature_dim: int, als
     and FID from features is exact where the covariance route of singular matrices loses digits
     (5.6e-5 relative measured at N = 160, d = 2048)."""
     return also or bool(NEEDS_FEATURES & set(chosen)) or options.bootstrap > 0 or n <= feature_dim
-
-
-def _check_class_folders(source, side: str) -> None:
-    from .per_class import class_names
-
-    names = [source.name_of(i) for i in range(len(source))]
-    class_names(Features(names=names, stats=None, provenance=None), source, side)
 
 
 def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianStats, *,

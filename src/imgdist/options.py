@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import defaults as D
-from .checks import check_fraction, check_int, check_number, option
+from .checks import check_ct_sizes, check_fraction, check_int, check_number, option
 from .errors import ImgdistError
 
 METRICS = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf", "cmmd",
@@ -144,6 +144,8 @@ class MetricOptions:
         real, fake = counts.get("real"), counts.get("fake")
         if "ct" in chosen and real is not None and self.ct_cells > real:
             raise ImgdistError(f"ct: {option('ct_cells')} {self.ct_cells} is more than the {real} real images")
+        if "ct" in chosen:
+            check_ct_sizes(counts, self.ct_cells)
         if chosen & {"authenticity", "copies", "realism"} and real is not None and real < 2:
             raise ImgdistError("authenticity, copies and realism need at least 2 real images (each real's "
                                "nearest other real)")

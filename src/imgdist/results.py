@@ -63,7 +63,7 @@ def metric_label(metric: str, provenance: Provenance) -> str:
         return "CMMD"  # the published protocol
     standard = (provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
                 and not low)
-    if standard or (provenance.backbone is None and metric in _FD_NAMES):
+    if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return _FD_NAMES.get(metric, _DISPLAY.get(metric, metric))
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
     if provenance.feature_layer not in (None, "pool"):
