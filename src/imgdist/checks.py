@@ -71,6 +71,8 @@ def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -
     holds for read-only file systems and for root, for whom permission bits say nothing.
     """
     path = os.fspath(path)
+    if not path.strip():
+        raise ImgdistError(f"{flag} {path!r}: the file name is empty")
     suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix or ())
     if suffixes and not path.lower().endswith(suffixes):
         raise ImgdistError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")

@@ -115,7 +115,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     if ext is None and len(stats_sides) < 2:
         backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, metrics)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
-    notes = [assert_backbone(inputs, _spec_of(backbone))] if len(stats_sides) == 2 and backbone is not None else []
+    notes = ([assert_backbone(inputs, None if backbone is None else _spec_of(backbone))]
+             if len(stats_sides) == 2 else [])
     has_logits = bool(spec and spec.has_logits)
     chosen = parse_metrics(metrics, has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
                            clip=bool(spec and spec.name.startswith("clip-")))

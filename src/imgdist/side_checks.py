@@ -28,12 +28,16 @@ def check_stats_dims(inputs: dict, given: dict, extractor) -> None:
 
 
 def assert_backbone(inputs: dict, spec) -> str | None:
-    """Two statistics files without provenance and a backbone the user named: the files are taken to
-    be that backbone's (labels name it; never plain ``FID``, since the weights cannot be told), and a
-    warning says so. Returns the warning, or None where the files carry their own provenance."""
+    """Two statistics files without provenance: with a backbone the user named (``spec``), the files
+    are taken to be that backbone's (labels name it; never plain ``FID``, since the weights cannot be
+    told); without one, the numbers print as ``FD[unknown]``. Returns the warning that says which,
+    or None where a file carries its own provenance."""
     files = [obj for obj in inputs.values() if isinstance(obj, GaussianStats)]
     if len(files) != 2 or any(obj.provenance.known for obj in files):
         return None
+    if spec is None:
+        return ("neither statistics file records how it was made: the numbers print as FD[unknown], not FID "
+                "(name the backbone with --backbone to label them)")
     for obj in files:
         obj.provenance = dataclasses.replace(Provenance(), backbone=spec.name, precision=None)
     return (f"the statistics files carry no provenance: taken to be {spec.name} features because --backbone "
