@@ -20,11 +20,12 @@ import numpy as np
 from .errors import ImgdistError
 from .stats import GaussianStats
 
-#: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point. float32 features of the same image
-#: differ between batches by rounding (~1e-7 of their size: another batch size picks another
-#: kernel); two different images differ by 1e-3 and more of it in every backbone here (pixels: one
-#: grey level of one value out of 48 is 3e-3 of a 4 x 4 image's norm). 1e-5 sits between the two.
-SPREAD_RTOL = 1e-5
+#: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point: two float32 ulps of the features'
+#: size. Features of one image differ between batches only by rounding (a few ulps in some entries:
+#: another batch size picks another kernel), which stays below that; any real spread is far above
+#: it, even on top of a large common offset (features 1e6 +- 4 are 1.1e-6 of their size, 5 times
+#: the bound), so the bound is tied to float32's resolution and to nothing looser.
+SPREAD_RTOL = 2 * float(np.finfo(np.float32).eps)
 
 
 def collapsed(stats: GaussianStats) -> tuple[float, float] | None:
