@@ -161,7 +161,7 @@ def test_truncated_archive_and_foreign_checkpoints(tmp_path, archive):
     with pytest.raises(WeightsError) as info:
         clip.build(cut, "clip-vit-b32")
     message = str(info.value)
-    assert "\n" not in message and message.startswith(f"{cut}: ") and "truncated or corrupt" in message
+    assert "\n" not in message and message.startswith(f"{cut}: truncated: ")
     assert message.endswith("; expected CLIP ViT-B/32 image encoder (clip-vit-b32) weights")
 
     dino = tmp_path / "dinov2_vits14_pretrain.pth"

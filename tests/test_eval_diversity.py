@@ -166,7 +166,7 @@ def test_per_class_ct_without_class_folders_is_whole_set_only(sets, tmp_path):
 def test_held_out_set_is_not_read_without_ct(sets, tmp_path):
     # an unreadable held-out image would stop the run if the set were read
     broken = tmp_path / "broken_test"
-    _write(broken, _images(4, 7, 100))
+    _write(broken, _images(24, 7, 100))  # enough held-out images for C_T: the read is what fails
     (broken / "zz_broken.png").write_bytes(b"not a png")
     root = sets["root"]
     result = evaluate(root / "real", root / "fake", real_test=broken, metrics="fid,vendi", **PIX)

@@ -109,7 +109,7 @@ def test_metric_labels():
         ["FD[pixels]", "KD[pixels]", "IS[pixels]", "FD_inf[pixels]"]
     pool768 = Provenance(backbone="inception", feature_layer="pool768", resize_mode="pytorch-fid")
     assert metric_label("fid", pool768) == "FD[inception/pool768]"
-    assert metric_label("fid", Provenance(imgdist_version=None)) == "FID"  # foreign statistics
+    assert metric_label("fid", Provenance(imgdist_version=None)) == "FD[unknown]"  # foreign statistics: no FID
     published = "6726825d" + "0" * 56
     official = Provenance(backbone="inception", feature_layer="pool", weights_sha256=published)
     assert metric_label("fid", official) == "FID"

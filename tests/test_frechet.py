@@ -248,3 +248,23 @@ def test_mean_cov_is_exact_under_a_large_offset():
     np.testing.assert_allclose(mu - 1e6, x.mean(0), rtol=0, atol=1e-9)
     rows = np.array([5, 0, 17, 17, 200])  # a subset, repeats allowed
     np.testing.assert_allclose(mean_cov(x, rows)[1], np.cov(x[rows], rowvar=False), rtol=1e-12, atol=1e-12)
+
+
+def test_the_api_refuses_what_a_statistics_file_may_not_hold():
+    """Issue 18: frechet_distance(0, -I, 0, I) returned 0.0; the API checks what statistics files are
+    checked for (one validator, metrics._arrays.covariance_defect), with the same PSD tolerance."""
+    from imgdist.stats import PSD_RTOL
+
+    eye = np.eye(3)
+    with pytest.raises(ValueError, match=r"sigma1 is not positive semi-definite \(smallest eigenvalue -1"):
+        frechet_distance(np.zeros(3), -eye, np.zeros(3), eye)
+    with pytest.raises(ValueError, match="sigma2 is not positive semi-definite"):
+        trace_sqrt_product(eye, -eye)
+    # eigenvalues (10, 1, lam): just inside the tolerance passes, just outside is refused
+    for lam, ok in ((-0.5 * PSD_RTOL * 10, True), (-2 * PSD_RTOL * 10, False)):
+        s = np.diag([10.0, 1.0, lam])
+        if ok:
+            assert np.isfinite(frechet_distance(np.zeros(3), s, np.ones(3), eye))
+        else:
+            with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
+                frechet_distance(np.zeros(3), s, np.ones(3), eye)

@@ -172,7 +172,51 @@ def files(tmp_path_factory):
     np.save(root / "renamed.npy", np.zeros((3, SIZE, SIZE, 3), np.uint8))
     os.replace(root / "renamed.npy", root / "renamed.npz")
     f["npy_renamed_npz"] = root / "renamed.npz"
+    _hardening_ii_files(f, root, good)
     return f
+
+
+def _hardening_ii_files(f, root, good):
+    """The files of issue 18's rows."""
+    from imgdist.backbones import load_backbone
+
+    tampered = {"n_huge": {**good, "n": np.int64(10**18)}}
+    with np.load(f["fake_stats"]) as data:
+        tampered["fake_bare"] = {"mu": data["mu"], "sigma": data["sigma"]}  # no n, no provenance
+    tampered["real_bare"] = {"mu": good["mu"], "sigma": good["sigma"]}
+    for name, arrays in tampered.items():
+        np.savez(root / f"{name}.npz", **arrays)
+        f[name] = root / f"{name}.npz"
+    # EfficientNet-Lite0 weights with NaN in the first convolution, and with it zeroed (finite, but
+    # every image then gives one feature vector)
+    state = {k: v.clone() for k, v in load_backbone("efficientnet-lite0").state_dict().items()}
+    state["_conv_stem.weight"][0] = float("nan")
+    torch.save(state, root / "nan_lite.pth")
+    state["_conv_stem.weight"].zero_()
+    torch.save(state, root / "zero_lite.pth")
+    f["nan_lite"], f["zero_lite"] = root / "nan_lite.pth", root / "zero_lite.pth"
+    f["three"] = _folder(root / "three", _images(3, 7))
+    f["fake20"] = _folder(root / "fake20", _images(20, 8, shift=20))
+    f["held"] = _folder(root / "held", _images(N, 9))
+    f["held_overlap"] = _folder(root / "held_overlap", _images(N - 2, 10))
+    for png in sorted(f["real"].iterdir())[:2]:  # two training images, renamed
+        shutil.copy(png, f["held_overlap"] / f"copy_{png.name}")
+    same = _images(1, 11)
+    f["same_a"] = _folder(root / "same_a", np.repeat(same, N, axis=0))
+    f["same_b"] = _folder(root / "same_b", np.repeat(_images(1, 12), N, axis=0))
+    # class folders that share no class
+    f["cls_real"], f["cls_fake"] = root / "cls_real", root / "cls_fake"
+    _folder(f["cls_real"] / "cat", _images(4, 13))
+    _folder(f["cls_fake"] / "dog", _images(4, 14))
+    # every image unreadable; and one image of another size among good ones
+    f["all_bad"] = root / "all_bad"
+    f["all_bad"].mkdir()
+    for name in ("x.png", "y.png"):
+        (f["all_bad"] / name).write_text("not an image")
+    f["sizes_clean"] = _folder(root / "sizes_clean", _images(2, 15))
+    f["sizes_mixed"] = root / "sizes_mixed"
+    shutil.copytree(f["sizes_clean"], f["sizes_mixed"])
+    shutil.copy(f["other_size"], f["sizes_mixed"] / "zz_other_size.png")
 
 
 def _fill(arg, files):
@@ -302,7 +346,8 @@ CASES = [
                                  *FAST], None, ERR,
      "dino.pth: not CLIP ViT-B/32 image encoder (clip-vit-b32) weights: it holds no visual.* tensors"),
     ("weights-truncated", ["eval", "{real}", "{fake}", "--backbone", "dinov2-vit-s14", "--weights",
-                           "{dino_truncated}", *FAST], None, ERR, "dino_truncated.pth: cannot read it as a PyTorch"),
+                           "{dino_truncated}", *FAST], None, ERR,
+     "dino_truncated.pth: truncated: the zip archive's end record is missing"),
     ("cmmd-beside-fid", EVAL[:3] + ["--metrics", "fid,cmmd", *FAST], None, ERR, "cmmd needs CLIP features"),
     ("ct-without-held-out", EVAL + ["--metrics", "ct"], None, ERR, "needs held-out real images"),
     ("per-image-not-csv", EVAL + ["--per-image", "{root}/x.txt"], None, ERR, "must end in .csv"),
@@ -371,6 +416,51 @@ CASES = [
     ("env-max-pixels", EVAL, {"IMGDIST_MAX_PIXELS": "lots"}, ERR, "IMGDIST_MAX_PIXELS='lots'"),
     ("env-offline", ["eval", "{real}", "{fake}", "--backbone", "inception", *FAST], {"IMGDIST_OFFLINE": "maybe"},
      ERR, "IMGDIST_OFFLINE='maybe'"),
+    # issue 18: wrong or mislabelled numbers
+    ("weights-nan", ["eval", "{real}", "{fake}", *LITE, "--weights", "{nan_lite}", "--metrics", "fid", *FAST], None,
+     ERR, "nan_lite.pth: tensor '_conv_stem.weight' holds 27 non-finite value(s) (NaN or infinity)"),
+    ("weights-nan-compare", ["compare", "{a}", "{b}", *LITE, "--weights", "{nan_lite}"], None, ERR,
+     "nan_lite.pth: tensor '_conv_stem.weight' holds 27 non-finite value(s)"),
+    ("features-collapsed-broken-network", ["eval", "{real}", "{fake}", *LITE, "--weights", "{zero_lite}", "--metrics",
+                                           "fid", *FAST], None, ERR,
+     "the real set's 24 images differ, yet efficientnet-lite0 gives every one the same feature vector"),
+    ("features-both-sides-one-point", ["eval", "{same_a}", "{same_b}", *PIX, "--metrics", "fid", *FAST], None, ERR,
+     "the real and the fake set each collapse to a single pixels feature vector"),
+    ("identical-images-one-side", ["eval", "{real}", "{same_b}", *PIX, "--metrics", "fid", "--json", *FAST], None,
+     SAME, ""),
+    ("stats-both-without-provenance", ["eval", "{real_bare}", "{fake_bare}", "--metrics", "fid", "--json"], None,
+     SAME, "the numbers print as FD[unknown], not FID"),
+    ("stats-both-without-provenance-asserted", ["eval", "{real_bare}", "{fake_bare}", "--backbone", "pixels",
+                                                "--metrics", "fid", "--json"], None, SAME,
+     "taken to be pixels features because --backbone says so"),
+    ("ct-held-out-one-image", ["eval", "{real}", "{fake}", *PIX, "--metrics", "ct", "--real-test", "{one}", *FAST],
+     None, ERR, "ct: the held-out set (--real-test) has 1 image(s); C_T compares each cell's fakes"),
+    ("ct-held-out-is-training", ["eval", "{real}", "{fake}", *PIX, "--metrics", "ct", "--real-test", "{real}", *FAST],
+     None, ERR, "every one of its 24 images is also in the training (real) set, by content"),
+    ("ct-held-out-overlaps", ["eval", "{real}", "{fake}", *PIX, "--metrics", "ct", "--ct-cells", "1", "--real-test",
+                              "{held_overlap}", "--json", *FAST], None, SAME,
+     "2 of its 24 images are also in the training (real) set, by content"),
+    ("ct-too-few-fakes", ["eval", "{real}", "{fake20}", *PIX, "--metrics", "ct", "--real-test", "{held}", *FAST],
+     None, ERR, "ct: the fake set has 20 images; C_T uses only k-means cells holding at least 21 fakes"),
+    ("stats-n-beyond-any-dataset", STATS_EVAL("n_huge"), None, ERR,
+     "n_huge.npz: n must be the number of images, an integer >= 2, got int64 1000000000000000000 (no image set"),
+    # issue 18: refused before extraction, or not at all
+    ("stats-dim-cannot-match-backbone", ["eval", "{stats_pytorch_fid}", "{fake}", *LITE, "--metrics", "fid", *FAST],
+     None, ERR, "pytorch_fid_format.npz: 48-dimensional statistics cannot be compared with the 1280-dimensional"),
+    ("per-class-no-shared-class", ["eval", "{cls_real}", "{cls_fake}", *PIX, "--metrics", "fid", "--per-class",
+                                   *FAST], None, ERR, "--per-class: no class subfolder name is shared"),
+    ("per-image-empty-name", EVAL + ["--per-image", ""], None, ERR, "--per-image '': the file name is empty"),
+    ("report-empty-name", EVAL + ["--report", ""], None, ERR, "--report '': the file name is empty"),
+    ("compare-every-image-unreadable", ["compare", "{a}", "{all_bad}", "--backbone", "none", "--on-error", "skip"],
+     None, ERR, "all_bad: none of its 2 image(s) could be compared (skipped 2 unreadable image(s)"),
+    ("compare-size-mismatch-not-unreadable", ["compare", "{a}", "{sizes_mixed}", "--backbone", "none", "--on-error",
+                                              "skip", "--json"], None, SAME,
+     "skipped 1 differently sized image(s): "),
+    ("authenticity-on-three-reals", ["eval", "{three}", "{fake}", *PIX, "--metrics", "authenticity,copies", "--json",
+                                     *FAST], None, SAME, ""),
+    ("per-image-on-three-reals-names-the-flag", ["eval", "{three}", "{fake}", *PIX, "--metrics", "authenticity",
+                                                 "--per-image", "{root}/p.csv", *FAST], None, ERR,
+     "realism: pr_k (--pr-k) 3 needs more than 3 images per set, and the real set has 3"),
 ]
 
 
@@ -378,15 +468,16 @@ def _clean_argv(argv):
     """The same command without the fault: what its numbers must equal."""
     out = [a for a in argv if a not in ("--on-error", "skip")]
     out = [{"{fake_bad}": "{fake}", "{fake_fifo}": "{fake}", "{fake_link}": "{fake}", "{fake_zip_encrypted}": "{fake}",
-            "{stats_pytorch_fid}": "{stats}"}.get(a, a) for a in out]
+            "{stats_pytorch_fid}": "{stats}", "{sizes_mixed}": "{sizes_clean}"}.get(a, a) for a in out]
     if "--cache-dir" in out:
         i = out.index("--cache-dir")
         out = out[:i] + out[i + 2:]
-    return out + (["--no-cache"] if "--no-cache" not in out else [])
+    cached = out[0] in ("eval", "stats")  # compare has no feature cache
+    return out + (["--no-cache"] if cached and "--no-cache" not in out else [])
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 110
     assert len({c[0] for c in CASES}) == len(CASES)
 
 

@@ -89,6 +89,7 @@ BAD_CONTENT = {
     "n vector": ({"n": np.array([80, 80])}, r"n must be the number of images, an integer >= 2, got int64 array of shape \(2,\)"),
     "n negative": ({"n": np.int64(-5)}, r"n must be .* got int64 -5"),
     "n one": ({"n": np.int64(1)}, r"n must be .* got int64 1"),
+    "n beyond any dataset": ({"n": np.int64(10**18)}, r"n must be .* got int64 1000000000000000000 \(no image set"),
     "n float": ({"n": np.float64(5.5)}, r"n must be .* got float64 5\.5"),
     "n bool": ({"n": np.bool_(True)}, r"n must be .* got bool True"),
     "n string": ({"n": np.array("80")}, r"n must be .* got <U2 '80'"),

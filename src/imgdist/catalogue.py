@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import defaults as D
-from .checks import check_fraction, check_int, check_number, option
+from .checks import check_ct_sizes, check_fraction, check_int, check_number, option
 from .errors import ImgdistError, SetTooSmall
 
 # ---------------------------------------------------------------- settings
@@ -389,6 +389,7 @@ def _need_ct_cells(options, counts, chosen) -> None:
     real = counts.get("real")
     if real is not None and options.ct_cells > real:
         raise SetTooSmall(f"ct: {option('ct_cells')} {options.ct_cells} is more than the {real} real images")
+    check_ct_sizes(counts, options.ct_cells)
 
 
 def _need_realism(options, counts, chosen) -> None:

@@ -143,9 +143,9 @@ def _cmd_eval(args) -> int:
     if launched_by_torchrun():
         return _eval_distributed(args)
     # outputs before any extraction
-    if args.report:
+    if args.report is not None:  # "" too: an empty name is an error, not "no report"
         check_output(args.report, "--report", (".html", ".htm"))
-    if args.per_image:
+    if args.per_image is not None:
         check_output(args.per_image, "--per-image", ".csv")
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                    real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
@@ -227,7 +227,7 @@ def _cmd_stats(args) -> int:
 def _cmd_robustness(args) -> int:
     from .perturbations import robustness
 
-    if args.plot:  # before any work: the folder, the format, and matplotlib itself
+    if args.plot is not None:  # before any work ("" included): the folder, the format, and matplotlib itself
         check_output(args.plot, "--plot", PLOT_SUFFIXES)
         try:
             import matplotlib  # noqa: F401

@@ -65,24 +65,34 @@ class MetricRun:
             self._shared[key] = make()
         return self._shared[key]
 
-    def real_neighbours(self) -> M.RealNeighbours:
-        return self.once("real_nn", lambda: M.real_neighbours(self.xr, k=self.options.pr_k))
+    def real_neighbours(self, k: int | None = None) -> M.RealNeighbours:
+        """The real x real pass at radius ``k``; None: the one authenticity and copies share, which
+        need only each real's nearest other real (k = 1, so 2 reals suffice), unless realism's
+        ``pr_k`` pass is made anyway."""
+        if k is None:
+            k = self.options.pr_k if "realism" in self.chosen else 1
+        return self.once(("real_nn", k), lambda: M.real_neighbours(self.xr, k=k))
 
     def realism(self) -> M.Realism:
         return self.once("realism", lambda: M.realism(self.xr, self.xf, k=self.options.pr_k,
                                                        prune_percentile=D.REALISM_PRUNE_PERCENTILE,
-                                                       real_radii=self.real_neighbours().radii))
+                                                       real_radii=self.real_neighbours(self.options.pr_k).radii))
+
+    def fake_nearest(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each fake's nearest real: from realism's pass where it is made anyway."""
+        if "realism" in self.chosen:
+            r = self.realism()
+            return r.nearest_real, r.distance
+        return self.once("fake_nearest", lambda: M.nearest_real(self.xr, self.xf))
 
     def authenticity(self) -> M.Authenticity:
-        r = self.realism()
         return self.once("authenticity", lambda: M.authenticity(
-            self.xr, self.xf, real_nn=self.real_neighbours(), fake_nearest=(r.nearest_real, r.distance)))
+            self.xr, self.xf, real_nn=self.real_neighbours(), fake_nearest=self.fake_nearest()))
 
     def copies(self) -> M.Copies:
-        r = self.realism()
         return self.once("copies", lambda: M.copies(
             self.xr, self.xf, percentile=self.options.copies_percentile, real_nn=self.real_neighbours(),
-            fake_nearest=(r.nearest_real, r.distance)))
+            fake_nearest=self.fake_nearest()))
 
     def per_image(self) -> PerImage:
         r, a, c = self.realism(), self.authenticity(), self.copies()

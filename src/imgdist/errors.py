@@ -16,6 +16,9 @@ class ImgdistError(Exception):
 class ImageError(ImgdistError):
     """An image that cannot be read or decoded."""
 
+    #: how ``Skipped`` counts it ("skipped 3 unreadable image(s)")
+    kind = "unreadable"
+
     def __init__(self, name: str | os.PathLike, cause: str):
         self.name = str(name)
         self.cause = " ".join(str(cause).split())  # one line, whatever the library said

@@ -16,6 +16,8 @@ from .errors import ImgdistError
 from .features import FeatureExtractor, Features
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
+from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
+from .spread import check_spread
 from .stats import GaussianStats, is_stats_file
 
 DEFAULT_METRICS = D.METRICS
@@ -108,6 +110,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     if ext is None and len(stats_sides) < 2:
         backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, asked)
     spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
+    notes = ([assert_backbone(inputs, None if backbone is None else _spec_of(backbone))]
+             if len(stats_sides) == 2 else [])
     has_logits = bool(spec and spec.has_logits)
     chosen = asked.resolve(Facts.of(spec, stats_sides=stats_sides, real_test=real_test is not None))
     unused_test = "real_test" in inputs and "ct" not in chosen
@@ -116,8 +120,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, known_counts(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
     if per_class:  # the layout is checked before the work, as far as names tell
-        for side in ("real", "fake"):
-            _check_class_folders(inputs[side], side)
+        check_shared_classes(inputs["real"], inputs["fake"])
+    if per_image:  # the table's realism column needs the k-NN radius of the reals
+        options.check_sets(["realism"], known_counts(counts, inputs))
+    if "real_test" in inputs:
+        notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
 
     if ext is None and len(stats_sides) < 2:
         ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
@@ -126,6 +133,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     for side in stats_sides if ext is not None else ():  # made like the images will be, before the work
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
                                                  "features", force)
+    if ext is not None:
+        check_stats_dims(inputs, {"real": real, "fake": fake}, ext)
     sides: dict[str, Features | GaussianStats] = {}
     for side, obj in inputs.items():
         if isinstance(obj, GaussianStats):
@@ -136,8 +145,11 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         sides[side] = ext.extract(obj, keep_features=keep,
                                   keep_logits=needs_logits(chosen) and side == "fake",
                                   on_error=on_error, desc=side.replace("_", " "))
+    if ext is not None:
+        check_spread(sides, inputs, ext.spec.name)
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
                                progress=progress, real_test=sides.get("real_test"), per_image=per_image)
+    result.warnings += [note for note in notes if note]
     if per_class:
         from .per_class import evaluate_per_class
 
@@ -156,11 +168,6 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 
-def _check_class_folders(source, side: str) -> None:
-    from .per_class import class_names
-
-    names = [source.name_of(i) for i in range(len(source))]
-    class_names(Features(names=names, stats=None, provenance=None), source, side)
 
 
 # ------------------------------------------------------------------ streaming

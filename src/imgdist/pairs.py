@@ -140,17 +140,32 @@ def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, 
     embed = _Embedder(backbone, mode, device, weights) if backbone is not None else None
     features_a = embed(image_a) if embed else None
     results = []
+    skipped = Skipped() if skipped is None else skipped
     for name_b, image_b in iter_images(source, on_error, skipped):
         try:
             results.append(_compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize))
         except ImageError as exc:
             if on_error == "raise":
                 raise
-            if skipped is not None:
-                skipped.add(exc)
+            skipped.add(exc)
+    _check_compared(results, source, skipped)
     if sort_by:
         results.sort(key=lambda c: _sort_key(c, sort_by))
     return results
+
+
+class SizeMismatch(ImageError):
+    """An image of another size than ``a`` (without ``resize``): readable, just not comparable."""
+
+    kind = "differently sized"
+
+
+def _check_compared(results: list, source: ImageSource, skipped: Skipped) -> None:
+    """Nothing compared although the source has images: an error, like ``eval`` on a set of
+    unreadable images, not an empty table."""
+    if not results and len(skipped):
+        raise ImgdistError(f"{source.label}: none of its {len(source)} image(s) could be compared "
+                           f"({skipped.summary()})")
 
 
 def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize) -> Comparison:
@@ -158,7 +173,7 @@ def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize)
     pixel_b = image_b
     if image_b.shape != image_a.shape:
         if not resize:
-            raise ImageError(name_b, f"is {image_b.shape[1]}x{image_b.shape[0]}, {os.path.basename(name_a)} "
+            raise SizeMismatch(name_b, f"is {image_b.shape[1]}x{image_b.shape[0]}, {os.path.basename(name_a)} "
                                      f"is {image_a.shape[1]}x{image_a.shape[0]}: pixel distances need equal "
                                      "sizes (use --resize / resize=True to resize it, bicubic)")
         pixel_b, resized = resize_to(image_b, image_a.shape[:2]), True

@@ -47,12 +47,19 @@ def class_names(features: Features, source: ImageSource, side: str) -> list[str]
     return out
 
 
-def subset(features: Features, rows: np.ndarray) -> Features:
-    """The images at ``rows`` as their own set, with their own statistics."""
-    stats = GaussianStats(provenance=features.provenance).update(features.features[rows])
+#: metrics that read a set's Gaussian statistics (the others work on the per-image features)
+NEEDS_GAUSSIAN = frozenset({"fid"})
+
+
+def subset(features: Features, rows: np.ndarray, gaussian: bool = True) -> Features:
+    """The images at ``rows`` as their own set, with their own statistics (``gaussian`` False: count
+    and mean only, for metrics that never read a covariance)."""
+    x = features.features[rows]
+    stats = (GaussianStats(provenance=features.provenance).update(x) if gaussian
+             else GaussianStats.without_covariance(x, features.provenance))
     return dataclasses.replace(
-        features, names=[features.names[i] for i in rows], stats=stats, features=features.features[rows],
-        logits=None if features.logits is None else features.logits[rows],
+        features, names=[features.names[i] for i in rows], stats=stats,
+        features=x, logits=None if features.logits is None else features.logits[rows],
         indices=[features.indices[i] for i in rows] if features.indices else [])
 
 
@@ -91,8 +98,9 @@ def evaluate_per_class(real: Features, fake: Features, real_source: ImageSource,
         if len(metrics) < len(applicable):
             partial.append(name)
         if metrics:
-            results[name] = evaluate_features(subset(real, r_rows), subset(fake, f_rows), metrics=metrics,
-                                              options=class_options, force=force)
+            gaussian = bool(NEEDS_GAUSSIAN & set(metrics))
+            results[name] = evaluate_features(subset(real, r_rows, gaussian), subset(fake, f_rows, gaussian),
+                                              metrics=metrics, options=class_options, force=force)
         if test_classes is not None:
             ct = _class_ct(real, fake, real_test, r_rows, f_rows, np.flatnonzero(test_classes == name),
                            class_options)

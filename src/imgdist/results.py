@@ -87,7 +87,7 @@ def metric_label(metric: str, provenance: Provenance) -> str:
                 and not low)
     owner = entry(metric)
     published, generic = owner.labels(metric) if owner else (metric, metric)
-    if standard or (provenance.backbone is None and owner is not None and owner.generic is not None):
+    if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
     if provenance.feature_layer not in (None, "pool"):

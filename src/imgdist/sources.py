@@ -412,19 +412,24 @@ class Skipped:
     """Images passed over under ``on_error='skip'``: name -> cause."""
 
     items: list[tuple[str, str]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # per item: ImageError.kind
 
     def add(self, error: ImageError) -> None:
         self.items.append((error.name, error.cause))
+        self.kinds.append(error.kind)
 
     def __len__(self):
         return len(self.items)
 
     def summary(self) -> str:
-        if not self.items:
-            return ""
-        first = "; ".join(f"{n}: {c}" for n, c in self.items[:3])
-        more = f"; and {len(self.items) - 3} more" if len(self.items) > 3 else ""
-        return f"skipped {len(self.items)} unreadable image(s): {first}{more}"
+        parts = []
+        kinds = self.kinds + ["unreadable"] * (len(self.items) - len(self.kinds))
+        for kind in dict.fromkeys(kinds):
+            items = [item for item, k in zip(self.items, kinds) if k == kind]
+            first = "; ".join(f"{n}: {c}" for n, c in items[:3])
+            more = f"; and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"skipped {len(items)} {kind} image(s): {first}{more}")
+        return "; ".join(parts)
 
 
 def iter_images(source: ImageSource, on_error: str = "raise", skipped: Skipped | None = None):

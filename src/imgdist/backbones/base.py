@@ -193,7 +193,7 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
     ViTs do) receives the file's tensors, converted to the model's dtypes, as its parameters.
     """
     from ..errors import WeightsError
-    from .checkpoint import read_tensors
+    from .checkpoint import check_finite_tensors, read_tensors
 
     try:
         state = read_tensors(path)
@@ -206,6 +206,7 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
                                f"like {', '.join(list(state)[:3])})")
         state = kept
     check_state_dict(model, state, path, name)
+    check_finite_tensors(state, path)
     expected = model.state_dict()
     if any(t.is_meta for t in expected.values()):
         state = {k: v.to(expected[k].dtype) for k, v in state.items()}  # CLIP's float16 -> float32

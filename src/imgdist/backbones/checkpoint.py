@@ -33,7 +33,7 @@ import torch
 
 from ..errors import WeightsError
 
-__all__ = ["read_tensors", "is_torchscript_archive"]
+__all__ = ["check_finite_tensors", "read_tensors", "is_torchscript_archive"]
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -67,6 +67,28 @@ def _zip_without_data_pkl(path: Path) -> bool:
         return False
 
 
+def _zip_cut_short(path: Path) -> bool:
+    """A zip whose end-of-central-directory record is missing. That record is the last thing a zip
+    writer puts down and sits in the final 64 KiB + 22 bytes (its comment is at most 65535 bytes), so
+    a file cut short anywhere lacks it, while a zip damaged in the middle still has it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - (65536 + 22)))
+        return b"PK\x05\x06" not in f.read()
+
+
+def check_finite_tensors(state: dict[str, torch.Tensor], path) -> None:
+    """Refuse weights holding NaN or infinity. Such a network does not fail: NaN is squashed to a
+    constant by the clamps and normalisations after it, so every image gets the same finite features
+    and every metric reads "identical sets" (FD 0, precision 1)."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise WeightsError(f"{path}: tensor '{key}' holds {bad} non-finite value(s) (NaN or infinity) "
+                                   f"of {tensor.numel()}; these weights are broken")
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a weights file by dotted name (a ``torch.save`` state dict or a TorchScript
     module's parameters and buffers), or a one-line :class:`WeightsError` naming the file."""
@@ -80,6 +102,9 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         kind = next((what for magic, what in _SIGNATURES if head.startswith(magic)), None)
         raise WeightsError(f"{path}: not a weights file" + (f" (it is {kind})" if kind else
                                                               " (neither a PyTorch zip archive nor a pickle)"))
+    if head.startswith(b"PK") and _zip_cut_short(path):
+        raise WeightsError(f"{path}: truncated: the zip archive's end record is missing ({path.stat().st_size} "
+                           "bytes; the file was cut short while downloading or copying); fetch it again")
     if head.startswith(b"PK") and _zip_without_data_pkl(path):
         raise WeightsError(f"{path}: not a weights file (a zip archive without PyTorch's data.pkl record)")
     if is_torchscript_archive(path):
@@ -104,7 +129,9 @@ def _torch_load(path: Path):
 def _cause(error: Exception) -> str:
     """A short, safe reason; never PyTorch's advice to load with weights_only=False."""
     text = str(error)
-    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "central directory" in text \
+    if isinstance(error, EOFError) or "Ran out of input" in text:
+        return "truncated: the file ends in the middle of its data"
+    if isinstance(error, zipfile.BadZipFile) or "central directory" in text \
             or "failed reading zip archive" in text:
         return "truncated or corrupt archive"
     found = re.search(r"GLOBAL ([\w.]+)", text)

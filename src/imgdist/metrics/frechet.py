@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._arrays import SYMMETRY_RTOL, relative_asymmetry
+from ._arrays import covariance_defect
 
 __all__ = ["centred_factor", "fid_from_features", "frechet_distance", "mean_cov", "nuclear_trace",
            "trace_sqrt_product"]
@@ -62,10 +62,9 @@ def _as_cov(sigma, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a square matrix, got shape {s.shape}")
     if not np.all(np.isfinite(s)):
         raise ValueError(f"{name} contains NaN or infinity")
-    asym = relative_asymmetry(s)
-    if asym > SYMMETRY_RTOL:
-        raise ValueError(f"{name} is not symmetric (max |S - S^T| is {asym:.3g} of the largest entry; "
-                         f"rounding stays below {SYMMETRY_RTOL:g})")
+    defect = covariance_defect(s)
+    if defect:
+        raise ValueError(f"{name} {defect}")
     return 0.5 * (s + s.T)
 
 

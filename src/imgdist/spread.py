@@ -1,0 +1,73 @@
+"""Feature sets that collapsed to one point, refused before any metric is printed.
+
+A broken network (zeroed or saturated weights, a stem whose output is clamped to a constant) maps
+every image to the same feature vector without failing. Every metric then reads "identical sets"
+(FD 0, precision 1, Vendi 1), a perfect-looking score. The rule:
+
+* a set whose images differ but whose feature rows are all one vector: the network is broken;
+* both sets collapsed, whatever the images: nothing is left to compare but two points.
+
+A set of identical images (a constant test pattern through ``pixels``) legitimately gives one
+vector; that alone is accepted, which is why the images themselves are looked at before refusing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .errors import ImgdistError
+from .stats import GaussianStats
+
+#: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point: two float32 ulps of the features'
+#: size. Features of one image differ between batches only by rounding (a few ulps in some entries:
+#: another batch size picks another kernel), which stays below that; any real spread is far above
+#: it, even on top of a large common offset (features 1e6 +- 4 are 1.1e-6 of their size, 5 times
+#: the bound), so the bound is tied to float32's resolution and to nothing looser.
+SPREAD_RTOL = 2 * float(np.finfo(np.float32).eps)
+
+
+def collapsed(stats: GaussianStats) -> tuple[float, float] | None:
+    """``(spread, |mu|)`` where a set of >= 2 images has (next to) no spread, else None."""
+    if stats is None or stats.n < 2 or stats.dim is None:
+        return None
+    n, mean, scatter = stats.state
+    spread = float(np.sqrt(max(np.trace(scatter), 0.0) / (n - 1)))
+    norm = float(np.linalg.norm(mean))
+    return (spread, norm) if spread <= SPREAD_RTOL * norm or spread == 0.0 else None
+
+
+def images_identical(source, rows) -> bool:
+    """Whether the images at ``rows`` of ``source`` are all one image (same bytes, or same pixels)."""
+    first = None
+    for i in rows:
+        data = source.content_bytes(i)
+        key = hashlib.sha256(data).digest() if data is not None else np.asarray(source.load(i)).tobytes()
+        if first is None:
+            first = key
+        elif key != first:
+            return False
+    return True
+
+
+def check_spread(sides: dict, sources: dict, backbone: str) -> None:
+    """Refuse collapsed feature sets (see the module's rule); ``sides``: name -> Features or
+    GaussianStats (statistics files are left alone), ``sources``: name -> ImageSource."""
+    flat = {}
+    for side in ("real", "fake"):
+        obj = sides.get(side)
+        if obj is None or isinstance(obj, GaussianStats):
+            continue
+        found = collapsed(obj.stats)
+        if found is None:
+            continue
+        rows = obj.indices or range(len(obj))
+        if not images_identical(sources[side], rows):
+            raise ImgdistError(f"the {side} set's {obj.stats.n} images differ, yet {backbone} gives every one the "
+                               f"same feature vector (spread {found[0]:.3g} around a mean of norm {found[1]:.3g}): "
+                               "its weights are broken (zeroed or saturated?); no metric would mean anything")
+        flat[side] = found
+    if len(flat) == 2:
+        raise ImgdistError(f"the real and the fake set each collapse to a single {backbone} feature vector (each "
+                           "set is one image repeated): there is no spread to compare, only two points")
