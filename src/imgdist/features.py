@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -66,6 +66,10 @@ class Features:
     indices: list[int] = field(default_factory=list)  # each image's position in the source
     device: str | None = None                         # where the network ran
     timing: "_Timing | None" = None                   # seconds per stage, decoding workers
+    #: further outputs computed in the same pass (``extract(extra_layers=...)``): their streaming
+    #: statistics, and their per-image arrays (float32) where ``keep_extra`` asked for them
+    extra: dict[str, GaussianStats] = field(default_factory=dict)
+    extra_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -246,7 +250,7 @@ class FeatureExtractor:
         return self._launch(batch, logits).result()
 
     @torch.inference_mode()
-    def _launch(self, batch, logits: bool) -> "_Pending":
+    def _launch(self, batch, logits: bool, extra: tuple[str, ...] = ()) -> "_Pending":
         """Start a batch: copy the (uint8) images to the device, resize and normalise them there,
         run the network, and start copying the outputs back. On an accelerator this returns before
         the work is done, so the host can prepare the next batch meanwhile."""
@@ -267,8 +271,9 @@ class FeatureExtractor:
         if self.spec.name != "pixels":
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
-        out = self.model(x, outputs=outputs)
-        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device)
+        out = self.model(x, outputs=outputs + tuple(extra))
+        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out]
+                        + [out[name].float() for name in extra], self.device, extra)
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
@@ -279,16 +284,24 @@ class FeatureExtractor:
     # ---------------------------------------------------------------- sources
 
     def extract(self, source, *, keep_features: bool = True, keep_logits: bool = False,
-                on_error: str = "raise", desc: str | None = None) -> Features:
+                on_error: str = "raise", desc: str | None = None, extra_layers: tuple[str, ...] = (),
+                keep_extra: bool = False) -> Features:
+        """``extra_layers``: further named outputs of the backbone (e.g. Inception's ``"sfid"``)
+        computed in the same pass; their statistics land in ``Features.extra`` and, with
+        ``keep_extra``, their per-image arrays in ``Features.extra_features``."""
         check_on_error(on_error)
         source = open_source(source)
+        extra_layers = tuple(extra_layers)
         run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
+        run.want_extra(extra_layers, keep_extra)
         bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
             else nullcontext()
         t = time.perf_counter()
-        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
+        # the cache stores one layer (and logits) per image: runs with extra layers go without it
+        # rather than key rows by a layer set that other runs would never ask for
+        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up and not extra_layers else None
         run.timing.hash = time.perf_counter() - t
         cache = self._open_cache() if keys is not None else None
         try:
@@ -304,7 +317,7 @@ class FeatureExtractor:
                             if self.prep.size is None:
                                 run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
                             t = time.perf_counter()
-                            launched = (indices, self._launch(batch, run.keep_logits))
+                            launched = (indices, self._launch(batch, run.keep_logits, extra_layers))
                             run.timing.compute += time.perf_counter() - t
                         done, pending = pending, None
                         if done is not None:
@@ -431,8 +444,9 @@ class _Pending:
     """A batch's outputs on their way back from the device: on CUDA copied into pinned host
     memory without blocking, with an event to wait for; elsewhere already there."""
 
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device):
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device, extra: tuple[str, ...] = ()):
         self.event = None
+        self.extra_names = tuple(extra)  # the last len(extra) tensors
         if device.type == "cuda":
             self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
             for host, t in zip(self.host, tensors):
@@ -446,7 +460,15 @@ class _Pending:
         if self.event is not None:
             self.event.synchronize()
         arrays = [h.numpy() for h in self.host]
+        arrays = arrays[:len(arrays) - len(self.extra_names)]
         return arrays[0], (arrays[1] if len(arrays) > 1 else None)
+
+    def extra(self) -> dict[str, np.ndarray]:
+        """The extra outputs by name (after :meth:`result`, which waits for the copy)."""
+        if not self.extra_names:
+            return {}
+        arrays = [h.numpy() for h in self.host[-len(self.extra_names):]]
+        return dict(zip(self.extra_names, arrays))
 
 
 class _Run:
@@ -465,6 +487,13 @@ class _Run:
         self.first_shape = self.dim = None
         self.cached: list[int] = []
         self.timing = _Timing()
+        self.extra_stats: dict[str, GaussianStats] = {}
+        self.extra_rows: dict[str, list] = {}
+
+    def want_extra(self, names: tuple[str, ...], keep: bool) -> None:
+        self.extra_stats = {name: GaussianStats(provenance=replace(self.ex.provenance, feature_layer=name))
+                            for name in names}
+        self.extra_rows = {name: [None] * self.n for name in names} if keep else {}
 
     def read_cache(self, cache: FeatureCache, keys: list, bar) -> list[int]:
         """Take every sound cached row; returns the indices still to compute.
@@ -517,6 +546,14 @@ class _Run:
         self.dim = d
         t = time.perf_counter()
         self.stats.update(feats)
+        for name, values in pending.extra().items():
+            if not np.isfinite(values).all():
+                raise ImgdistError(f"{self.ex.spec.name} produced non-finite {name} features "
+                                   f"(first image of the batch: {source.name_of(indices[0])})")
+            self.extra_stats[name].update(values)
+            if name in self.extra_rows:
+                for j, i in enumerate(indices):
+                    self.extra_rows[name][i] = values[j]
         self.timing.stats += time.perf_counter() - t
         if cache:
             have = [j for j, i in enumerate(indices) if keys[i] is not None]
@@ -542,7 +579,9 @@ class _Run:
             features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
             logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
             skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
-            timing=self.timing)
+            timing=self.timing, extra=self.extra_stats,
+            extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
+                            for name, rows in self.extra_rows.items()})
 
 
 def _cache_root(cache: bool | str) -> str | None:
