@@ -122,7 +122,8 @@ def _stored_provenance(path: str, keys) -> Provenance | None:
 
 
 def _member_array(path: str, name: str) -> np.ndarray:
-    """``name`` from the archive, memory-mapped where it is stored uncompressed (``np.savez``: a
+    """``name`` from the archive, memory-mapped (copy-on-write: never written back, and writable for
+    torch) where it is stored uncompressed (``np.savez``: a
     50,000 x 256 x 256 x 3 sample batch is 9.8 GB, more than many machines hold); else read."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -139,7 +140,7 @@ def _member_array(path: str, name: str) -> np.ndarray:
                     name_len, extra_len = np.frombuffer(raw.read(4), "<u2")
                 start = info.header_offset + 30 + int(name_len) + int(extra_len) + header
                 if not dtype.hasobject and start + int(np.prod(shape)) * dtype.itemsize <= os.path.getsize(path):
-                    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=tuple(shape),
+                    return np.memmap(path, dtype=dtype, mode="c", offset=start, shape=tuple(shape),
                                      order="F" if fortran else "C")
         with np.load(path, allow_pickle=False) as data:
             return data[name]

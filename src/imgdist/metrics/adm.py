@@ -102,7 +102,8 @@ def adm_inception_score(logits_unbiased: np.ndarray, split_size: int = 5000) -> 
 
 def _fp16(x: np.ndarray) -> np.ndarray:
     """Round to float16 and back to float32 (float32 -> float16 rounds correctly; inf on overflow)."""
-    return x.astype(np.float16).astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow is expected: it sends the block to float32
+        return x.astype(np.float16).astype(np.float32)
 
 
 def _fp16_norms(x16: np.ndarray) -> np.ndarray:
