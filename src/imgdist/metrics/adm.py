@@ -30,14 +30,16 @@ summed in float32 and rounded, the matrix product of the float16 values accumula
 Memory stays O(block): radii keep a running (k+1)-smallest per row, never an N x N matrix.
 
 Float16 cannot be reproduced to the last bit across implementations (accumulation order differs
-between GPUs, CPUs and this emulation), so each decision is also checked against a bound on the
-error: every float16 distance is within ``e_ij = 16 u (|x_i|^2 + |y_j|^2)`` of the exact one
-(``u = 2^-11``; the steps above add up to about 11.3 u, cast error included; a float32 fallback
-block, TF32 included, stays inside the same bound). A sample is *borderline* when its decision is
-neither certain in (some ``d_ij + e_ij <= `` the lowest possible radius) nor certain out (every
-``d_ij - e_ij >`` the highest possible radius). Off the borderline, the float16 decision equals
-the exact one, and so equals the decision of any float16 implementation within the bound (ADM's
-own included): ``AdmPR.borderline_*`` says how many decisions are not settled by the arithmetic.
+between GPUs, CPUs and this emulation), so each decision is also checked against a bound ``e_ij``
+on the error of each float16 distance (:func:`_fp16_error`: the cast, the rounded norms, the
+product and the two rounded sums, term by term, with float32 accumulation; on random pool-like
+features it is about 2.2 times the largest error observed, and a float32 fallback block, TF32
+included, stays inside it). A sample is *borderline* when its decision is neither certainly in
+(some ``d_ij + e_ij <=`` the lowest possible radius) nor certainly out (every ``d_ij - e_ij >``
+the highest possible radius). Off the borderline the float16 decision equals the exact one, and so
+equals that of any float16 implementation within the bound (ADM's own on a GPU included; one
+that accumulated in float16 would not be covered): ``AdmPR.borderline_*`` counts the decisions
+the arithmetic does not settle.
 ``exact=True`` computes everything in float64 instead (no borderline).
 """
 
@@ -54,8 +56,15 @@ __all__ = ["ADM_BLOCK", "AdmPR", "adm_distance_block", "adm_inception_score", "a
 ADM_BLOCK = 10_000
 #: float16 unit roundoff
 U16 = 2.0 ** -11
-#: the float16 error bound ``e_ij = FP16_BOUND * U16 * (|x_i|^2 + |y_j|^2)`` (see the module text)
+#: the coarse float16 error bound ``FP16_BOUND * U16 * (|x|^2 + |y|^2)`` (see the module text); the
+#: per-entry bound (:func:`_fp16_error`) uses it only to bound the exact distance from above
 FP16_BOUND = 16.0
+#: float32 unit roundoff (accumulation in sums and matrix products)
+U32 = 2.0 ** -24
+#: float16's smallest normal number: below it rounding is absolute, at most half of 2^-24
+_F16_TINY_ERR = 2.0 ** -25
+#: second-order terms and the bound's own float32 arithmetic
+_SAFETY = 1.05
 #: rows per chunk inside a block: bounds the temporaries (2,500 x 10,000 float32 = 100 MB)
 _CHUNK_ROWS = 2_500
 #: rows per chunk of the Inception Score's softmax (4,096 x 1008 float64 = 33 MB)
@@ -152,6 +161,9 @@ class _Side:
             raise ValueError(f"{name} contain NaN or infinity")
         self.n64 = np.einsum("ij,ij->i", self.x, self.x, dtype=np.float64)
         self.norms = self.n64 if exact else np.einsum("ij,ij->i", self.x, self.x, dtype=np.float32)
+        # for the float16 error bound (float32 is ample for a bound with a 5 % margin)
+        self.sq_norm = self.n64.astype(np.float32)
+        self.norm = np.sqrt(self.n64).astype(np.float32)
 
     def __len__(self):
         return len(self.x)
@@ -212,6 +224,32 @@ class _Radii:
     high: np.ndarray | None = None
 
 
+def _fp16_error(d: np.ndarray, rows: _Side, r0: int, r1: int, cols: _Side, c0: int, c1: int) -> np.ndarray:
+    """A bound on |float16 distance - exact distance| for each entry of ``d`` (rows r0:r1 x cols c0:c1).
+
+    With ``n = |x|^2``, ``D`` the exact distance and ``g = dim * 2^-24`` (float32 accumulation):
+    casting to float16 moves ``sqrt(D)`` by at most ``eps = u (|x| + |y|)`` (plus the absolute
+    rounding of numbers below float16's normal range), so ``D`` by ``2 eps sqrt(D) + eps^2``; the
+    rounded squares and the float32 sum and float16 rounding of each norm add ``(2u + g) n``; the
+    product ``x.y`` (float32 accumulation, float16 rounding, doubled) ``2 (u + g) |x| |y|``;
+    rounding ``n_x - 2 x.y = D - n_y`` adds ``u |D - n_y|`` and rounding the sum ``u D``.
+    ``D`` is bounded above by the computed value plus the coarse bound ``16 u (n_x + n_y)`` (the
+    same terms, each at its worst: about 11.3 u). Times 1.05 for second-order terms.
+    """
+    u, g = np.float32(U16), np.float32(rows.x.shape[1] * U32)
+    nx, ny = rows.sq_norm[r0:r1, None], cols.sq_norm[None, c0:c1]
+    sx, sy = rows.norm[r0:r1, None], cols.norm[None, c0:c1]
+    eps = u * (sx + sy) + np.float32(2 * np.sqrt(rows.x.shape[1]) * _F16_TINY_ERR)
+    d_up = d + np.float32(FP16_BOUND * U16) * (nx + ny)
+    e = (2 * u + g) * (nx + ny)
+    e += 2 * (u + g) * sx * sy
+    e += u * np.maximum(d_up, ny)
+    e += u * d_up
+    e += 2 * eps * np.sqrt(d_up) + eps * eps
+    e *= np.float32(_SAFETY)
+    return e
+
+
 def _radii(side: _Side, k: int, work: np.ndarray) -> _Radii:
     n = len(side)
     if n <= k:
@@ -220,23 +258,30 @@ def _radii(side: _Side, k: int, work: np.ndarray) -> _Radii:
     bounded = not side.exact
     low = np.empty(n) if bounded else None
     high = np.empty(n) if bounded else None
-    slack = (FP16_BOUND * U16 * side.n64).astype(side.x.dtype)
     for r0 in range(0, n, ADM_BLOCK):
         r1 = min(r0 + ADM_BLOCK, n)
         rb = side.block(r0, r1)
-        best = lo = hi = None
+        chunks = range(0, r1 - r0, _CHUNK_ROWS)
+        best = [None] * len(chunks)
+        lo, hi = [None] * len(chunks), [None] * len(chunks)
         for c0 in range(0, n, ADM_BLOCK):
             c1 = min(c0 + ADM_BLOCK, n)
             d = work[:r1 - r0, :c1 - c0]
             _fill(rb, side.block(c0, c1), d)
-            best = _kth_smallest(best, d, k)
+            for j, s in enumerate(chunks):
+                part = d[s:s + _CHUNK_ROWS]
+                best[j] = _kth_smallest(best[j], part, k)
+                if bounded:  # the exact radius lies between the k-th smallest of d - e and of d + e
+                    e = _fp16_error(part, side, r0 + s, r0 + s + len(part), side, c0, c1)
+                    lo[j] = _kth_smallest(lo[j], part - e, k)
+                    e += part
+                    hi[j] = _kth_smallest(hi[j], e, k)
+        for j, s in enumerate(chunks):
+            a, b = r0 + s, r0 + s + len(best[j])
+            value[a:b] = np.partition(best[j], k, axis=1)[:, k]
             if bounded:
-                lo = _kth_smallest(lo, d - slack[c0:c1], k)
-                hi = _kth_smallest(hi, d + slack[c0:c1], k)
-        value[r0:r1] = np.partition(best, k, axis=1)[:, k]
-        if bounded:
-            low[r0:r1] = np.partition(lo, k, axis=1)[:, k] - slack[r0:r1]
-            high[r0:r1] = np.partition(hi, k, axis=1)[:, k] + slack[r0:r1]
+                low[a:b] = np.partition(lo[j], k, axis=1)[:, k]
+                high[a:b] = np.partition(hi[j], k, axis=1)[:, k]
     return _Radii(value, low, high)
 
 
@@ -292,8 +337,6 @@ def adm_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, exact: 
     bounded = not exact
     fake_in = _Membership(len(smp), bounded)   # precision
     real_in = _Membership(len(ref), bounded)   # recall
-    slack_ref = (FP16_BOUND * U16 * ref.n64).astype(ref.x.dtype)
-    slack_smp = (FP16_BOUND * U16 * smp.n64).astype(ref.x.dtype)
     for r0, r1, c0, c1, d, _ in _blocks(ref, smp, work):
         for s in range(0, r1 - r0, _CHUNK_ROWS):
             a0, a1 = r0 + s, min(r0 + s + _CHUNK_ROWS, r1)
@@ -303,7 +346,7 @@ def adm_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, exact: 
             real_in.inside[a0:a1] |= (block <= r_smp.value[None, c0:c1]).any(axis=1)
             if not bounded:
                 continue
-            e = slack_ref[a0:a1, None] + slack_smp[None, c0:c1]
+            e = _fp16_error(block, ref, a0, a1, smp, c0, c1)
             up, down = block + e, block - e   # the exact distance lies in [down, up]
             fake_in.certain[c0:c1] |= (up <= r_ref.low[a0:a1, None]).any(axis=0)
             fake_in.possible[c0:c1] |= (down <= r_ref.high[a0:a1, None]).any(axis=0)
