@@ -175,6 +175,9 @@ def _eval_adm(args) -> int:
     """``--suite adm``: ADM's own table; the metric flags of plain eval do not apply."""
     from .adm import adm_summary, evaluate_adm
 
+    if args.backbone not in (None, "inception") or args.mode not in (None, "tf"):
+        raise ImgdistError("--suite adm: ADM's table uses the FID Inception in resize mode tf; leave --backbone "
+                           "and --resize-mode out")
     result = evaluate_adm(args.real, args.fake, exact=args.adm_exact, batch_size=args.batch_size,
                           device=args.device, weights=args.weights, progress=not args.no_progress,
                           workers=args.workers, force=args.force)
