@@ -140,6 +140,10 @@ def _cmd_eval(args) -> int:
     from .distributed import launched_by_torchrun
     from .evaluation import evaluate
 
+    if args.suite == "adm":
+        return _eval_adm(args)
+    if args.adm_exact:
+        raise ImgdistError("--adm-exact: only with --suite adm")
     if launched_by_torchrun():
         return _eval_distributed(args)
     # outputs before any extraction
@@ -164,6 +168,22 @@ def _cmd_eval(args) -> int:
     for flag, path in (("report", args.report), ("per-image table", args.per_image)):
         if path:
             print(f"{flag}: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _eval_adm(args) -> int:
+    """``--suite adm``: ADM's own table; the metric flags of plain eval do not apply."""
+    from .adm import adm_summary, evaluate_adm
+
+    if args.backbone not in (None, "inception") or args.mode not in (None, "tf"):
+        raise ImgdistError("--suite adm: ADM's table uses the FID Inception in resize mode tf; leave --backbone "
+                           "and --resize-mode out")
+    result = evaluate_adm(args.real, args.fake, exact=args.adm_exact, batch_size=args.batch_size,
+                          device=args.device, weights=args.weights, progress=not args.no_progress,
+                          workers=args.workers, force=args.force)
+    print(result.to_json() if args.json else adm_summary(result))
+    for warning in result.warnings:
+        print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
     return 0
 
 
@@ -213,6 +233,8 @@ def _eval_distributed(args) -> int:
 def _cmd_stats(args) -> int:
     from .features import extract_features
 
+    if args.format == "adm":
+        return _stats_adm(args)
     check_output(args.output, "-o/--output", ".npz")
     features = extract_features(args.source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
                                 on_error=args.on_error, **_extractor_kwargs(args))
@@ -221,6 +243,20 @@ def _cmd_stats(args) -> int:
           f"{features.stats.provenance.summary()}, device {features.device}")
     if features.skipped:
         print(f"imgdist: warning: {features.skipped.summary()}", file=sys.stderr)
+    return 0
+
+
+def _stats_adm(args) -> int:
+    from .adm import write_adm_reference
+
+    if args.backbone != "inception" or args.mode not in (None, "tf"):
+        raise ImgdistError("--format adm: ADM's reference batches use the FID Inception in resize mode tf; "
+                           "leave --backbone and --resize-mode out")
+    out = write_adm_reference(args.source, args.output, images=args.adm_images, seed=args.seed,
+                              batch_size=args.batch_size, device=args.device, weights=args.weights,
+                              workers=args.workers, progress=not args.no_progress, on_error=args.on_error)
+    print(f"wrote {out['output']}: arr_0 {out['images']} images ({out['size']}), mu/sigma and mu_s/sigma_s over "
+          f"{out['statistics_over']} images, {out['provenance'].summary()}")
     return 0
 
 
@@ -399,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--suite", choices=("adm",), default=None,
+                   help="adm: OpenAI's ADM evaluator table (Inception Score, FID, sFID, Precision, Recall) for "
+                        "two ADM .npz batches (arr_0 images; a reference may carry mu/sigma/mu_s/sigma_s)")
+    p.add_argument("--adm-exact", action="store_true",
+                   help="with --suite adm: precision/recall distances in float64 instead of ADM's float16")
     p.add_argument("--report", metavar="PATH", default=None,  # report (HTML)
                    help="write an HTML report with thumbnails (nearest real of each fake, fakes farthest "
                         "from the real images, reals no fake covers) to PATH")
@@ -414,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .npz")
     _add_backbone_args(p, D.EVAL_BACKBONE)
     _add_extraction_args(p)
+    p.add_argument("--format", choices=("imgdist", "adm"), default="imgdist",
+                   help="imgdist: mu, sigma, n and provenance (default); adm: an ADM reference batch (arr_0 "
+                        "images drawn with --seed, mu/sigma/mu_s/sigma_s over the whole source) for --suite adm")
+    p.add_argument("--adm-images", type=int, default=10_000,
+                   help="--format adm: images stored in arr_0 (default: 10000)")
+    p.add_argument("--seed", type=int, default=0, help="--format adm: seed drawing the arr_0 images (default: 0)")
     p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("robustness", help="distance vs shift, noise and blur: pixel vs feature metrics",

@@ -6,13 +6,16 @@ reference statistics; :class:`Evaluator` streams batches from a training loop.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 
 from . import defaults as D
 from .catalogue import ALIASES, METRICS, Facts, MetricOptions, default_backbone, needs_features, needs_logits, \
     parse_metrics, request
 from .compute import evaluate_features, keeps_features, known_counts
-from .errors import ImgdistError
+from .errors import ImgdistError, ImgdistWarning
 from .features import FeatureExtractor, Features
 from .results import Result, metric_label, weights_tag
 from .sources import ImageSource, check_on_error, open_source
@@ -37,8 +40,28 @@ def compute_stats(source, backbone=D.EVAL_BACKBONE, *, on_error="raise", **kwarg
 
 
 def _open_input(spec) -> GaussianStats | ImageSource:
-    """A side of an evaluation: statistics (validated on load) or a source of images."""
-    return GaussianStats.load(spec) if is_stats_file(spec) else open_source(spec)
+    """A side of an evaluation: statistics (validated on load) or a source of images.
+
+    An ADM batch (``arr_0`` images plus stored ``mu``/``sigma``) is its images: every metric uses
+    them, and the stored statistics (ADM's TensorFlow graph, another network than most runs use)
+    are left out with a warning; ``--suite adm`` is where they count."""
+    if is_stats_file(spec):
+        return GaussianStats.load(spec)
+    if _stored_beside_images(spec):
+        warnings.warn(f"{spec}: an ADM batch: its arr_0 images are used for every metric and its stored "
+                      "mu/sigma/mu_s/sigma_s are not (they belong to ADM's evaluator; use --suite adm for them)",
+                      ImgdistWarning, stacklevel=3)
+    return open_source(spec)
+
+
+def _stored_beside_images(spec) -> bool:
+    from .stats import IMAGE_KEYS, _read_npz_keys
+
+    if not isinstance(spec, (str, os.PathLike)) or not os.fspath(spec).lower().endswith(".npz") \
+            or not os.path.isfile(spec):
+        return False
+    keys = set(_read_npz_keys(os.fspath(spec)))
+    return bool(keys & set(IMAGE_KEYS)) and "mu" in keys
 
 
 def _spec_of(backbone):

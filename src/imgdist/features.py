@@ -22,7 +22,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -87,6 +87,10 @@ class Features:
     indices: list[int] = field(default_factory=list)  # each image's position in the source
     device: str | None = None                         # where the network ran
     timing: "_Timing | None" = None                   # seconds per stage, decoding workers
+    #: further outputs computed in the same pass (``extract(extra_layers=...)``): their streaming
+    #: statistics, and their per-image arrays (float32) where ``keep_extra`` asked for them
+    extra: dict[str, GaussianStats] = field(default_factory=dict)
+    extra_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -272,12 +276,14 @@ class FeatureExtractor:
             return self._launch(batch, logits).result()
 
     @torch.inference_mode()
-    def _launch(self, batch, logits: bool, host: bool = True) -> "_Pending":
+    def _launch(self, batch, logits: bool, host: bool = True, extra: tuple[str, ...] = (),
+                extra_host: bool = False) -> "_Pending":
         """Start a batch: run :meth:`_network` on it and start copying the outputs back (to the
         host only where ``host``). On an accelerator this returns before the work is done, so the
         host can prepare the next batch meanwhile. A CUDA out-of-memory error halves the batch
         (see :meth:`_halve`) and computes it again in parts."""
-        outputs = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
+        main = (self.layer, "logits") if logits and self.spec.has_logits else (self.layer,)
+        outputs = main + tuple(extra)
         while True:
             try:
                 parts = [self._network(part, outputs) for part in _split(batch, self._fits)]
@@ -286,7 +292,8 @@ class FeatureExtractor:
                 parts = None  # noqa: F841 - the parts' memory is freed before the retry
                 self._halve(len(batch))
         out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-        return _Pending([out[name].float() for name in (self.layer, "logits") if name in out], self.device, host)
+        return _Pending([out[name].float() for name in main if name in out], self.device, host,
+                        {name: out[name].float() for name in extra}, extra_host)
 
     def _network(self, batch, outputs) -> dict:
         """Copy the (uint8) images to the device, resize and normalise them there, run the network."""
@@ -331,10 +338,15 @@ class FeatureExtractor:
     # ---------------------------------------------------------------- sources
 
     def extract(self, source, *, keep_features: bool = True, keep_logits: bool = False,
-                on_error: str = "raise", desc: str | None = None) -> Features:
+                on_error: str = "raise", desc: str | None = None, extra_layers: tuple[str, ...] = (),
+                keep_extra: bool = False) -> Features:
+        """``extra_layers``: further named outputs of the backbone (e.g. Inception's ``"sfid"``)
+        computed in the same pass; their statistics land in ``Features.extra`` and, with
+        ``keep_extra``, their per-image arrays in ``Features.extra_features``."""
         check_on_error(on_error)
         source = open_source(source)
         run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
+        run.want_extra(tuple(extra_layers), keep_extra)
         bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         with fp32_mode(self.precision):
@@ -344,7 +356,10 @@ class FeatureExtractor:
         retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
             else nullcontext()
         t = time.perf_counter()
-        keys = self._hashes(source) if self.cache_dir and not self._cache_given_up else None
+        # the cache stores one layer (and logits) per image: runs with extra layers go without it
+        # rather than key rows by a layer set that other runs would never ask for
+        use_cache = self.cache_dir and not self._cache_given_up and not run.extra_stats
+        keys = self._hashes(source) if use_cache else None
         run.timing.hash = time.perf_counter() - t
         cache = self._open_cache() if keys is not None else None
         try:
@@ -364,7 +379,8 @@ class FeatureExtractor:
                             if self.prep.size is None:
                                 run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
                             t = time.perf_counter()
-                            pending = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache)))
+                            pending = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache),
+                                                             tuple(run.extra_stats), bool(run.extra_rows)))
                             run.timing.compute += time.perf_counter() - t
                             if pending[1].ready():  # always on a CPU
                                 done, pending = pending, None
@@ -519,10 +535,16 @@ class _Pending:
     into pinned host memory without blocking, with an event to wait for; elsewhere already there.
     Whether the features are finite is decided on the device; only that flag always travels."""
 
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device, host: bool = True):
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device, host: bool = True,
+                 extra: dict[str, torch.Tensor] | None = None, extra_host: bool = False):
         self.on_device = tensors
+        self.extra_on_device = extra or {}
         self.event = None
-        sent = (list(tensors) if host else []) + [torch.isfinite(tensors[0]).all().reshape(1)]
+        self._main = len(tensors) if host else 0
+        self._extra_names = tuple(self.extra_on_device) if extra_host else ()
+        checked = [tensors[0], *self.extra_on_device.values()]
+        finite = torch.stack([torch.isfinite(t).all() for t in checked]).all().reshape(1)
+        sent = (list(tensors) if host else []) + [self.extra_on_device[n] for n in self._extra_names] + [finite]
         if device.type == "cuda":
             self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in sent]
             for host_t, t in zip(self.host, sent):
@@ -545,10 +567,15 @@ class _Pending:
         """(features, logits or None) on the host; (None, None) where they were not sent."""
         if self.event is not None:
             self.event.synchronize()
-        arrays = [h.numpy() for h in self.host[:-1]]
+        arrays = [h.numpy() for h in self.host[:self._main]]
         if not arrays:
             return None, None
         return arrays[0], (arrays[1] if len(arrays) > 1 else None)
+
+    def extra(self) -> dict[str, np.ndarray]:
+        """The extra outputs sent to the host, by name (after :meth:`result`, which waits for them)."""
+        start = self._main
+        return {name: self.host[start + j].numpy() for j, name in enumerate(self._extra_names)}
 
 
 class _Run:
@@ -568,6 +595,12 @@ class _Run:
         self.first_shape = self.dim = None
         self.cached: list[int] = []
         self.timing = _Timing()
+        self.extra_stats: dict[str, DeviceStats] = {}
+        self.extra_rows: dict[str, list] = {}
+
+    def want_extra(self, names: tuple[str, ...], keep: bool) -> None:
+        self.extra_stats = {name: DeviceStats() for name in names}
+        self.extra_rows = {name: [None] * self.n for name in names} if keep else {}
 
     def needs_host(self, cache) -> bool:
         """Whether computed features must come to the host (else only the statistics are kept)."""
@@ -627,6 +660,11 @@ class _Run:
         self.dim = d
         t = time.perf_counter()
         self.device_stats.update(pending.on_device[0])
+        for name, values in pending.extra_on_device.items():
+            self.extra_stats[name].update(values)
+        for name, values in pending.extra().items():
+            for j, i in enumerate(indices):
+                self.extra_rows[name][i] = values[j]
         self.timing.stats += time.perf_counter() - t
         if cache:
             have = [j for j, i in enumerate(indices) if keys[i] is not None]
@@ -654,7 +692,11 @@ class _Run:
             features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
             logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
             skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
-            timing=self.timing)
+            timing=self.timing,
+            extra={name: ds.to_host(replace(self.ex.provenance, feature_layer=name))
+                   for name, ds in self.extra_stats.items()},
+            extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
+                            for name, rows in self.extra_rows.items()})
 
 
 def _cache_root(cache: bool | str) -> str | None:

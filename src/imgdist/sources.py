@@ -290,12 +290,14 @@ def load_array_file(path: str) -> np.ndarray:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.keys())
-            if "mu" in keys and "sigma" in keys:
+            # 'arr_0': an ADM batch, whose stored mu/sigma (if any) the caller reports as unused
+            key = next((k for k in ("images", "arr_0") if k in keys), None)
+            if key is None and "mu" in keys and "sigma" in keys:
                 raise SourceError(f"{path}: holds statistics (mu, sigma), not images; "
                                   "statistics can only be compared, not re-extracted")
-            key = "images" if "images" in keys else (keys[0] if len(keys) == 1 else None)
+            key = key or (keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise SourceError(f"{path}: several arrays ({', '.join(keys)}) and none named 'images'")
+                raise SourceError(f"{path}: several arrays ({', '.join(keys)}) and none named 'images' or 'arr_0'")
             return data[key]
     except SourceError:
         raise

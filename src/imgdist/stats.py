@@ -341,8 +341,28 @@ def _reason(exc: BaseException) -> str:
     return one_line(exc)
 
 
+#: arrays that make an ``.npz`` a set of images, not statistics: ``arr_0`` (an ADM batch, whose
+#: stored ``mu``/``sigma`` ride along) and ``images`` (imgdist's own array files)
+IMAGE_KEYS = ("arr_0", "images")
+
+
+def _read_npz_keys(path: str) -> list[str]:
+    """The array names of an ``.npz`` archive, or a one-line SourceError naming the file."""
+    try:
+        with _open_archive(path) as data:
+            return list(data.files)
+    except SourceError:
+        raise
+    except _UNREADABLE as exc:
+        raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None
+
+
 def is_stats_file(path) -> bool:
-    """A ``.npz`` holding ``mu`` and ``sigma`` (ours, pytorch-fid's or clean-fid's).
+    """A ``.npz`` holding ``mu`` and ``sigma`` (ours, pytorch-fid's or clean-fid's) and no images.
+
+    An ADM batch (``arr_0`` images, perhaps with stored ``mu``/``sigma``) is a set of images, not
+    statistics: read as statistics only, its images would be ignored and its FD would be another
+    network's (``imgdist.adm`` reads it whole).
 
     False for anything that is not an existing regular ``.npz`` file (the image sources report
     those); a ``.npz`` file that cannot be read as an archive raises a one-line SourceError naming
@@ -355,6 +375,6 @@ def is_stats_file(path) -> bool:
         return False
     try:
         with _open_archive(path) as data:
-            return "mu" in data.files and "sigma" in data.files
+            return "mu" in data.files and "sigma" in data.files and not set(IMAGE_KEYS) & set(data.files)
     except _UNREADABLE as exc:
         raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None

@@ -177,12 +177,27 @@ class Mixed8(nn.Module):
 
 # which stage (0..3) each output needs; the forward pass stops after the deepest one asked for
 _STAGE_OF = {"pool64": 0, "pool192": 1, "pool768": 2, "pool": 3, "logits": 3,
-             "logits_unbiased": 3, "spatial": 3}
+             "logits_unbiased": 3, "spatial": 3, "sfid": 2}
 OUTPUTS = tuple(_STAGE_OF)
 
 
 def _global_pool(x: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(x, (1, 1)).flatten(1)
+
+
+#: channels of ``mixed_6/conv`` the ADM evaluator keeps for sFID (``spatial[..., :7]``)
+SFID_CHANNELS = 7
+
+
+def sfid_features(branch: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W (``Mixed_6d.branch1x1``) -> N x (H * W * 7): the first 7 channels in
+    (height, width, channel) order, as ADM flattens TensorFlow's NHWC tensor. A (c, h, w) order
+    has the same Fréchet distance between two sets computed alike, but not against stored
+    ``mu_s`` / ``sigma_s`` (a PyTorch port printed sFID 299 that way).
+
+    Recomputing the branch beside ``Mixed_6d`` costs one 768 -> 192 1x1 convolution at 17 x 17
+    (about 0.2 % of the network) and keeps the block's forward unchanged."""
+    return branch[:, :SFID_CHANNELS].permute(0, 2, 3, 1).reshape(len(branch), -1)
 
 
 class FIDInceptionV3(Backbone):
@@ -199,6 +214,9 @@ class FIDInceptionV3(Backbone):
       TensorFlow Inception Score code (and torch-fidelity's ``isc``) applies the softmax to
     * ``"spatial"``   list of maps after ``Conv2d_2b_3x3`` (64 x 147 x 147), ``Mixed_5d``
       (288 x 35 x 35), ``Mixed_6e`` (768 x 17 x 17) and ``Mixed_7c`` (2048 x 8 x 8) for 299 inputs
+    * ``"sfid"``      N x 2023  the sFID features of the ADM evaluator: ``Mixed_6d.branch1x1`` after
+      its BatchNorm and ReLU (the graph's ``mixed_6/conv``, 17 x 17 x 192), first 7 channels,
+      flattened in (height, width, channel) order as TensorFlow's NHWC tensor is
     """
 
     def __init__(self):
@@ -252,7 +270,10 @@ class FIDInceptionV3(Backbone):
 
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))
         spatial.append(x)
-        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
+        x = self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))
+        if "sfid" in wanted:
+            out["sfid"] = sfid_features(self.Mixed_6d.branch1x1(x))
+        x = self.Mixed_6e(self.Mixed_6d(x))
         spatial.append(x)
         if "pool768" in wanted:
             out["pool768"] = _global_pool(x)
