@@ -196,10 +196,10 @@ def test_stored_statistics_are_preferred_over_arr_0(tmp_path, weights, one_threa
     assert stored["fid"] < 1e-6 and stored["sfid"] < 1e-6
     assert computed["fid"] > 1e-3 and computed["sfid"] > 1e-3
     # precision and recall come from arr_0 either way
-    assert (stored["precision"], stored["recall"]) == (computed["precision"], computed["recall"])
+    assert (stored["precision-adm"], stored["recall-adm"]) == (computed["precision-adm"], computed["recall-adm"])
     assert stored.details["statistics"]["reference"].startswith("stored")
-    assert list(stored.labels) == ["is", "fid", "sfid", "precision", "recall"]
-    assert stored.labels["is"].startswith("Inception Score[inception:")   # stand-in weights are named
+    assert list(stored.labels) == ["is-adm", "fid", "sfid", "precision-adm", "recall-adm"]
+    assert stored.labels["is-adm"].startswith("Inception Score[inception:")   # stand-in weights are named
 
 
 def _malformed(tmp_path):
@@ -290,7 +290,7 @@ def test_stats_format_adm_round_trips(tmp_path, weights, one_thread, capsys):
                  "--no-progress", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     names = list(out["metrics"])
-    assert [out["metrics"][n]["metric"] for n in names] == ["is", "fid", "sfid", "precision", "recall"]
+    assert [out["metrics"][n]["metric"] for n in names] == ["is-adm", "fid", "sfid", "precision-adm", "recall-adm"]
     by_key = {v["metric"]: v["value"] for v in out["metrics"].values()}
     # the stored statistics are the whole source's: the samples are that source
     assert by_key["fid"] < 1e-6 and by_key["sfid"] < 1e-6
@@ -307,3 +307,48 @@ def test_stats_format_adm_refuses_mixed_sizes(tmp_path, weights, capsys):
                  "--device", "cpu", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one size" in err[0]
+
+
+# ------------------------------------------------------------------ through the catalogue
+
+def test_sfid_is_a_catalogue_metric_for_any_image_pair(tmp_path, weights, one_thread):
+    """``--metrics sfid`` on two folders: the Fréchet distance of the sFID maps, against scipy's
+    float64 sqrtm on numpy's covariances of the same maps."""
+    import scipy.linalg
+
+    import imgdist
+
+    real, fake = _images(9, 10), _images(8, 11)
+    for name, imgs in (("real", real), ("fake", fake)):
+        (tmp_path / name).mkdir()
+        for i, im in enumerate(imgs):
+            Image.fromarray(im).save(tmp_path / name / f"{i}.png")
+    result = imgdist.evaluate(str(tmp_path / "real"), str(tmp_path / "fake"), metrics="sfid,fid",
+                              backbone="inception", weights=weights, mode="tf", progress=False, device="cpu")
+    maps = [_pool_and_sfid(x, weights).extra_features["sfid"].astype(np.float64) for x in (real, fake)]
+    mu = [m.mean(0) for m in maps]
+    cov = [np.cov(m, rowvar=False) for m in maps]
+    root = scipy.linalg.sqrtm(cov[0] @ cov[1]).real
+    expected = float(((mu[0] - mu[1]) ** 2).sum() + np.trace(cov[0] + cov[1] - 2 * root))
+    assert result["sfid"] == pytest.approx(expected, rel=1e-6)
+    assert result.labels["sfid"] == "sFD[inception:" + result.provenance.weights_sha256[:8] + "]"
+    assert list(result.values) == ["fid", "sfid"]
+
+
+def test_sfid_needs_a_backbone_with_the_maps(weights):
+    import imgdist
+    from imgdist.errors import ImgdistError
+
+    with pytest.raises(ImgdistError, match="sfid: needs the sfid output, which efficientnet-lite0 does not have"):
+        imgdist.evaluate(_images(5, 0), _images(5, 1), metrics="sfid", backbone="efficientnet-lite0", progress=False)
+    with pytest.raises(ImgdistError, match="sfid: not available in the streaming Evaluator"):
+        imgdist.Evaluator(backbone="inception", metrics="sfid", weights=weights)
+
+
+def test_suite_refuses_flags_that_change_nothing(tmp_path, capsys):
+    a = tmp_path / "a.npz"
+    np.savez(a, arr_0=_images(5, 0))
+    for extra in (["--pr-k", "5"], ["--metrics", "fid"], ["--report", ""]):
+        assert main(["eval", str(a), str(a), "--suite", "adm", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "would change nothing in its table" in err[0] and extra[0] in err[0]

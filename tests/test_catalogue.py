@@ -20,33 +20,39 @@ from imgdist.cli import build_parser
 class _Tiny(nn.Module):
     """A fixed random projection of the pooled image, with logits where the kind has a classifier."""
 
-    def __init__(self, classes: int):
+    def __init__(self, classes: int, extra: dict):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         self.proj = nn.Parameter(torch.randn(3 * 16, 12, generator=g), requires_grad=False)
         self.head = nn.Parameter(torch.randn(12, max(classes, 1), generator=g), requires_grad=False)
+        self.extra = {name: nn.Parameter(torch.randn(3 * 16, size, generator=g), requires_grad=False)
+                      for name, size in extra.items()}
         self.classes = classes
 
     def forward(self, x):
         pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
         feats = pooled @ self.proj
-        out = {"pool": feats}
+        out = {"pool": feats, **{name: pooled @ w for name, w in self.extra.items()}}
         if self.classes:
             out["logits"] = feats @ self.head
         return out
 
 
 def _backbone_of_kind(spec):
-    """A tiny network standing in for ``spec``: same name and classifier, 16 px input."""
-    bb = custom_backbone(_Tiny(spec.num_classes), input_size=16, name=spec.name)
-    bb.spec = dataclasses.replace(bb.spec, name=spec.name, num_classes=spec.num_classes)
+    """A tiny network standing in for ``spec``: same name, classifier and extra outputs (smaller),
+    16 px input."""
+    extra = {name: 5 + i for i, name in enumerate(spec.extra_outputs)}
+    bb = custom_backbone(_Tiny(spec.num_classes, extra), input_size=16, name=spec.name)
+    bb.spec = dataclasses.replace(bb.spec, name=spec.name, num_classes=spec.num_classes, extra_outputs=extra)
     return bb
 
 
 def _kinds():
-    """One registered backbone of each kind: a classifier, no classifier, CLIP."""
+    """One registered backbone of each kind: extra outputs (Inception: sFID's maps), a classifier,
+    no classifier, CLIP."""
     specs = list_specs()
-    pick = {"classifier": next(s for s in specs if s.has_logits),
+    pick = {"extra outputs": next(s for s in specs if s.extra_outputs),
+            "classifier": next(s for s in specs if s.has_logits and not s.extra_outputs),
             "no classifier": next(s for s in specs if not s.has_logits and not s.name.startswith("clip-")),
             "clip": next(s for s in specs if s.name.startswith("clip-"))}
     return list(pick.items())
@@ -73,7 +79,15 @@ def test_all_is_the_same_set_in_one_process_and_under_torchrun(kind, spec, one_r
     expected = set(C.parse_metrics("all", C.Facts.of(spec)))
     assert expected <= set(one.values)
     assert ("cmmd" in one.values) == (kind == "clip")
-    assert ("is" in one.values) == (kind == "classifier")
+    assert ("is" in one.values) == (kind in ("classifier", "extra outputs"))
+    assert ("sfid" in one.values) == (kind == "extra outputs")
+    if kind == "extra outputs":  # the extra outputs travel through torchrun's gathers too
+        assert ranks["sfid"] == pytest.approx(one["sfid"], rel=1e-9)
+        assert "is-adm" not in one.values  # ADM's variants come with --suite adm, not with 'all'
+        extra = dict(options, metrics="sfid,is-adm,precision-adm")
+        one = imgdist.evaluate(real, fake, backbone=_backbone_of_kind(spec), **extra)
+        ranks = evaluate_distributed(real, fake, backbone=_backbone_of_kind(spec), **extra)
+        assert one.values == pytest.approx(ranks.values, rel=1e-9)
 
 
 def test_every_entry_is_complete():

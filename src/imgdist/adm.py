@@ -31,19 +31,12 @@ import numpy as np
 from . import defaults as D
 from .checks import check_int, check_output
 from .errors import ImgdistWarning, SourceError
+from .files import atomic_write
 from .provenance import Provenance
 from .results import Result, weights_tag
 from .stats import _checked_moments, _read_npz_keys
 
-#: the table, in ADM's order: result key -> ADM's printed name
-ADM_METRICS = {"is": "Inception Score", "fid": "FID", "sfid": "sFID", "precision": "Precision",
-               "recall": "Recall"}
-#: the names that may only stand for the published network (else FD, like imgdist's FD[...])
-_NON_PUBLISHED = {"fid": "FD", "sfid": "sFD"}
 POOL_DIM, SFID_DIM = 2048, 2023
-ADM_MODE = "tf"
-ADM_K = 3
-IS_SPLIT_SIZE = 5000
 REFERENCE_IMAGES = 10_000
 _STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
@@ -150,69 +143,83 @@ def _member_array(path: str, name: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------- the suite
 
-def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int = D.BATCH_SIZE, device: str = D.DEVICE,
-                 weights=None, progress: bool = True, workers: int | None = None, force: bool = False) -> Result:
+def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D.BATCH_SIZE,
+                 device: str = D.DEVICE, weights=None, progress: bool = True, workers: int | None = None,
+                 force: bool = False) -> Result:
     """ADM's table for a reference batch and a sample batch (paths of ``.npz`` ADM batches).
 
-    Stored statistics (``mu``/``sigma``/``mu_s``/``sigma_s``) are preferred over ``arr_0`` for FID
-    and sFID, on either side, as the evaluator does; ``arr_0`` always serves Inception Score (the
-    samples) and precision/recall. ``exact``: precision/recall in float64 instead of ADM's float16
-    distance blocks. ``weights``: an Inception weights file (default: found like
-    ``FeatureExtractor("inception")``; other weights label every number with their hash).
+    The metrics are the catalogue's (``SUITES["adm"]``: is-adm, fid, sfid, precision-adm,
+    recall-adm), computed by :func:`~imgdist.compute.evaluate_features` like any other run, on the
+    FID Inception in resize mode ``tf``. Stored statistics (``mu``/``sigma``/``mu_s``/``sigma_s``) are
+    preferred over ``arr_0`` for FID and sFID, on either side, as the evaluator does; ``arr_0``
+    always serves the Inception Score (the samples) and precision/recall. ``exact``:
+    precision/recall in float64 instead of ADM's float16 distance blocks. ``weights``: an Inception
+    weights file (default: found like ``FeatureExtractor("inception")``; other weights label every
+    number with their hash).
     """
+    from .catalogue import SUITES, MetricOptions, Selection
+    from .compute import evaluate_features
     from .features import FeatureExtractor
-    from .metrics import frechet_distance
-    from .metrics.adm import adm_inception_score, adm_precision_recall
+    from .stats import GaussianStats
 
+    suite = SUITES["adm"]
     batches = {"reference": read_adm_batch(ref), "sample": read_adm_batch(sample)}
     for batch in batches.values():
-        if len(batch) <= ADM_K:
+        if len(batch) <= D.ADM_K:
             raise SourceError(f"{batch.path}: {len(batch)} images; precision and recall need more than "
-                              f"k = {ADM_K} (each image's radius is its {ADM_K}rd neighbour)")
-    ext = FeatureExtractor("inception", weights=weights, mode=ADM_MODE, device=device, batch_size=batch_size,
-                           workers=workers, progress=progress, cache=False)
+                              f"k = {D.ADM_K} (each image's radius is its {D.ADM_K}rd neighbour)")
+    ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device,
+                           batch_size=batch_size, workers=workers, progress=progress, cache=False)
     notes: list[str] = []
-    stats, feats = {}, {}
+    sides = {}
     for side, batch in batches.items():
         if batch.stored is not None:
             notes += _check_stored(batch, ext.provenance, force)
-        out = ext.extract(batch.images, keep_features=True, extra_layers=() if batch.stored else ("sfid",),
+        # the samples' unbiased logits serve the Inception Score; stored statistics replace sFID's maps
+        extra = (("logits_unbiased",) if side == "sample" else ()) + (() if batch.stored else ("sfid",))
+        out = ext.extract(batch.images, keep_features=True, extra_layers=extra, keep_extra=side == "sample",
                           desc=side)
-        feats[side] = out.features
         if batch.stored is not None:
-            stats[side] = batch.stored
-        else:
-            s = out.extra["sfid"]
-            stats[side] = (out.stats.mu, out.stats.sigma, s.mu, s.sigma)
-    weight = ext.model.fc.weight.detach().cpu().double().numpy()  # 1008 x 2048, bias left out as ADM does
-    values = {
-        "is": adm_inception_score(feats["sample"].astype(np.float64) @ weight.T, IS_SPLIT_SIZE),
-        "fid": frechet_distance(stats["sample"][0], stats["sample"][1], stats["reference"][0], stats["reference"][1]),
-        "sfid": frechet_distance(stats["sample"][2], stats["sample"][3], stats["reference"][2], stats["reference"][3]),
-    }
-    pr = adm_precision_recall(feats["reference"], feats["sample"], k=ADM_K, exact=exact)
-    values.update(precision=pr.precision, recall=pr.recall)
-    result = Result(values=values, labels=adm_labels(ext.provenance, exact),
-                    counts={side: len(batch) for side, batch in batches.items()}, provenance=ext.provenance,
-                    warnings=notes)
+            mu, sigma, mu_s, sigma_s = batch.stored
+            out.stats = GaussianStats.from_moments(mu, sigma, provenance=ext.provenance)
+            out.extra["sfid"] = GaussianStats.from_moments(mu_s, sigma_s, provenance=_layer(ext.provenance, "sfid"))
+            out.stats_from_file = True
+        sides[side] = out
+    result = evaluate_features(sides["reference"], sides["sample"], metrics=Selection(suite.metrics),
+                               options=MetricOptions(adm_exact=exact), force=force)
+    result.values = {key: result.values[key] for key in suite.metrics}  # ADM's order
+    result.labels = adm_labels(ext.provenance, exact)
+    result.counts = {side: len(batch) for side, batch in batches.items()}
+    result.warnings = notes + result.warnings
+    pr = result.details["adm_precision_recall"]
     result.details.update(
-        suite="adm", k=ADM_K, is_split_size=IS_SPLIT_SIZE, pr_exact=pr.exact,
-        borderline_precision=pr.borderline_precision, borderline_recall=pr.borderline_recall,
+        suite=suite.name, k=D.ADM_K, is_split_size=D.ADM_IS_SPLIT, pr_exact=exact,
+        borderline_precision=pr["borderline_precision"], borderline_recall=pr["borderline_recall"],
         statistics={side: "stored mu/sigma, mu_s/sigma_s" if b.stored is not None
                     else f"computed from arr_0 ({len(b)} images)" for side, b in batches.items()},
         device=str(ext.device))
     return result
 
 
+def _layer(provenance: Provenance, name: str) -> Provenance:
+    import dataclasses
+
+    return dataclasses.replace(provenance, feature_layer=name)
+
+
 def adm_labels(provenance: Provenance, exact: bool = False) -> dict[str, str]:
-    """ADM's names; with weights other than the published ones each names their hash, and FID/sFID
-    become FD/sFD (FID is only ever the published Inception); float64 precision/recall say so."""
+    """ADM's names (``SUITES["adm"].names``); with weights other than the published ones each
+    names their hash, and FID/sFID become FD/sFD (FID is only ever the published Inception);
+    float64 precision/recall say so."""
+    from .catalogue import METRIC, SUITES
+
     tag = weights_tag(provenance)
     labels = {}
-    for key, name in ADM_METRICS.items():
+    for key, name in SUITES["adm"].names.items():
         if tag:
-            name = f"{_NON_PUBLISHED.get(key, name)}[inception:{tag}]"
-        if exact and key in ("precision", "recall"):
+            claims = METRIC[key].generic not in (None, METRIC[key].label)  # FID, sFID: the published network
+            name = f"{METRIC[key].generic if claims else name}[inception:{tag}]"
+        if exact and key in ("precision-adm", "recall-adm"):
             name += " (float64)"
         labels[key] = name
     return labels
@@ -251,6 +258,7 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     model's resolution; sources of mixed sizes are refused), and ``mu``/``sigma``/``mu_s``/
     ``sigma_s`` over the *whole* source (streaming, float64), plus imgdist's provenance fields.
     Returns a summary dict."""
+    from .catalogue import SUITES
     from .features import FeatureExtractor
     from .sources import open_source
 
@@ -259,20 +267,20 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     seed = check_int("seed", seed, 0)
     src = open_source(source)
     n = len(src)
-    if n <= ADM_K:
-        raise SourceError(f"{src.label}: {n} images; a reference batch needs more than k = {ADM_K} for "
+    if n <= D.ADM_K:
+        raise SourceError(f"{src.label}: {n} images; a reference batch needs more than k = {D.ADM_K} for "
                           "precision and recall")
     drawn = np.sort(np.random.default_rng(seed).choice(n, size=min(images, n), replace=False))
     arr_0 = _images_of_one_size(src, drawn)
-    ext = FeatureExtractor("inception", weights=weights, mode=ADM_MODE, device=device, batch_size=batch_size,
+    suite = SUITES["adm"]
+    ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device, batch_size=batch_size,
                            workers=workers, progress=progress, cache=False)
     feats = ext.extract(src, keep_features=False, extra_layers=("sfid",), on_error=on_error, desc="reference")
     spatial = feats.extra["sfid"]
     meta = {f"provenance_{k}": ("" if v is None else v) for k, v in ext.provenance.to_dict().items()}
-    tmp = output + ".part.npz"
-    np.savez(tmp, arr_0=arr_0, mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu,
-             sigma_s=spatial.sigma, **meta)
-    os.replace(tmp, output)  # never a half-written reference batch
+    with atomic_write(output, "wb") as fh:  # never a half-written reference batch
+        np.savez(fh, arr_0=arr_0, mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu,
+                 sigma_s=spatial.sigma, **meta)
     summary = {"output": output, "images": len(arr_0), "statistics_over": feats.stats.n,
                "size": f"{arr_0.shape[2]}x{arr_0.shape[1]}", "provenance": ext.provenance}
     if len(arr_0) < images:

@@ -39,7 +39,7 @@ class Setting:
     name: str
     default: object
     help: str
-    kind: str = "int"                 # int, number (in [minimum, maximum]), fraction, sizes
+    kind: str = "int"                 # int, number (in [minimum, maximum]), fraction, sizes, flag
     minimum: float = 0
     maximum: float | None = None
     cli: bool = True                  # sizes lists are Python-only
@@ -56,6 +56,10 @@ class Setting:
             return check_fraction(self.name, value)
         if self.kind == "number":
             return check_number(self.name, value, self.minimum, self.maximum)
+        if self.kind == "flag":
+            if not isinstance(value, (bool, np.bool_)):
+                raise ImgdistError(f"{option(self.name)} must be True or False, got {value!r}")
+            return bool(value)
         if value is None:  # sizes: None means the metric's own choice
             return None
         sizes = tuple(sorted({check_int(self.name, s, int(self.minimum)) for s in value}))
@@ -64,6 +68,8 @@ class Setting:
         return sizes
 
     def help_text(self) -> str:
+        if self.kind == "flag":
+            return self.help
         shown = f"{self.default:g}" if isinstance(self.default, float) else self.default
         return f"{self.help} (default: {shown})"
 
@@ -82,6 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("copies_percentile", D.COPIES_PERCENTILE,
             "copies: a fake nearer a real than this percentile of the reals' nearest-neighbour distances "
             "counts as a copy", kind="number", minimum=0.0, maximum=100.0),
+    Setting("adm_exact", False, "precision-adm/recall-adm (and --suite adm): distances in float64 instead of "
+            "ADM's float16 blocks", kind="flag"),
 )
 SETTING = {s.name: s for s in SETTINGS}
 
@@ -102,6 +110,7 @@ class MetricOptions:
     seed: int = D.SEED
     ct_cells: int = D.CT_CELLS
     copies_percentile: float = D.COPIES_PERCENTILE
+    adm_exact: bool = False
 
     def __post_init__(self):
         for setting in SETTINGS:  # frozen: normalise the values once, here
@@ -128,7 +137,8 @@ class MetricOptions:
             raise ImgdistError("ct: the data-copying test C_T needs held-out real images the generator never "
                                "saw; pass them with --real-test SRC (real_test=...)")
         for side in stats_sides:
-            missing = [e.name for e in entries if FEATURES in e.needs or (LOGITS in e.needs and side == "fake")]
+            missing = [e.name for e in entries
+                       if FEATURES in e.needs or e.outputs or (LOGITS in e.needs and side == "fake")]
             if missing or self.bootstrap:
                 what = ", ".join(missing) + (" and " if missing and self.bootstrap else "") + \
                     ("bootstrap intervals" if self.bootstrap else "")
@@ -171,16 +181,19 @@ class Facts:
     features: bool = True
     real_test: bool = False
     clip: bool = False
+    outputs: frozenset = frozenset()   # the backbone's extra outputs (BackboneSpec.extra_outputs)
 
     @classmethod
     def of(cls, spec, *, stats_sides=(), real_test: bool = False) -> "Facts":
         """The facts of a run on backbone ``spec`` (None: statistics files on both sides)."""
         return cls(has_logits=bool(spec and spec.has_logits), features=not stats_sides, real_test=real_test,
-                   clip=bool(spec and spec.name.startswith("clip-")))
+                   clip=bool(spec and spec.name.startswith("clip-")),
+                   outputs=frozenset(spec.extra_outputs) if spec else frozenset())
 
     def provides(self, metric: "Metric") -> bool:
         have = {LOGITS: self.has_logits, REAL_TEST: self.real_test, CLIP: self.clip, FEATURES: self.features}
-        return all(have[need] for need in metric.needs) and (self.features or not metric.needs & {LOGITS})
+        return (all(have[need] for need in metric.needs) and set(metric.outputs) <= self.outputs
+                and (self.features or not (metric.needs & {LOGITS} or metric.outputs)))
 
 
 # ---------------------------------------------------------------- entries
@@ -204,6 +217,13 @@ class Metric:
     covariance: bool = False                # needs >= 2 images per set
     check_sizes: Callable | None = None     # (options, counts, chosen) -> None or SetTooSmall
     per_class: bool = True                  # computed per class from the class's own features
+    #: further backbone outputs it reads (``BackboneSpec.extra_outputs``), computed in the same pass;
+    #: their statistics stream, and ``keeps_outputs`` keeps them per image too
+    outputs: tuple[str, ...] = ()
+    keeps_outputs: bool = False
+    #: part of ``all``; False for a published tool's variant of a metric already there (ADM's
+    #: precision/recall and IS), which is named explicitly or comes with its ``--suite``
+    in_all: bool = True
     extra_values: dict = field(default_factory=dict)  # further result keys it fills -> their labels
 
     def labels(self, key: str) -> tuple[str, str]:
@@ -217,7 +237,8 @@ def _fid(run) -> None:
     from . import metrics as M
 
     xr, xf = run.xr, run.xf
-    if xr is not None and xf is not None and min(len(xr), len(xf)) < xr.shape[1]:
+    from_rows = xr is not None and xf is not None and not (run.real.stats_from_file or run.fake.stats_from_file)
+    if from_rows and min(len(xr), len(xf)) < xr.shape[1]:
         # fewer images than dimensions: the same distance from the features, exactly and
         # without any d x d decomposition (see metrics.frechet.fid_from_features)
         run.real_stats.check_comparable(run.fake_stats, run.force)
@@ -340,6 +361,35 @@ def _ct(run) -> None:
                                 "test_count": ct.test_count, "min_fake_per_cell": ct.min_fake_per_cell}
 
 
+def _sfid(run) -> None:
+    """sFID (Nash et al. 2021, as ADM's evaluator computes it): the Fréchet distance of the
+    backbone's ``sfid`` output, Inception's mixed_6/conv maps, 7 channels in (h, w, c) order."""
+    real, fake = run.real.extra["sfid"], run.fake.extra["sfid"]
+    run.result.values["sfid"] = real.frechet_distance(fake, force=run.force)
+
+
+def _is_adm(run) -> None:
+    from . import metrics as M
+
+    logits = run.fake.extra_features["logits_unbiased"]
+    run.result.values["is-adm"] = M.adm_inception_score(logits, split_size=D.ADM_IS_SPLIT)
+    run.result.details["is_adm_split_size"] = D.ADM_IS_SPLIT
+
+
+def _adm_pr(run) -> None:
+    """ADM's precision and recall: one pair of radius passes for both."""
+    from . import metrics as M
+
+    exact = run.options.adm_exact
+    pr = run.once("adm_pr", lambda: M.adm_precision_recall(run.xr, run.xf, k=D.ADM_K, exact=exact))
+    for name, value in (("precision-adm", pr.precision), ("recall-adm", pr.recall)):
+        if name in run.chosen:
+            run.result.values[name] = value
+    run.result.details["adm_precision_recall"] = {
+        "k": D.ADM_K, "distances": "float64" if pr.exact else "float16 blocks, float32 where they overflow",
+        "borderline_precision": pr.borderline_precision, "borderline_recall": pr.borderline_recall}
+
+
 # ---------------------------------------------------------------- size rules
 
 
@@ -392,6 +442,14 @@ def _need_ct_cells(options, counts, chosen) -> None:
     check_ct_sizes(counts, options.ct_cells)
 
 
+def _need_adm_k(options, counts, chosen) -> None:
+    for side in ("real", "fake"):
+        n = counts.get(side)
+        if n is not None and n <= D.ADM_K:
+            raise SetTooSmall(f"precision-adm/recall-adm: the {side} set has {n} images; ADM's radius is each "
+                              f"image's {D.ADM_K}rd neighbour, so more than {D.ADM_K} are needed")
+
+
 def _need_realism(options, counts, chosen) -> None:
     _need_nearest_real(options, counts, chosen)
     if not chosen & {"precision", "recall"}:  # else _need_k checks both sides already
@@ -400,6 +458,8 @@ def _need_realism(options, counts, chosen) -> None:
 
 # ---------------------------------------------------------------- the catalogue
 
+_ADM_PR = dict(compute=_adm_pr, lower_is_better=False, needs=frozenset({FEATURES}), settings=("adm_exact",),
+               check_sizes=_need_adm_k, in_all=False)
 _PRDC = dict(compute=_knn, lower_is_better=False, needs=frozenset({FEATURES}))
 
 CATALOGUE: tuple[Metric, ...] = (
@@ -438,6 +498,16 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("realism", "median realism score of the fakes (Kynkäänniemi et al. 2019, eq. 3)", _realism,
            "realism_median", lower_is_better=False, needs=frozenset({FEATURES}), settings=("pr_k",),
            check_sizes=_need_realism),
+    Metric("sfid", "Fréchet distance of Inception's mixed_6/conv maps, first 7 channels (Nash et al. 2021; "
+           "ADM's evaluator)", _sfid, "sFID", "sFD", lower_is_better=True, covariance=True, outputs=("sfid",),
+           per_class=False),
+    Metric("is-adm", "Inception Score as ADM's evaluator computes it: softmax of pool_3 @ W without bias over "
+           "1008 classes, contiguous splits of 5,000", _is_adm, "IS_adm", "IS_adm", lower_is_better=False,
+           outputs=("logits_unbiased",), keeps_outputs=True, per_class=False, in_all=False),
+    Metric("precision-adm", "precision as ADM's evaluator estimates it (k = 3, squared distances in float16 "
+           "blocks)", label="precision_adm", **_ADM_PR),
+    Metric("recall-adm", "recall as ADM's evaluator estimates it (k = 3, squared distances in float16 blocks)",
+           label="recall_adm", **_ADM_PR),
 )
 METRIC = {m.name: m for m in CATALOGUE}
 METRICS = tuple(METRIC)
@@ -447,6 +517,24 @@ GROUPS = {"prdc": ("precision", "recall", "density", "coverage"), "pr": ("precis
 ALIASES = {**GROUPS, **{alias: (m.name,) for m in CATALOGUE for alias in m.aliases}}
 #: result keys -> the entry that fills them
 _OWNER = {key: m for m in CATALOGUE for key in (m.name, *m.extra_values)}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A published table: its metrics in its order under its own names, on a fixed network."""
+
+    name: str
+    metrics: tuple[str, ...]
+    names: dict[str, str]
+    backbone: str
+    mode: str
+
+
+#: OpenAI's ADM evaluator (guided-diffusion ``evaluations/evaluator.py``): the table diffusion papers
+#: report, on the FID Inception with the TensorFlow graph's resize
+SUITES = {"adm": Suite("adm", ("is-adm", "fid", "sfid", "precision-adm", "recall-adm"),
+                       {"is-adm": "Inception Score", "fid": "FID", "sfid": "sFID", "precision-adm": "Precision",
+                        "recall-adm": "Recall"}, backbone="inception", mode="tf")}
 
 
 def entry(key: str) -> Metric | None:
@@ -478,7 +566,7 @@ class Request:
     def resolve(self, facts: Facts) -> Selection:
         chosen = set(self.names)
         if self.everything:
-            chosen.update(m.name for m in CATALOGUE if facts.provides(m))
+            chosen.update(m.name for m in CATALOGUE if m.in_all and facts.provides(m))
         return Selection(m for m in METRICS if m in chosen)
 
 
@@ -538,6 +626,21 @@ def needs_features(chosen) -> bool:
 
 def needs_logits(chosen) -> bool:
     return any(LOGITS in METRIC[m].needs for m in chosen)
+
+
+def outputs_of(chosen) -> tuple[tuple[str, ...], bool]:
+    """The extra backbone outputs the chosen metrics read, and whether any keeps them per image."""
+    names = tuple(dict.fromkeys(o for m in chosen for o in METRIC[m].outputs))
+    return names, any(METRIC[m].keeps_outputs for m in chosen)
+
+
+def check_outputs(chosen, spec) -> None:
+    """Refuse, before extraction, metrics that read an output this backbone does not have."""
+    for m in chosen:
+        missing = [o for o in METRIC[m].outputs if o not in spec.extra_outputs]
+        if missing:
+            raise ImgdistError(f"{m}: needs the {', '.join(missing)} output, which {spec.name} does not have; "
+                               "use --backbone inception")
 
 
 def per_class_metrics(chosen, options: MetricOptions, n_real: int, n_fake: int) -> list[str]:

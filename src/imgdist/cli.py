@@ -140,10 +140,10 @@ def _cmd_eval(args) -> int:
     from .distributed import launched_by_torchrun
     from .evaluation import evaluate
 
-    if args.suite == "adm":
-        return _eval_adm(args)
-    if args.adm_exact:
-        raise ImgdistError("--adm-exact: only with --suite adm")
+    if args.suite is not None:
+        if launched_by_torchrun():
+            raise ImgdistError(f"--suite {args.suite}: not available under torchrun; run imgdist eval in one process")
+        return _eval_suite(args)
     if launched_by_torchrun():
         return _eval_distributed(args)
     # outputs before any extraction
@@ -171,13 +171,24 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _eval_adm(args) -> int:
-    """``--suite adm``: ADM's own table; the metric flags of plain eval do not apply."""
+def _eval_suite(args) -> int:
+    """``--suite adm``: ADM's own table, its metrics and settings; the metric flags of plain eval
+    would change nothing there, so they are refused rather than ignored."""
     from .adm import adm_summary, evaluate_adm
+    from .catalogue import SETTINGS, SUITES
 
-    if args.backbone not in (None, "inception") or args.mode not in (None, "tf"):
-        raise ImgdistError("--suite adm: ADM's table uses the FID Inception in resize mode tf; leave --backbone "
-                           "and --resize-mode out")
+    suite = SUITES[args.suite]
+    if args.backbone not in (None, suite.backbone) or args.mode not in (None, suite.mode):
+        raise ImgdistError(f"--suite {suite.name}: its table uses {suite.backbone} in resize mode {suite.mode}; "
+                           "leave --backbone and --resize-mode out")
+    given = [s.flag for s in SETTINGS if s.cli and s.name != "adm_exact" and getattr(args, s.name) != s.default]
+    given += [flag for flag, value in (("--metrics", args.metrics != ",".join(D.METRICS)),
+                                       ("--report", args.report is not None),
+                                       ("--per-image", args.per_image is not None), ("--per-class", args.per_class),
+                                       ("--real-test", args.real_test), ("--dims", args.dims)) if value]
+    if given:
+        raise ImgdistError(f"--suite {suite.name}: {', '.join(given)} would change nothing in its table (its "
+                           f"metrics are {', '.join(suite.names.values())}); leave them out")
     result = evaluate_adm(args.real, args.fake, exact=args.adm_exact, batch_size=args.batch_size,
                           device=args.device, weights=args.weights, progress=not args.no_progress,
                           workers=args.workers, force=args.force)
@@ -420,7 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_args(p, None)
     _add_extraction_args(p)
     for setting in catalogue.SETTINGS:
-        if setting.cli:
+        if setting.kind == "flag":
+            p.add_argument(setting.flag, dest=setting.name, action="store_true", help=setting.help_text())
+        elif setting.cli:
             p.add_argument(setting.flag, dest=setting.name, default=setting.default,
                            type=int if setting.kind == "int" else float, help=setting.help_text())
     p.add_argument("--real-test", metavar="SRC", default=None,
@@ -435,11 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--suite", choices=("adm",), default=None,
+    p.add_argument("--suite", choices=tuple(catalogue.SUITES), default=None,
                    help="adm: OpenAI's ADM evaluator table (Inception Score, FID, sFID, Precision, Recall) for "
                         "two ADM .npz batches (arr_0 images; a reference may carry mu/sigma/mu_s/sigma_s)")
-    p.add_argument("--adm-exact", action="store_true",
-                   help="with --suite adm: precision/recall distances in float64 instead of ADM's float16")
     p.add_argument("--report", metavar="PATH", default=None,  # report (HTML)
                    help="write an HTML report with thumbnails (nearest real of each fake, fakes farthest "
                         "from the real images, reals no fake covers) to PATH")

@@ -136,7 +136,7 @@ def evaluate_features(real: Features | GaussianStats, fake: Features | GaussianS
                                           clip=bool(backbone and backbone.startswith("clip-"))))
     real_stats = real if isinstance(real, GaussianStats) else real.stats
     fake_stats = fake if isinstance(fake, GaussianStats) else fake.stats
-    counts = {"real": real_stats.n, "fake": fake_stats.n}
+    counts = {"real": _count(real), "fake": _count(fake)}
     if real_test is not None:
         counts["real_test"] = real_test.stats.n
         real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
@@ -213,6 +213,14 @@ def _bootstrap(result, chosen, xr, xf, options: MetricOptions):
         low, high = np.quantile(replicates, [(1 - ci) / 2, (1 + ci) / 2]) - offset
         result.intervals[metric] = (float(low), float(high))
         result.details[f"{metric}_bootstrap_offset"] = float(offset)
+
+
+def _count(side: Features | GaussianStats) -> int:
+    """A side's number of images: its rows where it has them (stored statistics beside them may
+    carry no count), else the statistics' count (0: not recorded)."""
+    if isinstance(side, Features) and side.features is not None:
+        return len(side.features)
+    return (side if isinstance(side, GaussianStats) else side.stats).n
 
 
 def known_counts(counts: dict[str, int], sides: dict) -> dict[str, int]:

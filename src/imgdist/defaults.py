@@ -22,4 +22,6 @@ CT_MIN_FAKE_PER_CELL = 21                # C_T: cells with more than 20 fakes (t
 COPIES_PERCENTILE = 1.0                  # copies: below the reals' 1st-percentile nearest-neighbour distance
 VENDI_ORDERS = (0.5, 1.0, 2.0, float("inf"))  # Friedman & Dieng 2023; Pasarkar & Dieng 2024
 REALISM_PRUNE_PERCENTILE = 50.0          # Kynkäänniemi et al. 2019: reals with radii above the median left out
+ADM_K = 3                                # ADM's manifold estimate: each radius is the 3rd neighbour
+ADM_IS_SPLIT = 5000                      # ADM's Inception Score: contiguous splits of 5,000 samples
 DEMO_CROPS = 64                          # imgdist demo: images per set

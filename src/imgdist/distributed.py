@@ -22,7 +22,7 @@ from . import defaults as D
 from .environment import env_int
 from .errors import ImgdistError, one_line
 from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
-from .catalogue import Facts, MetricOptions, needs_logits, parse_metrics
+from .catalogue import Facts, MetricOptions, check_outputs, needs_logits, outputs_of, parse_metrics
 from .features import CACHE_READ_CHUNK as CHUNK_ROWS
 from .features import FeatureExtractor, Features
 from .metrics._shard import Shard
@@ -320,7 +320,7 @@ def _gather_features(features: Features, shard: ShardSource) -> Features:
     """Every rank's shard features -> the whole set's, rows in source order."""
     positions = [shard.indices[i] for i in features.indices]
     parts = _all_gather((positions, features.names, features.features, features.logits,
-                         features.skipped.items))
+                         features.skipped.items, features.extra_features))
     order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]), kind="stable")
 
     def rows(k):
@@ -330,10 +330,14 @@ def _gather_features(features: Features, shard: ShardSource) -> Features:
         return np.concatenate([p[k] for p in parts if len(p[k])])[order]
 
     names = [n for p in parts for n in p[1]]
+    extra_rows = {name: np.concatenate([p[5][name] for p in parts if len(p[5][name])])[order]
+                  for name in sorted(features.extra_features)}
     return Features(names=[names[i] for i in order], stats=all_reduce_stats(features.stats),
                     provenance=features.provenance, features=rows(2), logits=rows(3),
                     skipped=Skipped([item for p in parts for item in p[4]]), cached=features.cached,
-                    indices=sorted(i for p in parts for i in p[0]))
+                    indices=sorted(i for p in parts for i in p[0]),
+                    extra={name: all_reduce_stats(features.extra[name]) for name in sorted(features.extra)},
+                    extra_features=extra_rows)
 
 
 def process_shard() -> Shard:
@@ -386,13 +390,15 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
     sources = [open_source(spec) for spec in (real, fake)]
     options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
                        has_logits=extractor.spec.has_logits)
+    check_outputs(chosen, extractor.spec)
+    extra, keep_extra = outputs_of(chosen)
     sides = []
     for side, source in zip(("real", "fake"), sources):
         shard = ShardSource(source, rank, world, block=extractor.batch_size)
         keep = keeps_features(chosen, options, len(source), extractor.feature_dim)
         local = extractor.extract(shard, keep_features=keep,
                                   keep_logits=needs_logits(chosen) and side == "fake",
-                                  on_error=on_error, desc=f"{side}, rank 0's share" if world > 1 else side)
+                                  extra_layers=extra, keep_extra=keep_extra, on_error=on_error, desc=f"{side}, rank 0's share" if world > 1 else side)
         sides.append(_gather_features(local, shard))
     result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),
                                progress=progress and rank == 0)

@@ -6,14 +6,15 @@ reference statistics; :class:`Evaluator` streams batches from a training loop.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
 import numpy as np
 
 from . import defaults as D
-from .catalogue import ALIASES, METRICS, Facts, MetricOptions, default_backbone, needs_features, needs_logits, \
-    parse_metrics, request
+from .catalogue import ALIASES, METRIC, METRICS, Facts, MetricOptions, check_outputs, default_backbone, needs_features, \
+    needs_logits, outputs_of, parse_metrics, request
 from .compute import evaluate_features, keeps_features, known_counts
 from .errors import ImgdistError, ImgdistWarning
 from .features import FeatureExtractor, Features
@@ -142,6 +143,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         del inputs["real_test"]
     counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
     options.check_sets(chosen, known_counts(counts, inputs), has_logits=has_logits, stats_sides=stats_sides)
+    if spec is not None:
+        check_outputs(chosen, spec)
     if per_class:  # the layout is checked before the work, as far as names tell
         check_shared_classes(inputs["real"], inputs["fake"])
     if per_image:  # the table's realism column needs the k-NN radius of the reals
@@ -159,6 +162,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
     if ext is not None:
         check_stats_dims(inputs, {"real": real, "fake": fake}, ext)
     sides: dict[str, Features | GaussianStats] = {}
+    extra, keep_extra = outputs_of(chosen)
     for side, obj in inputs.items():
         if isinstance(obj, GaussianStats):
             sides[side] = obj
@@ -167,6 +171,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
                               also=return_features or per_image or per_class)
         sides[side] = ext.extract(obj, keep_features=keep,
                                   keep_logits=needs_logits(chosen) and side == "fake",
+                                  extra_layers=extra, keep_extra=keep_extra,
                                   on_error=on_error, desc=side.replace("_", " "))
     if ext is not None:
         check_spread(sides, inputs, ext.spec.name)
@@ -215,8 +220,15 @@ class Evaluator:
                                           progress=False)
         has_logits = self.extractor.spec.has_logits
         frozen_real = real_stats is not None
-        self.metrics = parse_metrics(metrics, Facts.of(self.extractor.spec,
-                                                       stats_sides=("real",) if frozen_real else ()))
+        # batches are embedded one by one without the backbone's extra outputs (sFID's maps): 'all'
+        # leaves the metrics that read them out, and naming one is refused
+        facts = dataclasses.replace(Facts.of(self.extractor.spec, stats_sides=("real",) if frozen_real else ()),
+                                    outputs=frozenset())
+        self.metrics = parse_metrics(metrics, facts)
+        for name in self.metrics:
+            if not facts.provides(METRIC[name]) and METRIC[name].outputs:
+                raise ImgdistError(f"{name}: not available in the streaming Evaluator (it reads the backbone's "
+                                   f"{', '.join(METRIC[name].outputs)} output); use imgdist.evaluate")
         self.options.check_sets(self.metrics, {}, has_logits=has_logits,
                                 stats_sides=("real",) if frozen_real else ())
         self.keep = needs_features(self.metrics) or self.options.bootstrap > 0

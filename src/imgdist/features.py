@@ -91,6 +91,9 @@ class Features:
     #: statistics, and their per-image arrays (float32) where ``keep_extra`` asked for them
     extra: dict[str, GaussianStats] = field(default_factory=dict)
     extra_features: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``stats`` (and ``extra``) were read from a file, not accumulated from ``features`` (an ADM
+    #: reference batch's stored mu/sigma beside its images): distances use them, never the rows
+    stats_from_file: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -678,12 +681,16 @@ class _Run:
             self.stats.merge(self.device_stats.to_host(self.ex.provenance))
         skipped = Skipped([self.errors[i] for i in sorted(self.errors)])
         good = [i for i in range(self.n) if i not in self.errors]
+        extra = {name: ds.to_host(replace(self.ex.provenance, feature_layer=name))
+                 for name, ds in self.extra_stats.items()}
         if not self.n:  # e.g. a torchrun rank whose shard of a small set is empty
             spec = self.ex.spec
             return Features(names=[], stats=self.stats, provenance=self.ex.provenance,
                             features=np.zeros((0, self.ex.feature_dim), np.float32) if self.keep_features else None,
                             logits=np.zeros((0, spec.num_classes), np.float32) if self.keep_logits else None,
-                            device=str(self.ex.device), timing=self.timing)
+                            device=str(self.ex.device), timing=self.timing, extra=extra,
+                            extra_features={name: np.zeros((0, spec.extra_outputs[name]), np.float32)
+                                            for name in self.extra_rows})
         if not good:
             raise ImgdistError(f"{self.source.label}: none of the {self.n} images could be read "
                                f"({skipped.summary()})")
@@ -692,9 +699,7 @@ class _Run:
             features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
             logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
             skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
-            timing=self.timing,
-            extra={name: ds.to_host(replace(self.ex.provenance, feature_layer=name))
-                   for name, ds in self.extra_stats.items()},
+            timing=self.timing, extra=extra,
             extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
                             for name, rows in self.extra_rows.items()})
 

@@ -63,6 +63,9 @@ class BackboneSpec:
     weights: WeightsSpec | None = None
     num_classes: int = 0
     feature_layers: dict[int, str] = field(default_factory=dict)  # dim -> output name
+    #: further named outputs metrics may ask for in the same pass (name -> size per image), e.g.
+    #: Inception's ``sfid`` maps and ``logits_unbiased``
+    extra_outputs: dict[str, int] = field(default_factory=dict)
     description: str = ""
     #: peak fp32 activation memory per image in a batch, measured (0: unknown, not checked); lets a
     #: batch size that cannot fit be refused before the first batch instead of killed by the OS

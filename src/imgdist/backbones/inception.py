@@ -331,6 +331,7 @@ SPEC = register(BackboneSpec(
     ),
     num_classes=1008,
     feature_layers={64: "pool64", 192: "pool192", 768: "pool768"},
+    extra_outputs={"sfid": 2023, "logits_unbiased": 1008},
     memory_mb_per_image=16.0,  # 13.5 measured (batches of 4 and 32, channels-last), plus margin
     description="FID Inception-v3 (TensorFlow 2015-12-05 graph), the network behind published FIDs",
 ))

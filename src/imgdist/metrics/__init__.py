@@ -11,8 +11,10 @@
   2020), copies of training samples
 - :mod:`.realism` -- per-image realism score (Kynkäänniemi et al. 2019, eq. 3)
 - :mod:`.cmmd` -- CMMD, RBF-kernel MMD on CLIP embeddings (Jayasumana et al. 2024)
+- :mod:`.adm` -- the Inception Score and precision/recall as OpenAI's ADM evaluator computes them
 """
 
+from .adm import AdmPR, adm_inception_score, adm_precision_recall
 from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
 from .cmmd import cmmd
 from .fid_infinity import FIDInfinity, fid_infinity
@@ -37,6 +39,9 @@ from .realism import Realism, realism
 from .vendi import vendi_from_spectrum, vendi_score, vendi_spectrum
 
 __all__ = [
+    "AdmPR",
+    "adm_inception_score",
+    "adm_precision_recall",
     "CT",
     "Authenticity",
     "Copies",
