@@ -127,15 +127,19 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
                                                  "features", force)
     sides: dict[str, Features | GaussianStats] = {}
-    for side, obj in inputs.items():
-        if isinstance(obj, GaussianStats):
-            sides[side] = obj
-            continue
-        keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
-                              also=return_features or per_image or per_class)
-        sides[side] = ext.extract(obj, keep_features=keep,
-                                  keep_logits=needs_logits(chosen) and side == "fake",
-                                  on_error=on_error, desc=side.replace("_", " "))
+    try:  # one pool of decoding processes serves every set, and none outlives the call
+        for side, obj in inputs.items():
+            if isinstance(obj, GaussianStats):
+                sides[side] = obj
+                continue
+            keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
+                                  also=return_features or per_image or per_class)
+            sides[side] = ext.extract(obj, keep_features=keep,
+                                      keep_logits=needs_logits(chosen) and side == "fake",
+                                      on_error=on_error, desc=side.replace("_", " "))
+    finally:
+        if ext is not None:
+            ext.close()
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,
                                progress=progress, real_test=sides.get("real_test"), per_image=per_image)
     if per_class:
