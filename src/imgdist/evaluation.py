@@ -163,16 +163,20 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         check_stats_dims(inputs, {"real": real, "fake": fake}, ext)
     sides: dict[str, Features | GaussianStats] = {}
     extra, keep_extra = outputs_of(chosen)
-    for side, obj in inputs.items():
-        if isinstance(obj, GaussianStats):
-            sides[side] = obj
-            continue
-        keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
-                              also=return_features or per_image or per_class)
-        sides[side] = ext.extract(obj, keep_features=keep,
-                                  keep_logits=needs_logits(chosen) and side == "fake",
-                                  extra_layers=extra, keep_extra=keep_extra,
-                                  on_error=on_error, desc=side.replace("_", " "))
+    try:  # one pool of decoding processes serves every set, and none outlives the call
+        for side, obj in inputs.items():
+            if isinstance(obj, GaussianStats):
+                sides[side] = obj
+                continue
+            keep = keeps_features(chosen, options, len(obj), ext.feature_dim,
+                                  also=return_features or per_image or per_class)
+            sides[side] = ext.extract(obj, keep_features=keep,
+                                      keep_logits=needs_logits(chosen) and side == "fake",
+                                      extra_layers=extra, keep_extra=keep_extra,
+                                      on_error=on_error, desc=side.replace("_", " "))
+    finally:
+        if ext is not None:
+            ext.close()
     if ext is not None:
         check_spread(sides, inputs, ext.spec.name)
     result = evaluate_features(sides["real"], sides["fake"], metrics=chosen, options=options, force=force,

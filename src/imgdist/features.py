@@ -1,6 +1,8 @@
 """The extraction engine: any source -> backbone -> features and Gaussian statistics.
 
-* Decoding and resizing run in DataLoader worker processes, overlapping the network.
+* Decoding and resizing run in worker processes (:mod:`imgdist.decode_pool`), overlapping the
+  network: started once per extractor, on first need, and reused by every later extraction
+  (``evaluate``'s sets), until :meth:`FeatureExtractor.close`.
 * Order is the source's order, whatever the number of workers.
 * The Gaussian statistics stream (O(d^2) memory); per-image features are kept only on request
   (``keep_features``), as float32.
@@ -17,8 +19,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import pickle
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -26,7 +30,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import defaults as D
@@ -36,6 +39,7 @@ from .cache import CACHE_FORMAT, FeatureCache
 from .checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
                      check_int, resolve_device)
 from .decode import max_pixels
+from .decode_pool import DecodePool
 from .errors import ImageError, ImgdistError, ImgdistWarning, one_line
 from .preprocess import Preprocessing
 from .provenance import Provenance
@@ -120,7 +124,7 @@ class Features:
                    indices=list(range(len(x))))
 
 
-class _Decoded(Dataset):
+class _Decoded:
     """Decodes source items and runs the decoding side of the recipe (:meth:`Preprocessing.prepare`:
     uint8 images, resized here only by the Pillow kernels), in a worker or in the main process.
     Failures travel back as values, not exceptions, so that ``on_error='skip'`` can count them and
@@ -140,6 +144,23 @@ class _Decoded(Dataset):
             return i, None, (exc.name, exc.cause)
         except ValueError as exc:  # e.g. resize 'none' on an image of the wrong size
             return i, None, (self.source.name_of(i), one_line(exc))
+
+
+def _decode_batch(source: ImageSource, prep: Preprocessing, indices: list[int]):
+    """-> ``(indices, batch, errors)`` (see :func:`_collate`); in the main process or a decoding one."""
+    dataset = _Decoded(source, prep, indices)
+    return _collate([dataset[k] for k in range(len(dataset))])
+
+
+def _pickled(work) -> bytes | None:
+    """``work`` pickled for the decoding processes; None, with a warning, where it cannot be (a
+    custom source holding e.g. a lambda): it is then decoded in the main process."""
+    try:
+        return pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raises means the same
+        warnings.warn(f"{work.args[0].label}: decoding in the main process, the source cannot be sent to "
+                      f"decoding processes ({one_line(exc)})", ImgdistWarning, stacklevel=2)
+        return None
 
 
 def _collate(items):
@@ -175,8 +196,8 @@ def choose_workers(decode_s: float, compute_s: float, device_type: str, cores: i
 
     On a CPU device the network's threads and the workers share the cores, so workers pay only
     where decoding is a large share (``CPU_WORKER_SHARE``), and then take that share of the cores
-    (the network keeps the rest). On an accelerator the CPU only decodes: enough workers to keep
-    up with the device, up to every core but one (the main process feeds the device).
+    (the network keeps the rest). On an accelerator the CPU only decodes: see
+    :func:`accelerator_workers`.
     """
     cores = usable_cores() if cores is None else cores
     if cores < 2 or decode_s <= 0:
@@ -186,9 +207,21 @@ def choose_workers(decode_s: float, compute_s: float, device_type: str, cores: i
         if share < CPU_WORKER_SHARE:
             return 0
         return max(1, min(cores - 1, round(cores * share)))
-    # the first forward on an accelerator includes its warm-up, so its time says little: every
-    # spare core decodes (the bounded prefetch queue keeps idle workers cheap)
-    return min(cores - 1, MAX_WORKERS)
+    return accelerator_workers(cores)
+
+
+def accelerator_workers(cores: int | None = None) -> int:
+    """Decoding processes beside an accelerator: every core the process may use, up to
+    ``MAX_WORKERS``. The main process mostly waits for the device (issue 16: 15 of 16 cores
+    decoding PNGs fed an H200 at 6,000 img/s, below its bf16 rate), and the bounded prefetch
+    keeps a process that has nothing to do cheap. No measurement is needed, so they start
+    before the first batch. One core: nothing to overlap with."""
+    cores = usable_cores() if cores is None else cores
+    return 0 if cores < 2 else min(cores, MAX_WORKERS)
+
+
+#: batches in flight per decoding process (queued or being decoded): one in hand, one ready
+PREFETCH_PER_WORKER = 2
 
 
 @dataclass
@@ -200,6 +233,7 @@ class _Timing:
     decode: float = 0.0      # first batch only when workers decode the rest in parallel
     compute: float = 0.0     # transfer, device-side resize, network, copy back
     stats: float = 0.0
+    wait: float = 0.0        # the main process waiting for the decoding processes' batches
     workers: int = 0
 
 
@@ -216,6 +250,7 @@ class FeatureExtractor:
                  dims: int | None = None, device: str = D.DEVICE, batch_size: int | None = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32", fuse: bool = True, retain_memory: bool = True):
+        self._pool: DecodePool | None = None  # decoding processes, started on first need (close())
         # everything that can be refused is refused before the weights are read
         if batch_size is not None:
             check_int("batch_size", batch_size, 1)
@@ -254,6 +289,19 @@ class FeatureExtractor:
             precision=precision)
         self.cache_dir = _cache_root(cache)
         self._cache_given_up = False
+
+    def close(self) -> None:
+        """Stop the decoding processes (``evaluate`` does at its end; garbage collection and the
+        interpreter's exit do too). Extracting again starts them again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> "FeatureExtractor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def retained_bytes(self) -> int:
         """Free memory kept between batches while extracting on the CPU (:mod:`imgdist.allocator`):
@@ -415,45 +463,90 @@ class FeatureExtractor:
         return first_shape
 
     def _batches(self, source: ImageSource, indices: list[int], timing: "_Timing"):
-        """Yield ``(indices, batch, errors)`` in source order.
+        """Yield ``(indices, batch, errors)`` in source order, batches pinned on CUDA.
 
-        With ``workers=None`` the first batch is decoded here and timed against its compute
-        time, and :func:`choose_workers` picks the number of decoding processes for the rest."""
+        Decoding processes: ``workers`` if fixed; else those this extractor already runs; else on
+        an accelerator :func:`accelerator_workers`; else (a CPU) the first batch is decoded here
+        and timed against its compute time, and :func:`choose_workers` decides. In-memory images
+        are decoded here (a process would only copy them)."""
         if not indices:
             return
         size = self.batch_size
-        workers = self.workers
-        start = 0
+        chunks = [indices[b:b + size] for b in range(0, len(indices), size)]
+        workers = self.workers if source.parallel_decode else 0
         if workers is None:
-            workers = 0
-            if source.parallel_decode and len(indices) > size:
-                yield self._decode_here(_Decoded(source, self.prep, indices[:size]), timing)
-                start = size
+            if len(chunks) < 2:
+                workers = 0
+            elif self._pool is not None and self._pool.healthy:
+                workers = self._pool.size
+            elif self.device.type != "cpu":
+                workers = accelerator_workers()
+            else:
+                yield self._decode_here(source, chunks.pop(0), timing)
                 workers = choose_workers(timing.decode, timing.compute, self.device.type)
-        rest = _Decoded(source, self.prep, indices[start:])
-        workers = min(workers, -(-len(rest) // size))  # a worker beyond the batches left would idle
-        timing.workers = workers
-        if workers == 0:
-            for b in range(0, len(rest), size):
-                yield self._decode_here(_Decoded(source, self.prep, rest.indices[b:b + size]), timing)
+        # the first chunk left is decoded here while the processes start on the next ones
+        workers = min(workers, len(chunks) - 1)
+        job = _pickled(functools.partial(_decode_batch, source, self.prep)) if workers > 0 else None
+        if job is None:
+            for chunk in chunks:
+                yield self._decode_here(source, chunk, timing)
             return
-        loader = DataLoader(rest, batch_size=size, shuffle=False, num_workers=workers, collate_fn=_collate,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        pool = self._decode_pool(workers)
+        timing.workers = min(pool.size, len(chunks) - 1)
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and self.workers is None:
             # chosen for a decoding share this large, the workers take their share of the cores;
             # a fixed --workers leaves the network its threads (on 2 cores, halving them for a
             # worker that decodes 3% of the time made Inception 1.7x slower, bench_e2e workers1)
-            threads = max(1, min(threads, usable_cores() - workers))
+            threads = max(1, min(threads, usable_cores() - timing.workers))
         with _threads(threads):
-            yield from loader
+            yield from self._from_pool(pool, job, source, chunks, timing)
 
-    def _decode_here(self, dataset: "_Decoded", timing: "_Timing"):
+    def _decode_pool(self, workers: int) -> DecodePool:
+        """This extractor's pool, with at least ``workers`` processes; a new one where a process
+        of the old one has died since (killed for memory between two sets, say)."""
+        if self._pool is None or not self._pool.healthy:
+            self.close()
+            self._pool = DecodePool()
+        self._pool.grow(workers)
+        return self._pool
+
+    def _from_pool(self, pool: DecodePool, payload: bytes, source: ImageSource, chunks: list, timing: "_Timing"):
+        """``chunks`` decoded, in order: the first here, the rest by ``pool`` (``payload``: the
+        pickled decoding function), at most ``PREFETCH_PER_WORKER`` per process queued or in hand."""
+        job = pool.start_job(payload)
+        try:
+            ahead = 1 + PREFETCH_PER_WORKER * pool.size
+            sent = 1
+            while sent < min(len(chunks), ahead):
+                pool.submit(job, sent, chunks[sent])
+                sent += 1
+            yield self._decode_here(source, chunks[0], timing)
+            ready = {}
+            for seq in range(1, len(chunks)):
+                t = time.perf_counter()
+                while seq not in ready:
+                    got, decoded = pool.result(job)
+                    ready[got] = decoded
+                timing.wait += time.perf_counter() - t
+                if sent < len(chunks):
+                    pool.submit(job, sent, chunks[sent])
+                    sent += 1
+                yield self._pinned(ready.pop(seq))
+        finally:
+            pool.end_job(job)
+
+    def _decode_here(self, source: ImageSource, indices: list[int], timing: "_Timing"):
         t = time.perf_counter()
-        indices, batch, errs = _collate([dataset[k] for k in range(len(dataset))])
-        if self.device.type == "cuda" and isinstance(batch, torch.Tensor):
-            batch = batch.pin_memory()  # so that the copy to the device does not block
+        decoded = self._pinned(_decode_batch(source, self.prep, indices))
         timing.decode += time.perf_counter() - t
+        return decoded
+
+    def _pinned(self, decoded):
+        """On CUDA, a batch in pinned memory, so that its copy to the device does not block."""
+        indices, batch, errs = decoded
+        if self.device.type == "cuda" and isinstance(batch, torch.Tensor):
+            batch = batch.pin_memory()
         return indices, batch, errs
 
     def _hashes(self, source: ImageSource) -> list[str | None] | None:
