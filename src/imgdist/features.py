@@ -4,12 +4,16 @@
   network: started once per extractor, on first need, and reused by every later extraction
   (``evaluate``'s sets), until :meth:`FeatureExtractor.close`.
 * Order is the source's order, whatever the number of workers.
-* The Gaussian statistics stream (O(d^2) memory); per-image features are kept only on request
-  (``keep_features``), as float32.
-* A content-addressed cache (:mod:`imgdist.cache`: SQLite, one file per backbone / weights /
-  preprocessing / layer) stores each image's features (and logits, where computed) under the
-  SHA-256 of its encoded bytes, committed batch by batch: unchanged images are never recomputed,
-  and an interrupted run loses at most one batch. The file is untrusted: every row carries its
+* The network runs in strict fp32 unless a precision is chosen (TF32 off for cuDNN and matmul
+  during the extraction, the caller's settings restored after).
+* The Gaussian statistics stream on the device where the features are (float64, O(d^2) memory)
+  and come to the host once; per-image features are kept only on request (``keep_features``), as
+  float32. ``extra_layers`` adds a backbone's further outputs (sFID's maps) in the same pass.
+* A content-addressed cache (:mod:`imgdist.cache`: SQLite, one file per backbone, weights,
+  resize recipe, layer, precision and BatchNorm folding, see ``_extractor_id``) stores each
+  image's features (and logits, where computed) under the SHA-256 of its encoded bytes, each
+  batch as soon as it is collected: unchanged images are never recomputed, and an interrupted run
+  loses at most the batch in flight. Runs with extra layers go without it. The file is untrusted: every row carries its
   lengths and a checksum and must hold finite values of the expected length, else it is dropped
   and its image recomputed; an unreadable file is moved aside and rebuilt; a locked or unusable
   cache means running without it. Each case is one warning, none changes a number.
