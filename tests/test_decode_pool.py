@@ -280,6 +280,11 @@ def test_a_process_found_dead_between_sets_is_replaced(sets, starts):
         first = ex.extract(sets["real"])
         os.kill(starts[0], signal.SIGKILL)
         assert _gone(starts[:1])
+        # /proc shows the killed process as a zombie while its other threads (the parent watcher)
+        # are still torn down, and only then can it be reaped: wait until the pool can tell
+        deadline = time.monotonic() + 10
+        while ex._pool.healthy and time.monotonic() < deadline:
+            time.sleep(0.05)
         again = ex.extract(sets["real"])
     assert len(starts) == 4 and _living_children() == []
     np.testing.assert_array_equal(again.features, first.features)
