@@ -19,7 +19,7 @@ import numpy as np
 
 from imgdist.metrics import frechet_distance
 from imgdist.metrics.adm import adm_inception_score, adm_precision_recall
-from imgdist.stats import GaussianStats
+from imgdist.extraction.stats import GaussianStats
 
 
 def _peak_gb() -> float:

@@ -53,10 +53,10 @@ def load_registry() -> tuple[dict, dict[str, str]]:
     failures = {}
     for module in BUILTIN_MODULES:
         try:
-            importlib.import_module(f"imgdist.backbones.{module}")
+            importlib.import_module(f"imgdist.extraction.backbones.{module}")
         except Exception as error:  # noqa: BLE001 - reported, not hidden
             failures[module] = f"{type(error).__name__}: {' '.join(str(error).split())}"[:160]
-    from imgdist.backbones import _REGISTRY
+    from imgdist.extraction.backbones import _REGISTRY
 
     return _REGISTRY, failures
 
@@ -75,7 +75,7 @@ def _math_attention(q, k, v):
 
 def _mha_model(model):
     """A copy of a ViT whose blocks run their attention through nn.MultiheadAttention."""
-    from imgdist.backbones import vit
+    from imgdist.extraction.backbones import vit
 
     model = copy.deepcopy(model)
     for block in model.blocks_list:
@@ -122,7 +122,7 @@ def prepare(model, x: torch.Tensor, setting: str):
 
 def run_once(model, x: torch.Tensor, setting: str, attention) -> tuple[float, torch.Tensor]:
     """Images/s of one batch, and the output."""
-    from imgdist.backbones import vit
+    from imgdist.extraction.backbones import vit
 
     context = torch.no_grad if setting == "no_grad" else torch.inference_mode
     default = vit.attention
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     registry, failures = load_registry()
-    from imgdist.backbones.vit import VisionTransformer
+    from imgdist.extraction.backbones.vit import VisionTransformer
 
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}, median of {args.repeats} interleaved batches, random weights, "

@@ -64,7 +64,7 @@ import torch
 import imgdist
 from imgdist import metrics as M
 from imgdist.formatting import format_table
-from imgdist.perturbations import add_noise, blur
+from imgdist.pairs.perturbations import add_noise, blur
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_fashion_mnist import CLASSES, DATA_DIR, load_split  # noqa: E402

@@ -128,8 +128,8 @@ TORCHMETRICS = textwrap.dedent("""
 """)
 IMGDIST_API = textwrap.dedent("""
     import sys
-    from imgdist.evaluation import evaluate
-    from imgdist.features import FeatureExtractor
+    from imgdist.evaluation.run import evaluate
+    from imgdist.extraction.features import FeatureExtractor
     batch = {} if sys.argv[4] == "default" else {"batch_size": int(sys.argv[4])}
     ex = FeatureExtractor("inception", weights=sys.argv[3], progress=False, fuse=False, cache=False, **batch)
     print(evaluate(sys.argv[1], sys.argv[2], metrics="fid", extractor=ex).to_json())

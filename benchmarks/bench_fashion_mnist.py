@@ -51,10 +51,10 @@ import numpy as np
 import torch
 
 from imgdist.formatting import format_table
-from imgdist.evaluation import evaluate_features
-from imgdist.features import FeatureExtractor
+from imgdist.evaluation.run import evaluate_features
+from imgdist.extraction.features import FeatureExtractor
 from imgdist.metrics import fid_from_features
-from imgdist.perturbations import add_noise, blur, shift
+from imgdist.pairs.perturbations import add_noise, blur, shift
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

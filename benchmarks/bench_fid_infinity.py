@@ -23,9 +23,9 @@ import tracemalloc
 
 import numpy as np
 
-from imgdist.features import FeatureExtractor
+from imgdist.extraction.features import FeatureExtractor
 from imgdist.metrics import fid_infinity, frechet_distance, mean_cov
-from imgdist.sources import open_source
+from imgdist.extraction.sources import open_source
 
 FASHION = "/usr/share/datasets/fashion-mnist/{}-images-idx3-ubyte.gz"
 

@@ -19,13 +19,13 @@ import time
 
 import numpy as np
 
-from imgdist.features import Features
+from imgdist.extraction.features import Features
 from imgdist.formatting import format_table
 from imgdist.options import MetricOptions, parse_metrics
-from imgdist.per_class import evaluate_per_class
-from imgdist.provenance import Provenance
-from imgdist.sources import FileSource
-from imgdist.stats import GaussianStats
+from imgdist.evaluation.per_class import evaluate_per_class
+from imgdist.extraction.provenance import Provenance
+from imgdist.extraction.sources import FileSource
+from imgdist.extraction.stats import GaussianStats
 
 
 def _side(root: str, side: str, classes: int, per: int, dim: int, rng) -> tuple[Features, FileSource]:

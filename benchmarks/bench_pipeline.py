@@ -12,7 +12,7 @@ values).
 
 Stages, each timed on its own, batch by batch in batches of ``--batch-size`` (on CUDA with
 ``torch.cuda.synchronize`` around each), in one thread of work (no decoding workers), with the
-memory setting extraction uses (``imgdist.allocator``):
+memory setting extraction uses (``imgdist.extraction.allocator``):
 
 * ``hash``       SHA-256 of each file's bytes (the feature cache's key; skipped when it is off)
 * ``decode``     reading and decoding the file to uint8 RGB (Pillow)
@@ -23,7 +23,7 @@ memory setting extraction uses (``imgdist.allocator``):
 * ``copy back``  features to pinned host memory (accelerators only; a run needs it only for kept
   features, logits or the cache)
 * ``statistics (device)`` the float64 mean and scatter update where the features are (what
-  extraction does, :class:`imgdist.stats.DeviceStats`)
+  extraction does, :class:`imgdist.extraction.stats.DeviceStats`)
 * ``statistics (host)``   the same update in numpy on the host, after a copy back (the old path)
 
 then ``end to end``: :meth:`FeatureExtractor.extract` on the folder with the defaults
@@ -47,11 +47,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from imgdist.features import FeatureExtractor  # noqa: E402
+from imgdist.extraction.features import FeatureExtractor  # noqa: E402
 from imgdist.formatting import format_table  # noqa: E402
-from imgdist.sources import open_source  # noqa: E402
-from imgdist.features import fp32_mode  # noqa: E402
-from imgdist.stats import DeviceStats, GaussianStats  # noqa: E402
+from imgdist.extraction.sources import open_source  # noqa: E402
+from imgdist.extraction.features import fp32_mode  # noqa: E402
+from imgdist.extraction.stats import DeviceStats, GaussianStats  # noqa: E402
 
 PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg")
 
@@ -83,7 +83,7 @@ def sync(device: torch.device) -> None:
 def stage_times(ex: FeatureExtractor, folder: Path) -> dict[str, float]:
     """Seconds per stage over every image, each stage on its own, batch by batch (with the
     extractor's memory setting, so that no stage pays for returning its buffers to the OS)."""
-    from imgdist.allocator import retained_memory
+    from imgdist.extraction.allocator import retained_memory
 
     source = open_source(str(folder))
     n, size, device = len(source), ex.batch_size, ex.device

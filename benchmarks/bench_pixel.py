@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from imgdist.pixel import pixel_distances, sum_abs_diff
+from imgdist.pairs.pixel import pixel_distances, sum_abs_diff
 
 REQUIRED_RATIO = 2.0
 

@@ -7,7 +7,7 @@ split over torchrun ranks.
 
 Features: random float32, non-negative like pooled CNN features (|N(0, 1)|; the fakes scaled by
 1.05 and shifted by 0.02, so every metric has something to measure), drawn from a fixed seed in
-each process. Each metric runs in a fresh process (``imgdist.evaluation.evaluate_features`` on
+each process. Each metric runs in a fresh process (``imgdist.evaluation.run.evaluate_features`` on
 ``Features.from_array``), so its peak RSS (the kernel's ``ru_maxrss``, inputs included: 2 x
 0.38 GiB) is its own; then all of them in one process, as ``imgdist eval`` computes them. With
 ``--nproc N`` the same set of metrics runs under ``torchrun --standalone --nproc_per_node N``
@@ -53,7 +53,7 @@ def peak_rss() -> int:
 
 def run_here(args) -> None:
     """One process (or one torchrun rank): the metrics on the features, a JSON line on stdout."""
-    from imgdist.features import Features
+    from imgdist.extraction.features import Features
 
     real, fake = features(args.n, args.d)
     t = time.perf_counter()
@@ -66,7 +66,7 @@ def run_here(args) -> None:
         result = evaluate_features_distributed(real, fake, metrics=args.run)
         rank = dist.get_rank()
     else:
-        from imgdist.evaluation import evaluate_features
+        from imgdist.evaluation.run import evaluate_features
 
         result = evaluate_features(Features.from_array(real), Features.from_array(fake), metrics=args.run)
         rank = 0

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from scipy.special import softmax
 
-from imgdist.adm import AdmBatch, evaluate_adm, read_adm_batch  # noqa: F401
-from imgdist.backbones.inception import sfid_features
+from imgdist.evaluation.adm import AdmBatch, evaluate_adm, read_adm_batch  # noqa: F401
+from imgdist.extraction.backbones.inception import sfid_features
 from imgdist.cli import main
 from imgdist.errors import SourceError
 from imgdist.metrics import adm as A
-from imgdist.stats import is_stats_file
+from imgdist.extraction.stats import is_stats_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from stand_in_weights import save_stand_in  # noqa: E402
@@ -157,7 +157,7 @@ def _images(n, seed, size=16):
 
 
 def _pool_and_sfid(images, weights, keep=True):
-    from imgdist.features import FeatureExtractor
+    from imgdist.extraction.features import FeatureExtractor
 
     ext = FeatureExtractor("inception", weights=weights, mode="tf", device="cpu", progress=False)
     return ext.extract(images, extra_layers=("sfid",), keep_extra=keep)

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from adm_inputs import digest, make_inputs
-from imgdist.backbones import inception
+from imgdist.extraction.backbones import inception
 from imgdist.metrics import frechet_distance
 from stand_in_weights import KEYS_FILE, parity_images, save_stand_in
 

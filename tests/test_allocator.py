@@ -12,8 +12,8 @@ import ctypes
 import numpy as np
 import pytest
 
-from imgdist import allocator
-from imgdist.allocator import retained_memory
+from imgdist.extraction import allocator
+from imgdist.extraction.allocator import retained_memory
 
 BIG = 64 * 2**20
 

@@ -1,4 +1,4 @@
-"""The feature cache as untrusted input (imgdist.cache).
+"""The feature cache as untrusted input (imgdist.extraction.cache).
 
 Damaged rows, damaged files, locks, unusable folders, concurrent writers and a run killed in the
 middle of a batch: every case must end with the numbers of a run without the cache (to 1e-9
@@ -29,11 +29,11 @@ import pytest
 from PIL import Image
 
 import imgdist
-import imgdist.cache as cache_module
-from imgdist.cache import FeatureCache, row_checksum
+import imgdist.extraction.cache as cache_module
+from imgdist.extraction.cache import FeatureCache, row_checksum
 from imgdist.cli import main
 from imgdist.errors import ImageError, ImgdistWarning
-from imgdist.features import FeatureExtractor
+from imgdist.extraction.features import FeatureExtractor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -538,7 +538,7 @@ def test_unreadable_entries_get_no_key_and_fail_as_images(sets, tmp_path, no_han
 
 
 def test_a_folder_listed_as_an_image_fails_as_an_image(sets, tmp_path):
-    from imgdist.sources import FileSource
+    from imgdist.extraction.sources import FileSource
 
     folder = tmp_path / "imgs"
     paths = [os.path.join(_write(folder, sets["real"][:3]), f"img_{i:03d}.png") for i in range(3)]
@@ -602,7 +602,7 @@ WRITER = textwrap.dedent("""
     import numpy as np
     import imgdist
     from imgdist.errors import ImgdistWarning
-    from imgdist.features import FeatureExtractor
+    from imgdist.extraction.features import FeatureExtractor
 
     source, cache, out, ready, others = sys.argv[1:6]
     warnings.simplefilter("error", ImgdistWarning)  # no lock warning, no dropped row: exit status 1
@@ -644,7 +644,7 @@ def test_concurrent_writers(sets, tmp_path, reference):
 
 KILLED = textwrap.dedent("""
     import os, signal, sqlite3, sys, time
-    from imgdist.features import FeatureExtractor
+    from imgdist.extraction.features import FeatureExtractor
 
     source, cache, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     connect, inserts = sqlite3.connect, []

@@ -11,9 +11,9 @@ import torch.distributed as dist
 from torch import nn
 
 import imgdist
-from imgdist import catalogue as C
-from imgdist.backbones import list_specs
-from imgdist.backbones.custom import custom_backbone
+from imgdist.evaluation import catalogue as C
+from imgdist.extraction.backbones import list_specs
+from imgdist.extraction.backbones.custom import custom_backbone
 from imgdist.cli import build_parser
 
 
@@ -122,8 +122,8 @@ def test_cli_flags_and_help_come_from_the_catalogue():
 
 
 def test_labels_and_directions_are_read_from_the_entries():
-    from imgdist.provenance import Provenance
-    from imgdist.results import Result, metric_label
+    from imgdist.extraction.provenance import Provenance
+    from imgdist.evaluation.results import Result, metric_label
 
     lite = Provenance(backbone="efficientnet-lite0", feature_layer="pool")
     for m in C.CATALOGUE:

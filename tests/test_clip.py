@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from imgdist import backbones
-from imgdist.backbones import clip
-from imgdist.backbones.checkpoint import is_torchscript_archive, read_tensors
+from imgdist.extraction import backbones
+from imgdist.extraction.backbones import clip
+from imgdist.extraction.backbones.checkpoint import is_torchscript_archive, read_tensors
 from imgdist.errors import WeightsError
 from vit_stand_in import (FIXTURES, KEYS_FILE, Holder, images_digest, parity_images, raw_inputs, save_torchscript,
                           stand_in_state_dict, vit_keys, weights_digest)
@@ -225,7 +225,7 @@ def test_cmmd_encoder_matches_clip_anytorch(images, peers):
     """ViT-L/14@336px, the CMMD encoder, on raw inputs and on the CMMD reference code's inputs."""
     if "clip_l14_336_cmmd" not in peers:
         pytest.skip("fixture made without --large")
-    from imgdist.backbones.base import check_state_dict
+    from imgdist.extraction.backbones.base import check_state_dict
 
     state = stand_in_state_dict("clip_l14_336")
     assert weights_digest(state) == str(peers["weights_clip_l14_336"])
@@ -297,7 +297,7 @@ def test_pickles_holding_objects_are_refused_without_unsafe_advice(tmp_path):
 
 
 def test_crop_geometry():
-    from imgdist.preprocess import Preprocessing, center_square, shorter_side_size
+    from imgdist.extraction.preprocess import Preprocessing, center_square, shorter_side_size
 
     grid = np.arange(5 * 8).reshape(5, 8)
     assert np.array_equal(center_square(grid), grid[:, 1:6])  # (8 - 5) // 2 = 1: rounded down
@@ -317,7 +317,7 @@ def test_crop_geometry():
 def test_resize_center_crop_takes_the_middle_of_a_wide_image():
     """A 100 x 300 image whose left and right thirds are black: after shorter-side resize and
     centre crop only the white middle remains (as with Resize + CenterCrop)."""
-    from imgdist.preprocess import Preprocessing
+    from imgdist.extraction.preprocess import Preprocessing
 
     image = np.zeros((100, 300, 3), np.uint8)
     image[:, 100:200] = 255

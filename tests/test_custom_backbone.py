@@ -15,7 +15,7 @@ from torch import nn
 
 import imgdist
 from imgdist import metrics as M
-from imgdist.backbones.custom import IMAGENET_MEAN, IMAGENET_STD
+from imgdist.extraction.backbones.custom import IMAGENET_MEAN, IMAGENET_STD
 from imgdist.cli import main
 from imgdist.errors import WeightsError
 

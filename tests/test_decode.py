@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import imgdist.decode
-from imgdist.decode import decode_bytes, decode_file, to_rgb_array
+import imgdist.extraction.decode
+from imgdist.extraction.decode import decode_bytes, decode_file, to_rgb_array
 from imgdist.errors import ImageError, ImgdistError
 
 

@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 
 import imgdist
-from imgdist.decode_pool import DecodePool
+from imgdist.extraction.decode_pool import DecodePool
 from imgdist.errors import ImageError, ImgdistError
-from imgdist.evaluation import evaluate
-from imgdist.features import FeatureExtractor
-from imgdist.sources import FileSource
+from imgdist.evaluation.run import evaluate
+from imgdist.extraction.features import FeatureExtractor
+from imgdist.extraction.sources import FileSource
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")]
@@ -155,7 +155,7 @@ def test_an_extractor_reuses_its_processes_until_closed(sets, starts):
 def test_the_automatic_count_starts_once_and_is_kept(sets, starts, monkeypatch):
     """workers=None on a CPU: the first set's first batch decides (forced to 2 here); later sets
     use the processes running, without deciding again."""
-    import imgdist.features as F
+    import imgdist.extraction.features as F
 
     asked = []
 
@@ -305,7 +305,7 @@ def test_processes_ignore_stop_signals(sets):
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from imgdist.features import FeatureExtractor
+    from imgdist.extraction.features import FeatureExtractor
     ex = FeatureExtractor("pixels", mode="native", progress=False, batch_size=8, workers=2)
     ex.extract(sys.argv[1])
     print(" ".join(map(str, ex._pool.pids)), flush=True)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from imgdist import backbones
-from imgdist.backbones import dinov2
-from imgdist.backbones.base import check_state_dict
-from imgdist.backbones.vit import ViTConfig, interpolate_pos_embed
+from imgdist.extraction import backbones
+from imgdist.extraction.backbones import dinov2
+from imgdist.extraction.backbones.base import check_state_dict
+from imgdist.extraction.backbones.vit import ViTConfig, interpolate_pos_embed
 from imgdist.errors import WeightsError
 from vit_stand_in import (FIXTURES, KEYS_FILE, images_digest, parity_images, raw_inputs, stand_in_state_dict,
                           vit_keys, weights_digest)

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 import imgdist
 from imgdist.distributed import all_reduce_stats, evaluate_distributed, sync_evaluator
-from imgdist.stats import GaussianStats
+from imgdist.extraction.stats import GaussianStats
 
 
 def _images(seed, n=37):
@@ -116,8 +116,8 @@ def _features_worker(rank, world, init_file, out_dir):
 
 
 def test_features_protocol_split_over_two_ranks_equals_one_process(tmp_path, monkeypatch):
-    from imgdist.evaluation import evaluate_features
-    from imgdist.features import Features
+    from imgdist.evaluation.run import evaluate_features
+    from imgdist.extraction.features import Features
 
     world = 2
     mp.spawn(_features_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)

@@ -13,7 +13,7 @@ a drifted generator fails loudly instead of as a parity error) and runs
 in-process. One Inception pass on CPU costs most of the runtime, so the network is run once: a
 spy on the backbone's ``forward`` also keeps the 192-, 768- and 2048-dimensional features of that
 same pass (imgdist computes the whole network anyway, for the logits), and their Fréchet distances
-come from :class:`imgdist.stats.GaussianStats`, the code the CLI uses.
+come from :class:`imgdist.extraction.stats.GaussianStats`, the code the CLI uses.
 
 Tolerance: 1e-4 relative difference to pytorch-fid's printed FID (the issue's requirement), for
 every dims. Only 64 dims (72 images per set) has full-rank covariances; for 192, 768 and 2048 both
@@ -38,9 +38,9 @@ import pytest
 
 from e2e_images import (E2E_COUNT, E2E_SEED, E2E_SIZE, e2e_images, images_digest, weights_digest,
                         write_e2e_folders)
-from imgdist.backbones import inception
+from imgdist.extraction.backbones import inception
 from imgdist.cli import main
-from imgdist.stats import GaussianStats
+from imgdist.extraction.stats import GaussianStats
 from stand_in_weights import KEYS_FILE, inception_stand_in_state_dict, save_stand_in
 
 FIXTURE = KEYS_FILE.parent / "e2e_pytorch_fid.npz"

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imgdist.backbones import efficientnet as eff
-from imgdist.backbones.base import WeightsSpec
+from imgdist.extraction.backbones import efficientnet as eff
+from imgdist.extraction.backbones.base import WeightsSpec
 from imgdist.errors import WeightsError
-from imgdist.weights import package_file
+from imgdist.extraction.weights import package_file
 
 data = pytest.importorskip("skimage.data")
 
@@ -64,7 +64,7 @@ def test_spec_matches_the_design():
 
 
 def test_registered_by_name():
-    from imgdist.backbones import _REGISTRY
+    from imgdist.extraction.backbones import _REGISTRY
 
     assert _REGISTRY["efficientnet-lite0"] is LITE0
 

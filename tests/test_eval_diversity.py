@@ -13,7 +13,7 @@ from PIL import Image
 
 from imgdist import metrics as M
 from imgdist.cli import main
-from imgdist.evaluation import evaluate
+from imgdist.evaluation.run import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -196,7 +196,7 @@ def test_json_with_cells_without_fakes(sets, capsys):
 def test_streaming_evaluator_names_copies_by_position():
     import torch
 
-    from imgdist.evaluation import Evaluator
+    from imgdist.evaluation.run import Evaluator
 
     real = _images(30, 21, 120)
     fake = _images(25, 22, 120)

@@ -18,9 +18,9 @@ from PIL import Image
 import imgdist
 from imgdist import metrics as M
 from imgdist.errors import ImgdistError, SourceError
-from imgdist.evaluation import Evaluator, Result, evaluate, evaluate_features, metric_label, parse_metrics
-from imgdist.provenance import Provenance
-from imgdist.stats import GaussianStats
+from imgdist.evaluation.run import Evaluator, Result, evaluate, evaluate_features, metric_label, parse_metrics
+from imgdist.extraction.provenance import Provenance
+from imgdist.extraction.stats import GaussianStats
 
 SIZE = 6
 PIX = dict(backbone="pixels", mode="native", progress=False)

@@ -14,9 +14,9 @@ from PIL import Image
 
 import imgdist
 from imgdist.errors import ImageError
-import imgdist.features as features_module
-from imgdist.features import FeatureExtractor
-from imgdist.stats import GaussianStats
+import imgdist.extraction.features as features_module
+from imgdist.extraction.features import FeatureExtractor
+from imgdist.extraction.stats import GaussianStats
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -253,7 +253,7 @@ def test_mean_cov_is_exact_under_a_large_offset():
 def test_the_api_refuses_what_a_statistics_file_may_not_hold():
     """Issue 18: frechet_distance(0, -I, 0, I) returned 0.0; the API checks what statistics files are
     checked for (one validator, metrics._arrays.covariance_defect), with the same PSD tolerance."""
-    from imgdist.stats import PSD_RTOL
+    from imgdist.extraction.stats import PSD_RTOL
 
     eye = np.eye(3)
     with pytest.raises(ValueError, match=r"sigma1 is not positive semi-definite \(smallest eigenvalue -1"):

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from imgdist.backbones import get_spec, load_backbone
-from imgdist.backbones.base import fold_batchnorm
-from imgdist.backbones.inception import ConvBN
-from imgdist.features import FeatureExtractor
+from imgdist.extraction.backbones import get_spec, load_backbone
+from imgdist.extraction.backbones.base import fold_batchnorm
+from imgdist.extraction.backbones.inception import ConvBN
+from imgdist.extraction.features import FeatureExtractor
 from imgdist.metrics import fid_from_features
 from stand_in_weights import parity_images, save_stand_in
 
@@ -105,7 +105,7 @@ def test_in_place_activations_leave_spatial_outputs_intact(inception_weights):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 def test_conv_activation_gives_the_bits_of_conv_then_activation(dtype, activation, monkeypatch):
-    import imgdist.backbones.base as base
+    import imgdist.extraction.backbones.base as base
 
     torch.manual_seed(1)
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2).to(dtype).eval()
@@ -121,7 +121,7 @@ def test_conv_activation_gives_the_bits_of_conv_then_activation(dtype, activatio
 
 
 def test_the_fused_call_is_used_where_torch_has_it():
-    import imgdist.backbones.base as base
+    import imgdist.extraction.backbones.base as base
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("torch without oneDNN")

@@ -28,14 +28,14 @@ import torch
 from torch import nn
 
 import imgdist
-import imgdist.stats
-from imgdist import features as F
-from imgdist.backbones.custom import custom_backbone
+import imgdist.extraction.stats
+from imgdist.extraction import features as F
+from imgdist.extraction.backbones.custom import custom_backbone
 from imgdist.cli import main
 from imgdist.errors import ImgdistError, ProvenanceError
-from imgdist.features import FeatureExtractor
-from imgdist.provenance import Provenance
-from imgdist.results import metric_label
+from imgdist.extraction.features import FeatureExtractor
+from imgdist.extraction.provenance import Provenance
+from imgdist.evaluation.results import metric_label
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,10 +173,10 @@ def test_device_statistics_equal_the_host_path(offset):
     # spread ~100: at an offset of 1e6 a float64 mean is known to 1.2e-10 (its ulp), which moves
     # the covariance of features of spread ~3 by ~5e-12 in either path (each rounds differently)
     x = rng.normal(size=(257, 12)) @ rng.normal(size=(12, 12)) * 30 + offset
-    dev = imgdist.stats.DeviceStats()
+    dev = imgdist.extraction.stats.DeviceStats()
     for start in range(0, len(x), 40):  # uneven batches: the pairwise update is exercised
         dev.update(torch.from_numpy(x[start:start + 40]))
-    host = imgdist.stats.GaussianStats()
+    host = imgdist.extraction.stats.GaussianStats()
     for start in range(0, len(x), 40):
         host.update(x[start:start + 40])
     got = dev.to_host()
@@ -206,11 +206,11 @@ def test_extraction_statistics_equal_host_statistics_of_its_features(offset):
     ex = FeatureExtractor(backbone, device="cpu", progress=False, workers=0, batch_size=7)
     real, fake = ex.extract(_images(40, 0)), ex.extract(_images(33, 1, brightness=20))
     for feats in (real, fake):
-        host = imgdist.stats.GaussianStats().update(feats.features)  # float32 features, float64 sums
+        host = imgdist.extraction.stats.GaussianStats().update(feats.features)  # float32 features, float64 sums
         assert feats.stats.n == len(feats.features)
         assert _rel(feats.stats.mu, host.mu) <= 1e-12 and _rel(feats.stats.sigma, host.sigma) <= 1e-12
-    host_fd = imgdist.stats.GaussianStats().update(real.features).frechet_distance(
-        imgdist.stats.GaussianStats().update(fake.features))
+    host_fd = imgdist.extraction.stats.GaussianStats().update(real.features).frechet_distance(
+        imgdist.extraction.stats.GaussianStats().update(fake.features))
     assert host_fd > 0 and math.isclose(real.stats.frechet_distance(fake.stats), host_fd, rel_tol=1e-12)
 
 
@@ -227,7 +227,7 @@ def test_statistics_only_runs_send_no_features_to_the_host():
 
 
 def test_automatic_batch_size_by_device(monkeypatch):
-    from imgdist.backbones import get_spec
+    from imgdist.extraction.backbones import get_spec
 
     spec = get_spec("inception")
     prep = spec.preprocessing(None)
@@ -286,7 +286,7 @@ def test_out_of_memory_with_one_image_is_one_line(monkeypatch):
 
 SLOW_CLI = textwrap.dedent("""
     import sys, time
-    from imgdist import features
+    from imgdist.extraction import features
     from imgdist.cli import main
 
     network = features.FeatureExtractor._network

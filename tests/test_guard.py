@@ -178,7 +178,7 @@ def files(tmp_path_factory):
 
 def _hardening_ii_files(f, root, good):
     """The files of issue 18's rows."""
-    from imgdist.backbones import load_backbone
+    from imgdist.extraction.backbones import load_backbone
 
     tampered = {"n_huge": {**good, "n": np.int64(10**18)}}
     with np.load(f["fake_stats"]) as data:

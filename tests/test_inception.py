@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from imgdist import backbones
-from imgdist.backbones import inception
+from imgdist.extraction import backbones
+from imgdist.extraction.backbones import inception
 from imgdist.errors import WeightsError
-from imgdist.preprocess import Preprocessing
+from imgdist.extraction.preprocess import Preprocessing
 from stand_in_weights import (KEYS_FILE, inception_keys, inception_stand_in_state_dict,
                               parity_images, save_stand_in)
 

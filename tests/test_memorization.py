@@ -19,7 +19,7 @@ from imgdist.metrics import (
     real_neighbours,
     realism,
 )
-from imgdist.perturbations import add_noise
+from imgdist.pairs.perturbations import add_noise
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from imgdist.pixel import (
+from imgdist.pairs.pixel import (
     abs_diff_stats,
     compare_pixels,
     luma,

@@ -141,8 +141,8 @@ def test_two_k_in_three_passes(monkeypatch, chunk_size):
 
 
 def test_evaluate_shares_the_passes_between_the_four_metrics(monkeypatch):
-    from imgdist.evaluation import evaluate_features
-    from imgdist.features import Features
+    from imgdist.evaluation.run import evaluate_features
+    from imgdist.extraction.features import Features
 
     real, fake = _sets(12)
     passes = _count_passes(monkeypatch)

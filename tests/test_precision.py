@@ -13,10 +13,10 @@ import pytest
 from imgdist import checks
 from imgdist.cli import main
 from imgdist.errors import ImgdistError, ProvenanceError
-from imgdist.features import FeatureExtractor
-from imgdist.provenance import Provenance
-from imgdist.results import metric_label
-from imgdist.stats import GaussianStats
+from imgdist.extraction.features import FeatureExtractor
+from imgdist.extraction.provenance import Provenance
+from imgdist.evaluation.results import metric_label
+from imgdist.extraction.stats import GaussianStats
 from stand_in_weights import parity_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")

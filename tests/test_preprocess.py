@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 import imgdist
-from imgdist.backbones import list_specs
-from imgdist.features import FeatureExtractor
-from imgdist.preprocess import Preprocessing
+from imgdist.extraction.backbones import list_specs
+from imgdist.extraction.features import FeatureExtractor
+from imgdist.extraction.preprocess import Preprocessing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,7 +104,7 @@ def test_workers_main_process_and_in_memory_paths_agree(tmp_path, backbone, mode
 
 
 def test_auto_workers_decode_the_first_batch_here_then_choose(tmp_path, monkeypatch):
-    import imgdist.features as F
+    import imgdist.extraction.features as F
 
     folder = _folder(tmp_path / "imgs", _images(10, 12, 12))
     seen = []
@@ -129,7 +129,7 @@ def test_auto_workers_decode_the_first_batch_here_then_choose(tmp_path, monkeypa
     (0.0, 1.0, "cuda", 8, 0),      # nothing to decode (arrays)
 ])
 def test_choose_workers(decode, compute, device, cores, expected):
-    from imgdist.features import choose_workers
+    from imgdist.extraction.features import choose_workers
 
     assert choose_workers(decode, compute, device, cores) == expected
 

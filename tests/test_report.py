@@ -16,7 +16,7 @@ from PIL import Image
 
 from imgdist.cli import main
 from imgdist.errors import ImgdistError
-from imgdist.evaluation import Result, evaluate
+from imgdist.evaluation.run import Result, evaluate
 from imgdist.metrics.prdc import knn_radii
 from imgdist.metrics import nearest_real, real_neighbours
 from imgdist.report import cross_neighbours, write_report

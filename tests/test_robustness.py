@@ -17,7 +17,7 @@ from PIL import Image
 
 import imgdist
 from imgdist.cli import main
-from imgdist.perturbations import add_noise, blur, shift
+from imgdist.pairs.perturbations import add_noise, blur, shift
 
 data = pytest.importorskip("skimage.data")
 

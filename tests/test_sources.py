@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from imgdist.errors import ImgdistError, ImageError, SourceError
-from imgdist.sources import ArchiveSource, FileSource, Skipped, iter_images, open_source
+from imgdist.extraction.sources import ArchiveSource, FileSource, Skipped, iter_images, open_source
 
 
 def _png_bytes(value: int, size=(3, 2)) -> bytes:

@@ -14,8 +14,8 @@ import torch
 
 from imgdist import metrics
 from imgdist.errors import ImgdistError, ProvenanceError, SourceError
-from imgdist.provenance import Provenance
-from imgdist.stats import GaussianStats, is_stats_file
+from imgdist.extraction.provenance import Provenance
+from imgdist.extraction.stats import GaussianStats, is_stats_file
 
 PROV = Provenance(backbone="pixels", weights_sha256=None, resize_mode="antialias",
                   preprocessing="antialias (antialias-bilinear to 32, (x-0.0)/255.0)", feature_layer="pool")

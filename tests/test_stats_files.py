@@ -23,7 +23,7 @@ import pytest
 import imgdist
 from imgdist.cli import main
 from imgdist.errors import ImgdistError, SourceError
-from imgdist.stats import PSD_RTOL, GaussianStats, is_stats_file
+from imgdist.extraction.stats import PSD_RTOL, GaussianStats, is_stats_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

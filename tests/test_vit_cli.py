@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from imgdist.backbones import clip, dinov2
+from imgdist.extraction.backbones import clip, dinov2
 from imgdist.cli import main
 
 

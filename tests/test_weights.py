@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from imgdist import weights
-from imgdist.backbones.base import WeightsSpec
+from imgdist.extraction import weights
+from imgdist.extraction.backbones.base import WeightsSpec
 from imgdist.errors import WeightsError
 
 GOOD = bytes(range(256)) * 1200 + os.urandom(4321)  # ~300 kB: several chunks

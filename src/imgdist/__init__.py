@@ -6,16 +6,16 @@ Public names are imported lazily, so that ``import imgdist`` (and ``imgdist --he
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compare": "pairs", "compare_many": "pairs", "Comparison": "pairs",
-    "pixel_distances": "pixel", "compare_pixels": "pixel", "PixelDistances": "pixel",
-    "evaluate": "evaluation", "evaluate_features": "evaluation", "compute_stats": "evaluation",
-    "Evaluator": "evaluation", "Result": "evaluation",
-    "FeatureExtractor": "features", "extract_features": "features", "Features": "features",
-    "GaussianStats": "stats", "Provenance": "provenance",
-    "robustness": "perturbations", "RobustnessResult": "perturbations",
-    "open_source": "sources",
-    "load_backbone": "backbones", "list_specs": "backbones", "get_spec": "backbones",
-    "custom_backbone": "backbones.custom",
+    "compare": "pairs.compare", "compare_many": "pairs.compare", "Comparison": "pairs.compare",
+    "pixel_distances": "pairs.pixel", "compare_pixels": "pairs.pixel", "PixelDistances": "pairs.pixel",
+    "evaluate": "evaluation.run", "evaluate_features": "evaluation.run", "compute_stats": "evaluation.run",
+    "Evaluator": "evaluation.run", "Result": "evaluation.run",
+    "FeatureExtractor": "extraction.features", "extract_features": "extraction.features", "Features": "extraction.features",
+    "GaussianStats": "extraction.stats", "Provenance": "extraction.provenance",
+    "robustness": "pairs.perturbations", "RobustnessResult": "pairs.perturbations",
+    "open_source": "extraction.sources",
+    "load_backbone": "extraction.backbones", "list_specs": "extraction.backbones", "get_spec": "extraction.backbones",
+    "custom_backbone": "extraction.backbones.custom",
     "ImgdistError": "errors", "ImageError": "errors", "SourceError": "errors", "WeightsError": "errors",
     "ProvenanceError": "errors",
 }

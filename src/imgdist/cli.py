@@ -16,7 +16,7 @@ from . import defaults as D
 from .checks import check_int, check_output
 from .errors import ImgdistError, ImgdistWarning, one_line
 from .formatting import format_table
-from .sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
+from .extraction.sources import ARCHIVE_SUFFIXES, ON_ERROR, Skipped
 
 EXIT_USAGE = 2
 #: what matplotlib writes without extra packages
@@ -70,7 +70,7 @@ def _backbone(args):
     if name in (None, "none"):
         return None
     if os.path.isfile(name):
-        from .backbones.custom import custom_backbone
+        from .extraction.backbones.custom import custom_backbone
 
         def floats(text, flag):
             try:
@@ -90,7 +90,7 @@ def _backbone(args):
 
 
 def _cmd_compare(args) -> int:
-    from .pairs import compare_many
+    from .pairs.compare import compare_many
 
     backbone = _backbone(args)
     skipped = Skipped()
@@ -131,14 +131,14 @@ def _extractor_kwargs(args) -> dict:
 
 
 def _metric_kwargs(args) -> dict:
-    from .catalogue import SETTINGS
+    from .evaluation.catalogue import SETTINGS
 
     return {s.name: getattr(args, s.name) for s in SETTINGS if s.cli}
 
 
 def _cmd_eval(args) -> int:
     from .distributed import launched_by_torchrun
-    from .evaluation import evaluate
+    from .evaluation.run import evaluate
 
     if args.suite is not None:
         if launched_by_torchrun():
@@ -174,8 +174,8 @@ def _cmd_eval(args) -> int:
 def _eval_suite(args) -> int:
     """``--suite adm``: ADM's own table, its metrics and settings; the metric flags of plain eval
     would change nothing there, so they are refused rather than ignored."""
-    from .adm import adm_summary, evaluate_adm
-    from .catalogue import SETTINGS, SUITES
+    from .evaluation.adm import adm_summary, evaluate_adm
+    from .evaluation.catalogue import SETTINGS, SUITES
 
     suite = SUITES[args.suite]
     if args.backbone not in (None, suite.backbone) or args.mode not in (None, suite.mode):
@@ -209,8 +209,8 @@ def _eval_distributed(args) -> int:
     import torch.distributed as dist
 
     from .distributed import evaluate_distributed, init_from_environment
-    from .catalogue import default_backbone, request
-    from .stats import is_stats_file
+    from .evaluation.catalogue import default_backbone, request
+    from .extraction.stats import is_stats_file
 
     given = [flag for flag, value in (("--report", args.report), ("--per-image", args.per_image),
                                       ("--per-class", args.per_class), ("--real-test", args.real_test),
@@ -242,7 +242,7 @@ def _eval_distributed(args) -> int:
 
 
 def _cmd_stats(args) -> int:
-    from .features import extract_features
+    from .extraction.features import extract_features
 
     if args.format == "adm":
         return _stats_adm(args)
@@ -258,7 +258,7 @@ def _cmd_stats(args) -> int:
 
 
 def _stats_adm(args) -> int:
-    from .adm import write_adm_reference
+    from .evaluation.adm import write_adm_reference
 
     if args.backbone != "inception" or args.mode not in (None, "tf"):
         raise ImgdistError("--format adm: ADM's reference batches use the FID Inception in resize mode tf; "
@@ -272,7 +272,7 @@ def _stats_adm(args) -> int:
 
 
 def _cmd_robustness(args) -> int:
-    from .perturbations import robustness
+    from .pairs.perturbations import robustness
 
     if args.plot is not None:  # before any work ("" included): the folder, the format, and matplotlib itself
         check_output(args.plot, "--plot", PLOT_SUFFIXES)
@@ -295,7 +295,7 @@ def _cmd_robustness(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .pairs.demo import run_demo
 
     echo = None if args.json else (lambda text: print(text, flush=True))
     result = run_demo(args.out, device=args.device, progress=not args.no_progress, crops=args.crops, echo=echo)
@@ -312,7 +312,7 @@ def _megabytes(size: int | None) -> str:
 
 def _weights_facts(spec) -> dict:
     """Where a backbone's weights come from, their pinned size and hash, and whether they are here."""
-    from .weights import weights_status
+    from .extraction.weights import weights_status
 
     if spec.weights is None:
         return {"url": None, "size": None, "sha256": None, "present": None, "source": "none needed"}
@@ -326,7 +326,7 @@ def _weights_facts(spec) -> dict:
 
 
 def _cmd_backbones(args) -> int:
-    from .backbones import list_specs
+    from .extraction.backbones import list_specs
 
     rows, records = [], []
     for spec in list_specs():
@@ -351,8 +351,8 @@ def _cmd_backbones(args) -> int:
 
 
 def _cmd_weights(args) -> int:
-    from .backbones import list_specs
-    from .weights import cache_dir
+    from .extraction.backbones import list_specs
+    from .extraction.weights import cache_dir
 
     rows, records = [], []
     for spec in list_specs():
@@ -395,7 +395,7 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import catalogue
+    from .evaluation import catalogue
 
     parser = argparse.ArgumentParser(
         prog="imgdist",

@@ -21,13 +21,13 @@ import torch.distributed as dist
 from . import defaults as D
 from .environment import env_int
 from .errors import ImgdistError, one_line
-from .evaluation import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
-from .catalogue import Facts, MetricOptions, check_outputs, needs_logits, outputs_of, parse_metrics
-from .features import CACHE_READ_CHUNK as CHUNK_ROWS
-from .features import FeatureExtractor, Features
+from .evaluation.run import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
+from .evaluation.catalogue import Facts, MetricOptions, check_outputs, needs_logits, outputs_of, parse_metrics
+from .extraction.features import CACHE_READ_CHUNK as CHUNK_ROWS
+from .extraction.features import FeatureExtractor, Features
 from .metrics._shard import Shard
-from .sources import ImageSource, Skipped, open_source
-from .stats import GaussianStats
+from .extraction.sources import ImageSource, Skipped, open_source
+from .extraction.stats import GaussianStats
 
 
 class ShardSource(ImageSource):
@@ -278,7 +278,7 @@ def all_reduce_stats(stats: GaussianStats, device=None) -> GaussianStats:
     """The statistics of all ranks' images together, identical on every rank.
 
     Every rank's state (count, mean, centred scatter; float64) is gathered and the states are
-    merged in rank order with Chan et al.'s pairwise update (see :mod:`imgdist.stats`): the same
+    merged in rank order with Chan et al.'s pairwise update (see :mod:`imgdist.extraction.stats`): the same
     arithmetic on every rank, so every rank gets bit-identical statistics, equal to one process's
     over all images up to rounding. Summing raw moments instead would lose digits to any
     common offset in the features. The float64 state travels on the device the process group's
@@ -350,7 +350,7 @@ def process_shard() -> Shard:
 def evaluate_features_distributed(real, fake, *, metrics=DEFAULT_METRICS, provenance=None, progress=False,
                                   **metric_kwargs) -> Result:
     """:func:`imgdist.evaluate_features` on features every rank holds (N x d arrays, or
-    :class:`~imgdist.features.Features` gathered by :func:`evaluate_distributed`), with the work
+    :class:`~imgdist.extraction.features.Features` gathered by :func:`evaluate_distributed`), with the work
     split over the ranks: the Gaussian statistics of each rank's rows are all-reduced, and the
     k-NN distance blocks (precision, recall, density, coverage), the KID subsets and the
     FID-infinity subsets are divided among the ranks and gathered. Every rank returns the result:

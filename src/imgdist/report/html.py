@@ -31,7 +31,7 @@ from ..metrics.prdc import knn_radii
 from ..errors import ImageError, ImgdistError, one_line
 from ..files import atomic_write
 from ..formatting import format_value
-from ..sources import open_source
+from ..extraction.sources import open_source
 from .neighbours import cross_neighbours
 
 _CSS = """
@@ -61,10 +61,10 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
                  thumb: int = 96, chunk_size: int | None = None, sample_seed: int | None = None) -> str:
     """Write the HTML report of one evaluation to ``path``; returns the path.
 
-    ``result``: the :class:`~imgdist.evaluation.Result`; ``real`` / ``fake``: the
-    :class:`~imgdist.features.Features` it was computed from, with per-image ``features`` kept
+    ``result``: the :class:`~imgdist.evaluation.run.Result`; ``real`` / ``fake``: the
+    :class:`~imgdist.extraction.features.Features` it was computed from, with per-image ``features`` kept
     (``evaluate(..., return_features=True)``); ``real_source`` / ``fake_source``: the same sources
-    (anything :func:`~imgdist.sources.open_source` takes), for the thumbnails. ``pr_k`` / ``dc_k``:
+    (anything :func:`~imgdist.extraction.sources.open_source` takes), for the thumbnails. ``pr_k`` / ``dc_k``:
     the k of precision (the "farthest fakes" section) and of coverage (the "uncovered reals"
     section), as in the evaluation; ``copies_percentile`` as in the ``copies`` metric. ``sample_seed``:
     None shows the first

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import WeightsError, one_line
-from .files import atomic_write
+from ..errors import WeightsError, one_line
+from ..files import atomic_write
 
 if TYPE_CHECKING:  # base.py pulls in torch; keep this module importable without it
     from .backbones.base import WeightsSpec
@@ -73,7 +73,7 @@ def weights_dir() -> Path:
 def offline() -> bool:
     """True when ``IMGDIST_OFFLINE`` is set to 1/true/yes/on: no downloads (other values than
     those and 0/false/no/off are refused, not guessed)."""
-    from .environment import env_flag
+    from ..environment import env_flag
 
     return env_flag("IMGDIST_OFFLINE")
 

@@ -1,4 +1,4 @@
-"""Decoding processes that live as long as their :class:`~imgdist.features.FeatureExtractor`.
+"""Decoding processes that live as long as their :class:`~imgdist.extraction.features.FeatureExtractor`.
 
 One command (``evaluate``: the real set, the generated set, the held-out set) starts them once;
 every extraction after the first finds them ready. An extraction is a *job*: a picklable
@@ -28,7 +28,7 @@ import traceback
 from contextlib import contextmanager
 from multiprocessing import util as mp_util
 
-from .errors import ImgdistError, one_line
+from ..errors import ImgdistError, one_line
 
 #: seconds between checks that the processes are alive (while waiting for a batch) and that the
 #: parent is (in each process)

@@ -78,7 +78,7 @@ class BackboneSpec:
     def preprocessing(self, mode: str | None = None) -> Preprocessing:
         mode = mode or self.default_mode
         if mode not in self.modes:
-            from ..errors import ImgdistError
+            from ...errors import ImgdistError
 
             raise ImgdistError(f"backbone {self.name!r} has no resize mode {mode!r}; "
                                f"choose from {', '.join(self.modes)}")
@@ -89,7 +89,7 @@ class BackboneSpec:
         if dims is None or dims == self.feature_dim:
             return "pool"
         if dims not in self.feature_layers:
-            from ..errors import ImgdistError
+            from ...errors import ImgdistError
 
             choices = sorted({self.feature_dim, *self.feature_layers})
             raise ImgdistError(f"backbone {self.name!r} has no {dims}-dimensional feature layer; "
@@ -195,7 +195,7 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
     A ``model`` built on the ``meta`` device (no memory, no random initialisation: what the large
     ViTs do) receives the file's tensors, converted to the model's dtypes, as its parameters.
     """
-    from ..errors import WeightsError
+    from ...errors import WeightsError
     from .checkpoint import check_finite_tensors, read_tensors
 
     try:
@@ -220,7 +220,7 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
 
 def check_state_dict(model: nn.Module, state: dict, path: str | Path, name: str) -> None:
     """Raise a one-line :class:`WeightsError` unless ``state`` has exactly ``model``'s keys and shapes."""
-    from ..errors import WeightsError
+    from ...errors import WeightsError
 
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]

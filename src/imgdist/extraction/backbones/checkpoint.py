@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsError
+from ...errors import WeightsError
 
 __all__ = ["check_finite_tensors", "read_tensors", "is_torchscript_archive"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .catalogue import CMMD_BACKBONE, CMMD_MODE, entry
-from .errors import ImgdistError
-from .provenance import Provenance
+from ..errors import ImgdistError
+from ..extraction.provenance import Provenance
 
 @dataclass
 class PerImage:
@@ -39,7 +39,7 @@ class PerImage:
     def write_csv(self, path) -> None:
         import csv
 
-        from .files import atomic_write
+        from ..files import atomic_write
 
         with atomic_write(path, newline="") as fh:
             writer = csv.writer(fh)
@@ -58,8 +58,8 @@ def weights_tag(provenance: Provenance) -> str | None:
     """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
     weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
     and where nothing is known to compare with (custom backbones, foreign statistics)."""
-    from .backbones import get_spec
-    from .weights import hash_matches
+    from ..extraction.backbones import get_spec
+    from ..extraction.weights import hash_matches
 
     if not provenance.backbone or not provenance.weights_sha256:
         return None
@@ -140,7 +140,7 @@ class Result:
     def table(self, warnings: bool = True) -> str:
         """The values, counts and provenance as text; ``warnings``: end with a ``warning: ...`` line
         per warning (the CLI prints them on stderr instead)."""
-        from .formatting import format_table
+        from ..formatting import format_table
 
         rows = []
         ci_label = self.details.get("ci_level")
@@ -171,7 +171,7 @@ class Result:
 
     def _notes(self) -> list[str]:
         """One line per metric that has more to say than its value."""
-        from .formatting import format_value as fv
+        from ..formatting import format_value as fv
 
         d, out = self.details, []
         fit = d.get("fid_inf_fit")
@@ -202,7 +202,7 @@ class Result:
 
     def class_table(self) -> str:
         """Per-class values, worst class first (by the first metric), and their average."""
-        from .formatting import format_table
+        from ..formatting import format_table
 
         # every metric some class has, in the order of the whole-set table (n/a where a class has none,
         # e.g. C_T for a class too small for its cells)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .decode import (DEFAULT_BACKGROUND, IMAGE_EXTENSIONS, decode_bytes, decode_file, float_to_uint8,
                      not_regular_reason, read_regular_file, to_rgb_array)
-from .errors import ImageError, ImgdistError, SourceError, one_line
+from ..errors import ImageError, ImgdistError, SourceError, one_line
 
 ON_ERROR = ("raise", "skip")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -19,16 +19,16 @@ import os
 
 import numpy as np
 
-from . import defaults as D
-from . import metrics as M
+from .. import defaults as D
+from .. import metrics as M
 from .catalogue import METRIC, MetricOptions, per_class_metrics
 from .compute import evaluate_features
-from .errors import ImgdistError
-from .features import Features
-from .metrics.memorization import NoUsableCell
+from ..errors import ImgdistError
+from ..extraction.features import Features
+from ..metrics.memorization import NoUsableCell
 from .results import Result, metric_label
-from .sources import FileSource, ImageSource
-from .stats import GaussianStats
+from ..extraction.sources import FileSource, ImageSource
+from ..extraction.stats import GaussianStats
 
 
 def class_names(features: Features, source: ImageSource, side: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Registry of backbones by name; each module registers its spec on import.
 
-``load_backbone(name)`` resolves the weights (see :mod:`imgdist.weights`) and returns the network
+``load_backbone(name)`` resolves the weights (see :mod:`imgdist.extraction.weights`) and returns the network
 in eval mode with ``.spec`` (configuration) and ``.weights_id`` (SHA-256 of the weights file, for
 provenance) set.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ImgdistError
+from ...errors import ImgdistError
 from .base import Backbone, BackboneSpec, WeightsSpec
 from .registry import REGISTRY as _REGISTRY
 from .registry import register

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .errors import ImgdistError
-from .provenance import Provenance
-from .stats import GaussianStats
+from ..errors import ImgdistError
+from ..extraction.provenance import Provenance
+from ..extraction.stats import GaussianStats
 
 
 def check_stats_dims(inputs: dict, given: dict, extractor) -> None:
@@ -46,7 +46,7 @@ def assert_backbone(inputs: dict, spec) -> str | None:
 
 def check_shared_classes(real_source, fake_source) -> None:
     """``--per-class``: each side laid out in class subfolders, and at least one class on both."""
-    from .features import Features
+    from ..extraction.features import Features
     from .per_class import class_names
 
     found = []

@@ -1,4 +1,4 @@
-"""Each chosen metric, computed once from extracted features, into a :class:`~imgdist.results.Result`.
+"""Each chosen metric, computed once from extracted features, into a :class:`~imgdist.evaluation.results.Result`.
 
 :class:`MetricRun` holds one evaluation's inputs and the nearest-neighbour passes that several
 metrics share (the reals' k-NN radii and nearest other real; each fake's nearest real), so that
@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import defaults as D
-from . import metrics as M
-from .errors import ImgdistError
-from .features import Features
-from .metrics._shard import ALONE, Shard
-from .backbones import get_spec
+from .. import defaults as D
+from .. import metrics as M
+from ..errors import ImgdistError
+from ..extraction.features import Features
+from ..metrics._shard import ALONE, Shard
+from ..extraction.backbones import get_spec
 from .catalogue import METRIC, Facts, MetricOptions, needs_features, parse_metrics
-from .errors import one_line
+from ..errors import one_line
 from .results import PerImage, Result, metric_label, weights_tag
-from .stats import GaussianStats
+from ..extraction.stats import GaussianStats
 
 
 @dataclass
@@ -109,7 +109,7 @@ class MetricRun:
 
     def name_of(self, side: str, i) -> str:
         """An image's name, or its position where the features came without names (the streaming
-        :class:`~imgdist.evaluation.Evaluator`)."""
+        :class:`~imgdist.evaluation.run.Evaluator`)."""
         features = self.real if side == "real" else self.fake
         names = features.names
         return names[i] if len(names) == len(features.features) else f"{side} #{int(i)}"

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import defaults as D
-from .errors import ImageError, ImgdistError
+from .. import defaults as D
+from ..errors import ImageError, ImgdistError
 from .pixel import PixelDistances, compare_pixels
-from .sources import ImageSource, Skipped, check_on_error, iter_images, open_source
+from ..extraction.sources import ImageSource, Skipped, check_on_error, iter_images, open_source
 
 @dataclass(frozen=True)
 class FeatureDistances:
@@ -74,8 +74,8 @@ class _Embedder:
     """Runs one backbone on single images (pairs are small: no workers, no cache)."""
 
     def __init__(self, backbone, mode: str | None, device=D.DEVICE, weights=None):
-        from .backbones import load_backbone
-        from .checks import resolve_device
+        from ..extraction.backbones import load_backbone
+        from ..checks import resolve_device
 
         self.device = resolve_device(device)
         self.model = load_backbone(backbone, weights).to(self.device)

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ...errors import WeightsError
 from ..preprocess import Preprocessing
 from .base import Backbone, BackboneSpec
 

@@ -19,8 +19,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .environment import env_positive_int
-from .errors import ImageError
+from ..environment import env_positive_int
+from ..errors import ImageError
 
 #: transparent pixels are composited on this colour (white, like a browser page)
 DEFAULT_BACKGROUND = (255, 255, 255)

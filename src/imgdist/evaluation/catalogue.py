@@ -3,14 +3,14 @@
 An entry (:class:`Metric`) holds a metric's name and aliases, what it needs (per-image features of
 both sets, the fakes' classifier logits, a held-out real set, CLIP embeddings), its direction and
 printed labels, the settings it reads, the smallest sets it can be computed on, and the function
-that computes it from a :class:`~imgdist.compute.MetricRun`. The settings (:class:`Setting`) hold
+that computes it from a :class:`~imgdist.evaluation.compute.MetricRun`. The settings (:class:`Setting`) hold
 their default, range and help. From these two tables come:
 
 * :func:`parse_metrics` -- names, aliases and ``all`` -> the canonical tuple, once per run;
 * :class:`MetricOptions` -- every setting, checked on construction;
 * :meth:`MetricOptions.check_sets` -- what the set sizes rule out, before any extraction;
 * the dispatch (:meth:`MetricRun.compute` calls ``entry.compute``), the labels and directions of
-  :mod:`imgdist.results`, the per-class rules, the CLI's ``--metrics`` help and setting flags.
+  :mod:`imgdist.evaluation.results`, the per-class rules, the CLI's ``--metrics`` help and setting flags.
 
 Adding a metric is one entry here plus one pure function in :mod:`imgdist.metrics`.
 
@@ -25,9 +25,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import defaults as D
-from .checks import check_ct_sizes, check_fraction, check_int, check_number, option
-from .errors import ImgdistError, SetTooSmall
+from .. import defaults as D
+from ..checks import check_ct_sizes, check_fraction, check_int, check_number, option
+from ..errors import ImgdistError, SetTooSmall
 
 # ---------------------------------------------------------------- settings
 
@@ -234,7 +234,7 @@ class Metric:
 
 
 def _fid(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     xr, xf = run.xr, run.xf
     from_rows = xr is not None and xf is not None and not (run.real.stats_from_file or run.fake.stats_from_file)
@@ -248,7 +248,7 @@ def _fid(run) -> None:
 
 
 def _kid(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     o, result = run.options, run.result
     value, std = M.kid(run.xr, run.xf, subsets=o.kid_subsets, subset_size=o.kid_subset_size, seed=o.seed,
@@ -262,7 +262,7 @@ def _kid(run) -> None:
 
 
 def _is(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     run.result.values["is"], run.result.stds["is"] = M.inception_score(run.fake.logits, splits=run.options.is_splits)
 
@@ -270,7 +270,7 @@ def _is(run) -> None:
 def _knn(run) -> None:
     """Precision, recall, density, coverage: one set of distance passes for whichever are chosen
     (real x real for both k, fake x fake only where precision/recall need it, real x fake)."""
-    from . import metrics as M
+    from .. import metrics as M
 
     o, chosen = run.options, set(run.chosen)
     pr = bool(chosen & {"precision", "recall"})
@@ -286,7 +286,7 @@ def _knn(run) -> None:
 
 
 def _fid_inf(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     o = run.options
     fit = M.fid_infinity(run.xr, run.xf, sizes=o.fid_inf_sizes, seed=o.seed, progress=run.progress,
@@ -301,7 +301,7 @@ CMMD_BACKBONE, CMMD_MODE = "clip-vit-l14-336", "cmmd"
 
 
 def _cmmd(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     run.result.values["cmmd"] = M.cmmd(run.xr, run.xf)
     p = run.real_stats.provenance
@@ -313,7 +313,7 @@ def _cmmd(run) -> None:
 
 def _vendi(run) -> None:
     """Vendi of the fakes and, for reference, of the reals, at every order q."""
-    from . import metrics as M
+    from .. import metrics as M
 
     orders = {}
     for side, x in (("fake", run.xf), ("real", run.xr)):
@@ -349,7 +349,7 @@ def _realism(run) -> None:
 
 
 def _ct(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     ct = M.ct_score(run.xr, run.real_test.features, run.xf, n_cells=run.options.ct_cells,
                     min_fake_per_cell=D.CT_MIN_FAKE_PER_CELL, seed=run.options.seed)
@@ -369,7 +369,7 @@ def _sfid(run) -> None:
 
 
 def _is_adm(run) -> None:
-    from . import metrics as M
+    from .. import metrics as M
 
     logits = run.fake.extra_features["logits_unbiased"]
     run.result.values["is-adm"] = M.adm_inception_score(logits, split_size=D.ADM_IS_SPLIT)
@@ -378,7 +378,7 @@ def _is_adm(run) -> None:
 
 def _adm_pr(run) -> None:
     """ADM's precision and recall: one pair of radius passes for both."""
-    from . import metrics as M
+    from .. import metrics as M
 
     exact = run.options.adm_exact
     pr = run.once("adm_pr", lambda: M.adm_precision_recall(run.xr, run.xf, k=D.ADM_K, exact=exact))

@@ -16,9 +16,9 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .pairs import _Embedder, feature_distances
-from . import defaults as D
-from .errors import ImgdistError
+from .compare import _Embedder, feature_distances
+from .. import defaults as D
+from ..errors import ImgdistError
 from .pixel import pixel_distances, ssim_defined
 
 SHIFTS = (1, 2, 4, 8)
@@ -98,7 +98,7 @@ class RobustnessResult:
         }
 
     def table(self) -> str:
-        from .formatting import format_table
+        from ..formatting import format_table
 
         rows = [[p] + [self.ratio(p, m) for m in self.metrics] for p in self.distances]
         rows.append(["(other image)"] + [1.0] * len(self.metrics))
@@ -149,7 +149,7 @@ def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
 def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mode=None, device=D.DEVICE,
                seed: int = 0) -> RobustnessResult:
     """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
-    from .pairs import _load_one, resize_to
+    from .compare import _load_one, resize_to
 
     name, img = _load_one(image)
     if min(img.shape[:2]) <= max(SHIFTS):

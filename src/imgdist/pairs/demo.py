@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import defaults as D
-from .errors import ImgdistError
-from .formatting import format_table
+from .. import defaults as D
+from ..errors import ImgdistError
+from ..formatting import format_table
 from .perturbations import (BLUR_RADII, NOISE_SIGMAS, RobustnessResult, add_noise, builtin_photo, perturbations,
                             robustness, shift)
 
@@ -305,7 +305,7 @@ class _Output:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
             raise ImgdistError(f"--out {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
-        from .checks import check_output
+        from ..checks import check_output
 
         check_output(self.path("report.html"), "--out")
         for name in ("real", *FAKE_SETS):  # the set folders must hold only this run's images
@@ -344,9 +344,9 @@ def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: 
     missing). ``crops``: images per set (more: steadier numbers, slower). ``echo``: called with
     each step's text as soon as it is done (the CLI passes ``print``).
     """
-    from .checks import check_int, resolve_device
-    from .evaluation import evaluate_features
-    from .features import FeatureExtractor
+    from ..checks import check_int, resolve_device
+    from ..evaluation.run import evaluate_features
+    from ..extraction.features import FeatureExtractor
     from .pixel import compare_pixels
 
     started = time.perf_counter()
@@ -414,7 +414,7 @@ def _write(output: _Output, result: DemoResult, photo, other, sets, report_input
         result.robustness.plot(plot)
         files["robustness plot"] = plot
 
-    from .report import write_report
+    from ..report import write_report
 
     res, real, fake = report_inputs
     noise_dir = files[f"set noise{SET_NOISE}"]

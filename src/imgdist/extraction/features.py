@@ -1,6 +1,6 @@
 """The extraction engine: any source -> backbone -> features and Gaussian statistics.
 
-* Decoding and resizing run in worker processes (:mod:`imgdist.decode_pool`), overlapping the
+* Decoding and resizing run in worker processes (:mod:`imgdist.extraction.decode_pool`), overlapping the
   network: started once per extractor, on first need, and reused by every later extraction
   (``evaluate``'s sets), until :meth:`FeatureExtractor.close`.
 * Order is the source's order, whatever the number of workers.
@@ -9,7 +9,7 @@
 * The Gaussian statistics stream on the device where the features are (float64, O(d^2) memory)
   and come to the host once; per-image features are kept only on request (``keep_features``), as
   float32. ``extra_layers`` adds a backbone's further outputs (sFID's maps) in the same pass.
-* A content-addressed cache (:mod:`imgdist.cache`: SQLite, one file per backbone, weights,
+* A content-addressed cache (:mod:`imgdist.extraction.cache`: SQLite, one file per backbone, weights,
   resize recipe, layer, precision and BatchNorm folding, see ``_extractor_id``) stores each
   image's features (and logits, where computed) under the SHA-256 of its encoded bytes, each
   batch as soon as it is collected: unchanged images are never recomputed, and an interrupted run
@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import defaults as D
+from .. import defaults as D
 from .allocator import retained_memory
 from .backbones import Backbone, get_spec, load_backbone
 from .cache import CACHE_FORMAT, FeatureCache
-from .checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
+from ..checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
                      check_int, resolve_device)
 from .decode import max_pixels
 from .decode_pool import DecodePool
-from .errors import ImageError, ImgdistError, ImgdistWarning, one_line
+from ..errors import ImageError, ImgdistError, ImgdistWarning, one_line
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
@@ -308,7 +308,7 @@ class FeatureExtractor:
         self.close()
 
     def retained_bytes(self) -> int:
-        """Free memory kept between batches while extracting on the CPU (:mod:`imgdist.allocator`):
+        """Free memory kept between batches while extracting on the CPU (:mod:`imgdist.extraction.allocator`):
         one batch's activations and half again, for the buffers that do not line up."""
         return max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
 

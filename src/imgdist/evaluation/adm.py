@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import defaults as D
-from .checks import check_int, check_output
-from .errors import ImgdistWarning, SourceError
-from .files import atomic_write
-from .provenance import Provenance
+from .. import defaults as D
+from ..checks import check_int, check_output
+from ..errors import ImgdistWarning, SourceError
+from ..files import atomic_write
+from ..extraction.provenance import Provenance
 from .results import Result, weights_tag
-from .stats import _checked_moments, _read_npz_keys
+from ..extraction.stats import _checked_moments, _read_npz_keys
 
 POOL_DIM, SFID_DIM = 2048, 2023
 REFERENCE_IMAGES = 10_000
@@ -149,7 +149,7 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
     """ADM's table for a reference batch and a sample batch (paths of ``.npz`` ADM batches).
 
     The metrics are the catalogue's (``SUITES["adm"]``: is-adm, fid, sfid, precision-adm,
-    recall-adm), computed by :func:`~imgdist.compute.evaluate_features` like any other run, on the
+    recall-adm), computed by :func:`~imgdist.evaluation.compute.evaluate_features` like any other run, on the
     FID Inception in resize mode ``tf``. Stored statistics (``mu``/``sigma``/``mu_s``/``sigma_s``) are
     preferred over ``arr_0`` for FID and sFID, on either side, as the evaluator does; ``arr_0``
     always serves the Inception Score (the samples) and precision/recall. ``exact``:
@@ -159,8 +159,8 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
     """
     from .catalogue import SUITES, MetricOptions, Selection
     from .compute import evaluate_features
-    from .features import FeatureExtractor
-    from .stats import GaussianStats
+    from ..extraction.features import FeatureExtractor
+    from ..extraction.stats import GaussianStats
 
     suite = SUITES["adm"]
     batches = {"reference": read_adm_batch(ref), "sample": read_adm_batch(sample)}
@@ -259,8 +259,8 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     ``sigma_s`` over the *whole* source (streaming, float64), plus imgdist's provenance fields.
     Returns a summary dict."""
     from .catalogue import SUITES
-    from .features import FeatureExtractor
-    from .sources import open_source
+    from ..extraction.features import FeatureExtractor
+    from ..extraction.sources import open_source
 
     output = check_output(output, "-o/--output", ".npz")
     images = check_int("adm_images", images, 1)

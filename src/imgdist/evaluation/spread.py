@@ -17,8 +17,8 @@ import hashlib
 
 import numpy as np
 
-from .errors import ImgdistError
-from .stats import GaussianStats
+from ..errors import ImgdistError
+from ..extraction.stats import GaussianStats
 
 #: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point: two float32 ulps of the features'
 #: size. Features of one image differ between batches only by rounding (a few ulps in some entries:

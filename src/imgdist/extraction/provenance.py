@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from . import __version__
-from .errors import ProvenanceError
+from .. import __version__
+from ..errors import ProvenanceError
 
 #: fields that change the numbers; the imgdist version alone does not
 _KEY_FIELDS = ("backbone", "weights_sha256", "resize_mode", "feature_layer", "precision")

@@ -34,7 +34,7 @@ import warnings
 
 import numpy as np
 
-from .errors import ImgdistWarning, one_line
+from ..errors import ImgdistWarning, one_line
 
 #: bump when the cached values or the file layout change for the same key; older files are not read
 CACHE_FORMAT = 2

@@ -12,17 +12,17 @@ import warnings
 
 import numpy as np
 
-from . import defaults as D
+from .. import defaults as D
 from .catalogue import ALIASES, METRIC, METRICS, Facts, MetricOptions, check_outputs, default_backbone, needs_features, \
     needs_logits, outputs_of, parse_metrics, request
 from .compute import evaluate_features, keeps_features, known_counts
-from .errors import ImgdistError, ImgdistWarning
-from .features import FeatureExtractor, Features
+from ..errors import ImgdistError, ImgdistWarning
+from ..extraction.features import FeatureExtractor, Features
 from .results import Result, metric_label, weights_tag
-from .sources import ImageSource, check_on_error, open_source
+from ..extraction.sources import ImageSource, check_on_error, open_source
 from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
 from .spread import check_spread
-from .stats import GaussianStats, is_stats_file
+from ..extraction.stats import GaussianStats, is_stats_file
 
 DEFAULT_METRICS = D.METRICS
 # the metric catalogue and result naming live in catalogue.py / results.py; re-exported here,
@@ -56,7 +56,7 @@ def _open_input(spec) -> GaussianStats | ImageSource:
 
 
 def _stored_beside_images(spec) -> bool:
-    from .stats import IMAGE_KEYS, _read_npz_keys
+    from ..extraction.stats import IMAGE_KEYS, _read_npz_keys
 
     if not isinstance(spec, (str, os.PathLike)) or not os.fspath(spec).lower().endswith(".npz") \
             or not os.path.isfile(spec):
@@ -66,7 +66,7 @@ def _stored_beside_images(spec) -> bool:
 
 
 def _spec_of(backbone):
-    from .backbones import Backbone, get_spec
+    from ..extraction.backbones import Backbone, get_spec
 
     return backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
 
@@ -83,7 +83,7 @@ def _choose_backbone(backbone, mode, dims, inputs: dict, asked):
         backbone, own_mode = default_backbone(asked.names)
         return backbone, mode or own_mode, dims
     prov = recorded[0]
-    from .backbones import get_spec
+    from ..extraction.backbones import get_spec
 
     try:
         spec = get_spec(prov.backbone)
@@ -104,10 +104,10 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
     ``metrics``: names or ``'fid,kid,prdc'`` (see ``METRICS``; ``'all'``: every metric that applies).
-    ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.backbones.Backbone`;
+    ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.extraction.backbones.Backbone`;
     None: the backbone a statistics file on either side was made with, else ``inception``.
     ``settings``: the metric settings by keyword (``kid_subsets``, ``pr_k``, ``bootstrap``, ... each
-    with its default and range in :data:`imgdist.catalogue.SETTINGS`, the same names as the CLI flags).
+    with its default and range in :data:`imgdist.evaluation.catalogue.SETTINGS`, the same names as the CLI flags).
     ``real_test``: held-out real images the generator never saw (the C_T test, metric ``ct``).
     ``per_image``: fill ``result.per_image`` (realism, nearest real, authenticity, copy per fake).
     ``per_class``: ``real`` and ``fake`` are folders with one subfolder per class; fill

@@ -14,7 +14,7 @@ The parameter names follow the published PyTorch port of the graph
 (``pt_inception-2015-12-05-6726825d.pth``), so that file loads with ``strict=True``.
 
 The module takes an already normalised ``N x 3 x 299 x 299`` batch; resizing and value scaling are
-the :class:`~imgdist.preprocess.Preprocessing` recipes registered below (one per reference tool).
+the :class:`~imgdist.extraction.preprocess.Preprocessing` recipes registered below (one per reference tool).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the CPU time of an Inception run was system time, with the same FID (issue 11's 
 and ``M_TRIM_THRESHOLD = bound`` lets the heap keep at most ``bound`` free bytes at its top
 before giving the rest back. On exit, the glibc defaults (65,536 mappings, a 128 KiB trim
 threshold) are restored and ``malloc_trim(0)`` returns every free page, so the memory kept is
-bounded by ``bound`` (one batch's activations, see :func:`imgdist.features.FeatureExtractor`)
+bounded by ``bound`` (one batch's activations, see :func:`imgdist.extraction.features.FeatureExtractor`)
 while extracting, and by nothing after. Other allocators (jemalloc or tcmalloc preloaded, musl,
 macOS, Windows) are left alone: there the block does nothing.
 

@@ -28,9 +28,9 @@ import zlib
 
 import numpy as np
 
-from .errors import ImgdistError, SourceError, one_line
-from .files import atomic_write
-from .metrics._arrays import PSD_RTOL, covariance_defect  # noqa: F401 - PSD_RTOL: part of this API
+from ..errors import ImgdistError, SourceError, one_line
+from ..files import atomic_write
+from ..metrics._arrays import PSD_RTOL, covariance_defect  # noqa: F401 - PSD_RTOL: part of this API
 from .provenance import Provenance
 
 
@@ -153,7 +153,7 @@ class GaussianStats:
 
     def frechet_distance(self, other: "GaussianStats", force: bool = False) -> float:
         """Fréchet distance between the two Gaussians (FID when the features are Inception's)."""
-        from .metrics.frechet import frechet_distance
+        from ..metrics.frechet import frechet_distance
 
         self.check_comparable(other, force)
         return frechet_distance(self.mu, self.sigma, other.mu, other.sigma)
@@ -362,7 +362,7 @@ def is_stats_file(path) -> bool:
 
     An ADM batch (``arr_0`` images, perhaps with stored ``mu``/``sigma``) is a set of images, not
     statistics: read as statistics only, its images would be ignored and its FD would be another
-    network's (``imgdist.adm`` reads it whole).
+    network's (``imgdist.evaluation.adm`` reads it whole).
 
     False for anything that is not an existing regular ``.npz`` file (the image sources report
     those); a ``.npz`` file that cannot be read as an archive raises a one-line SourceError naming
