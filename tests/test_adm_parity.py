@@ -166,10 +166,10 @@ def test_precision_recall_match_the_evaluator_up_to_borderline(inputs, evaluator
 def test_borderline_counts_cover_the_real_flips(inputs, evaluator):
     """The borderline counts bound the decisions float16 really flipped (evaluator vs float64).
 
-    They are worst-case bounds: at these sizes 1,191 of 3,000 samples and 564 of 2,500 reference
-    points against 18 and 2 real flips (squared norms ~600 against radii ~50 make the float16
-    error band about +-19 % of a radius), so they are only required to cover the flips and to
-    leave some decisions settled."""
+    They are worst-case bounds, per distance: at these sizes 359 of 3,000 samples and 125 of 2,500
+    reference points against 18 and 2 real flips (squared norms ~600 against radii ~50 put every
+    distance's float16 error band at a few percent of a radius), so they are only required to
+    cover the flips and to leave most decisions settled."""
     from imgdist.metrics.adm import adm_precision_recall
 
     ref, sample = inputs["ref_pool"], inputs["sample_pool"]
@@ -177,8 +177,8 @@ def test_borderline_counts_cover_the_real_flips(inputs, evaluator):
     in_ref_ball, in_sample_ball, *_ = exact_membership(ref, sample)
     flips_samples = int((in_ref_ball.any(1) != evaluator["sample_in"]).sum())
     flips_refs = int((in_sample_ball.any(0) != evaluator["ref_in"]).sum())
-    assert flips_samples <= ours.borderline_precision < len(sample)
-    assert flips_refs <= ours.borderline_recall < len(ref)
+    assert flips_samples <= ours.borderline_precision < len(sample) / 2
+    assert flips_refs <= ours.borderline_recall < len(ref) / 2
 
 
 # --------------------------------------------------------------------------------------------
