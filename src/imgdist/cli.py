@@ -379,7 +379,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
                    help=f"images per network batch (default: {D.CPU_BATCH_SIZE} on CPU; on GPU the largest that fits "
                         "its memory, up to 256)")
     p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: up to 4 for files, 0 for arrays)")
+                   help="decoding processes (default: chosen from the first batch on a CPU, every usable core "
+                        "on a GPU; in-memory arrays are decoded in the main process)")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the per-image feature cache")
     p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $IMGDIST_CACHE/features)")

@@ -129,7 +129,10 @@ class Preprocessing:
         if self.resize == "none" and self.size is not None and image.shape[:2] != (self.size, self.size):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the backbone needs "
                              f"{self.size}x{self.size} and resize is 'none'")
-        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8)).permute(2, 0, 1)
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if not image.flags.writeable:  # a memory-mapped array's rows: torch wants its own copy
+            image = image.copy()
+        return torch.from_numpy(image).permute(2, 0, 1)
 
     def finish(self, batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Device side: :meth:`prepare`'s tensors (a batch, or a list of different sizes) ->
