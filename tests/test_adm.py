@@ -352,3 +352,23 @@ def test_suite_refuses_flags_that_change_nothing(tmp_path, capsys):
         assert main(["eval", str(a), str(a), "--suite", "adm", *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "would change nothing in its table" in err[0] and extra[0] in err[0]
+
+
+def test_a_run_with_sfid_says_it_goes_without_the_cache(tmp_path, weights, one_thread):
+    import warnings
+
+    from imgdist.errors import ImgdistWarning
+    from imgdist.extraction.features import FeatureExtractor
+
+    ext = FeatureExtractor("inception", weights=weights, mode="tf", device="cpu", progress=False,
+                           cache=str(tmp_path / "cache"))
+    (tmp_path / "imgs").mkdir()
+    for i, im in enumerate(_images(4, 0)):
+        Image.fromarray(im).save(tmp_path / "imgs" / f"{i}.png")
+    for layers, told in ((("sfid",), True), ((), False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ext.extract(str(tmp_path / "imgs"), extra_layers=layers)
+        said = [w for w in caught if issubclass(w.category, ImgdistWarning)
+                and "feature cache is not used for sfid" in str(w.message)]
+        assert bool(said) == told

@@ -414,6 +414,9 @@ class FeatureExtractor:
         # the cache stores one layer (and logits) per image: runs with extra layers go without it
         # rather than key rows by a layer set that other runs would never ask for
         use_cache = self.cache_dir and not self._cache_given_up and not run.extra_stats
+        if self.cache_dir and run.extra_stats:
+            warnings.warn(f"the feature cache is not used for {', '.join(run.extra_stats)} (it keeps one layer per "
+                          "image): these images are computed again on every run", ImgdistWarning, stacklevel=3)
         keys = self._hashes(source) if use_cache else None
         run.timing.hash = time.perf_counter() - t
         cache = self._open_cache() if keys is not None else None
