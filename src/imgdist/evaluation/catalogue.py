@@ -1,16 +1,18 @@
 """The metric catalogue: one entry per metric, and everything else reads it.
 
 An entry (:class:`Metric`) holds a metric's name and aliases, what it needs (per-image features of
-both sets, the fakes' classifier logits, a held-out real set, CLIP embeddings), its direction and
-printed labels, the settings it reads, the smallest sets it can be computed on, and the function
-that computes it from a :class:`~imgdist.evaluation.compute.MetricRun`. The settings (:class:`Setting`) hold
-their default, range and help. From these two tables come:
+both sets, the fakes' classifier logits, a held-out real set, CLIP embeddings, a backbone's extra
+outputs such as sFID's maps), its direction and printed labels, the settings it reads, the
+smallest sets it can be computed on, and the function that computes it from a
+:class:`~imgdist.evaluation.compute.MetricRun`. The settings (:class:`Setting`) hold their
+default, range and help; :data:`SUITES` hold published tables (ADM's). From these come:
 
 * :func:`parse_metrics` -- names, aliases and ``all`` -> the canonical tuple, once per run;
 * :class:`MetricOptions` -- every setting, checked on construction;
 * :meth:`MetricOptions.check_sets` -- what the set sizes rule out, before any extraction;
 * the dispatch (:meth:`MetricRun.compute` calls ``entry.compute``), the labels and directions of
-  :mod:`imgdist.evaluation.results`, the per-class rules, the CLI's ``--metrics`` help and setting flags.
+  :mod:`imgdist.evaluation.results`, the per-class rules, the CLI's ``--metrics`` help and its
+  setting flags.
 
 Adding a metric is one entry here plus one pure function in :mod:`imgdist.metrics`.
 
