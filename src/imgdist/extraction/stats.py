@@ -82,13 +82,7 @@ class GaussianStats:
         if not self.n:
             self.n, self._mean, self._scatter = n_b, mean_b.copy(), scatter_b.copy()
             return
-        n = self.n + n_b
-        delta = mean_b - self._mean
-        self._mean += delta * (n_b / n)
-        self._scatter += scatter_b
-        w = delta * np.sqrt(self.n * n_b / n)
-        self._scatter += np.outer(w, w)  # w w^T: exactly symmetric, like the products above
-        self.n = n
+        self.n = _pairwise_update(self.n, self._mean, self._scatter, n_b, mean_b, scatter_b)
 
     def merge(self, other: "GaussianStats") -> "GaussianStats":
         """Add ``other`` into these statistics (same provenance required)."""
@@ -245,24 +239,29 @@ class DeviceStats:
         return self
 
     def _combine(self, n_b: int, mean_b, scatter_b) -> None:
-        import torch
-
         if not self.n:
             self.n, self.mean, self.scatter = n_b, mean_b, scatter_b
             return
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * (n_b / n)
-        self.scatter += scatter_b
-        w = delta * float(np.sqrt(self.n * n_b / n))
-        self.scatter += torch.outer(w, w)
-        self.n = n
+        self.n = _pairwise_update(self.n, self.mean, self.scatter, n_b, mean_b, scatter_b)
 
     def to_host(self, provenance: Provenance | None = None) -> GaussianStats:
         """The state as :class:`GaussianStats` (one copy to the host)."""
         if not self.n:
             return GaussianStats(provenance=provenance)
         return GaussianStats.from_state(self.n, self.mean.cpu().numpy(), self.scatter.cpu().numpy(), provenance)
+
+
+def _pairwise_update(n_a: int, mean_a, scatter_a, n_b: int, mean_b, scatter_b) -> int:
+    """Chan et al.'s pairwise update (see the module docstring), in place on ``mean_a`` and
+    ``scatter_a``, for numpy arrays and torch tensors alike (host and device statistics share it);
+    returns the new count."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean_a += delta * (n_b / n)
+    scatter_a += scatter_b
+    w = delta * float(np.sqrt(n_a * n_b / n))
+    scatter_a += w[:, None] * w[None, :]  # w w^T: exactly symmetric, like the products above
+    return n
 
 
 def _describe(value: np.ndarray) -> str:
@@ -357,6 +356,16 @@ def _read_npz_keys(path: str) -> list[str]:
         raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None
 
 
+def npz_keys(path) -> frozenset | None:
+    """The array names of ``path`` where it is an existing regular ``.npz`` file, else None (the
+    image sources report those); a ``.npz`` file that cannot be read as an archive raises a
+    one-line SourceError naming it."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(".npz"):
+        return None
+    path = os.fspath(path)
+    return frozenset(_read_npz_keys(path)) if os.path.isfile(path) else None
+
+
 def is_stats_file(path) -> bool:
     """A ``.npz`` holding ``mu`` and ``sigma`` (ours, pytorch-fid's or clean-fid's) and no images.
 
@@ -368,13 +377,5 @@ def is_stats_file(path) -> bool:
     those); a ``.npz`` file that cannot be read as an archive raises a one-line SourceError naming
     it, whichever way it was meant.
     """
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(".npz"):
-        return False
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        return False
-    try:
-        with _open_archive(path) as data:
-            return "mu" in data.files and "sigma" in data.files and not set(IMAGE_KEYS) & set(data.files)
-    except _UNREADABLE as exc:
-        raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None
+    keys = npz_keys(path)
+    return keys is not None and {"mu", "sigma"} <= keys and not keys & set(IMAGE_KEYS)
