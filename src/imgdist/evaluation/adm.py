@@ -55,13 +55,6 @@ class AdmBatch:
         return len(self.images)
 
 
-def is_adm_batch(path) -> bool:
-    """A ``.npz`` file holding ``arr_0`` (an ADM batch), with or without stored statistics."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(".npz"):
-        return False
-    return os.path.isfile(path) and "arr_0" in _read_npz_keys(os.fspath(path))
-
-
 def read_adm_batch(path) -> AdmBatch:
     """An ADM batch, validated; every malformed case is a one-line :class:`SourceError` naming it."""
     path = os.fspath(path)

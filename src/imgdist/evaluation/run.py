@@ -7,7 +7,6 @@ reference statistics; :class:`Evaluator` streams batches from a training loop.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 
 import numpy as np
@@ -56,13 +55,10 @@ def _open_input(spec) -> GaussianStats | ImageSource:
 
 
 def _stored_beside_images(spec) -> bool:
-    from ..extraction.stats import IMAGE_KEYS, _read_npz_keys
+    from ..extraction.stats import IMAGE_KEYS, npz_keys
 
-    if not isinstance(spec, (str, os.PathLike)) or not os.fspath(spec).lower().endswith(".npz") \
-            or not os.path.isfile(spec):
-        return False
-    keys = set(_read_npz_keys(os.fspath(spec)))
-    return bool(keys & set(IMAGE_KEYS)) and "mu" in keys
+    keys = npz_keys(spec)
+    return bool(keys and keys & set(IMAGE_KEYS) and "mu" in keys)
 
 
 def _spec_of(backbone):
