@@ -59,13 +59,14 @@ def check_shared_classes(real_source, fake_source) -> None:
                            "classes)")
 
 
+def content_digest(source, i: int) -> bytes:
+    """SHA-256 of item ``i``'s encoded bytes (its pixels where it has none): equal digests, same image."""
+    data = source.content_bytes(i)
+    return hashlib.sha256(data if data is not None else source.load(i).tobytes()).digest()
+
+
 def _hashes(source) -> list[bytes]:
-    """SHA-256 of each item's encoded bytes (its pixels for in-memory images)."""
-    out = []
-    for i in range(len(source)):
-        data = source.content_bytes(i)
-        out.append(hashlib.sha256(data if data is not None else source.load(i).tobytes()).digest())
-    return out
+    return [content_digest(source, i) for i in range(len(source))]
 
 
 def check_held_out(train_source, test_source, given_test) -> str | None:

@@ -13,12 +13,11 @@ vector; that alone is accepted, which is why the images themselves are looked at
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from ..errors import ImgdistError
 from ..extraction.stats import GaussianStats
+from .side_checks import content_digest
 
 #: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point: two float32 ulps of the features'
 #: size. Features of one image differ between batches only by rounding (a few ulps in some entries:
@@ -40,15 +39,9 @@ def collapsed(stats: GaussianStats) -> tuple[float, float] | None:
 
 def images_identical(source, rows) -> bool:
     """Whether the images at ``rows`` of ``source`` are all one image (same bytes, or same pixels)."""
-    first = None
-    for i in rows:
-        data = source.content_bytes(i)
-        key = hashlib.sha256(data).digest() if data is not None else np.asarray(source.load(i)).tobytes()
-        if first is None:
-            first = key
-        elif key != first:
-            return False
-    return True
+    digests = (content_digest(source, i) for i in rows)
+    first = next(digests, None)
+    return all(d == first for d in digests)
 
 
 def check_spread(sides: dict, sources: dict, backbone: str) -> None:
