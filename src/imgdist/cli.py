@@ -192,14 +192,13 @@ def _eval_suite(args) -> int:
     result = evaluate_adm(args.real, args.fake, exact=args.adm_exact, batch_size=args.batch_size,
                           device=args.device, weights=args.weights, progress=not args.no_progress,
                           workers=args.workers, force=args.force)
-    print(result.to_json() if args.json else adm_summary(result))
-    for warning in result.warnings:
-        print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
+    _print_result(result, args, table=adm_summary(result))
     return 0
 
 
-def _print_result(result, args) -> None:
-    print(result.to_json() if args.json else result.table(warnings=False))
+def _print_result(result, args, table: str | None = None) -> None:
+    """The result as JSON or as ``table`` (default: its own table), its warnings on stderr."""
+    print(result.to_json() if args.json else table or result.table(warnings=False))
     for warning in result.warnings:  # in the JSON too; on stderr like every other warning
         print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
 
