@@ -211,25 +211,3 @@ def check_batch_memory(batch_size: int, per_image_mb: float, backbone: str, devi
         raise ImgdistError(f"batch_size (--batch-size) {batch_size} needs about "
                            f"{batch_size * per_image / 2**30:.1f} GiB for {backbone} on {device}, where "
                            f"{available / 2**30:.1f} GiB are available; use --batch-size {largest} or less")
-
-
-def check_ct_sizes(counts: dict[str, int], ct_cells: int) -> None:
-    """What C_T (Meehan et al. 2020) needs of its sets, known from their sizes alone.
-
-    A cell enters C_T only with ``CT_MIN_FAKE_PER_CELL`` (21) fakes: the authors' tau = 20 / m, the
-    size from which the normal approximation of the cell's Mann-Whitney Z is trusted. Fewer fakes
-    than that in all can fill no cell. The held-out images are the other sample of every cell's
-    test, weighted by their share: fewer than the same 21 in all leave every cell's Z resting on a
-    handful of images (one held-out image gave C_T 1.23), and fewer than ``ct_cells`` leave cells
-    without any by construction. So: held-out >= max(21, ct_cells), fakes >= 21.
-    """
-    from .defaults import CT_MIN_FAKE_PER_CELL as floor
-
-    fake, test = counts.get("fake"), counts.get("real_test")
-    if fake is not None and fake < floor:
-        raise ImgdistError(f"ct: the fake set has {fake} images; C_T uses only k-means cells holding at least "
-                           f"{floor} fakes, so it needs at least {floor}")
-    if test is not None and test < max(floor, ct_cells):
-        raise ImgdistError(f"ct: the held-out set (--real-test) has {test} image(s); C_T compares each cell's "
-                           f"fakes with its held-out images and needs at least {max(floor, ct_cells)} of them "
-                           f"(at least {floor}, and one per cell on average: {option('ct_cells')} {ct_cells})")

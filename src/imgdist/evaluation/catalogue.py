@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .. import defaults as D
-from ..checks import check_ct_sizes, check_fraction, check_int, check_number, option
+from ..checks import check_fraction, check_int, check_number, option
 from ..errors import ImgdistError, SetTooSmall
 
 # ---------------------------------------------------------------- settings
@@ -438,10 +438,26 @@ def _need_nearest_real(options, counts, chosen) -> None:
 
 
 def _need_ct_cells(options, counts, chosen) -> None:
-    real = counts.get("real")
-    if real is not None and options.ct_cells > real:
-        raise SetTooSmall(f"ct: {option('ct_cells')} {options.ct_cells} is more than the {real} real images")
-    check_ct_sizes(counts, options.ct_cells)
+    """What C_T (Meehan et al. 2020) needs of its sets, known from their sizes alone.
+
+    A cell enters C_T only with ``CT_MIN_FAKE_PER_CELL`` (21) fakes: the authors' tau = 20 / m, the
+    size from which the normal approximation of the cell's Mann-Whitney Z is trusted. Fewer fakes
+    than that in all can fill no cell. The held-out images are the other sample of every cell's
+    test, weighted by their share: fewer than the same 21 in all leave every cell's Z resting on a
+    handful of images (one held-out image gave C_T 1.23), and fewer than ``ct_cells`` leave cells
+    without any by construction. So: real >= ct_cells, held-out >= max(21, ct_cells), fakes >= 21.
+    """
+    real, fake, test = counts.get("real"), counts.get("fake"), counts.get("real_test")
+    cells, floor = options.ct_cells, D.CT_MIN_FAKE_PER_CELL
+    if real is not None and cells > real:
+        raise SetTooSmall(f"ct: {option('ct_cells')} {cells} is more than the {real} real images")
+    if fake is not None and fake < floor:
+        raise SetTooSmall(f"ct: the fake set has {fake} images; C_T uses only k-means cells holding at least "
+                          f"{floor} fakes, so it needs at least {floor}")
+    if test is not None and test < max(floor, cells):
+        raise SetTooSmall(f"ct: the held-out set (--real-test) has {test} image(s); C_T compares each cell's "
+                          f"fakes with its held-out images and needs at least {max(floor, cells)} of them "
+                          f"(at least {floor}, and one per cell on average: {option('ct_cells')} {cells})")
 
 
 def _need_adm_k(options, counts, chosen) -> None:
