@@ -56,10 +56,12 @@ class Selection(tuple):
 
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for, before the run's facts are known (``all`` not yet resolved)."""
+    """What the user asked for, before the run's facts are known (``all`` not yet resolved).
+    ``at``: metrics named on a network of their own (``fid@dinov2-vit-l14``), by network."""
 
     names: frozenset
     everything: bool
+    at: dict = field(default_factory=dict)
 
     def resolve(self, facts: Facts) -> Selection:
         chosen = set(self.names)
@@ -70,30 +72,37 @@ class Request:
 
 def request(metrics) -> Request:
     """``'fid,kid,prdc'``, ``'all'`` or a list -> a :class:`Request` (unknown names refused);
-    None: the default metrics."""
+    None: the default metrics. ``name@backbone`` computes a metric (or a group) on that network."""
     if metrics is None:
         metrics = R.default_metrics()
+    if isinstance(metrics, Request):
+        return metrics
     if isinstance(metrics, Selection):
         return Request(frozenset(metrics), False)
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     aliases, known = R.aliases(), set(R.names())
-    chosen, everything = set(), False
+    chosen, everything, at = set(), False, {}
     for raw in names:
-        name = str(raw).strip().lower()
+        name, _, net = str(raw).strip().lower().partition("@")
         if not name:
             continue
+        target = at.setdefault(net.strip(), set()) if net.strip() else chosen
+        if net and not net.strip():
+            raise ImgdistError(f"metric {raw!r}: name the network after '@' (e.g. fid@dinov2-vit-l14)")
         if name == "all":
+            if net:
+                raise ImgdistError(f"{raw!r}: 'all' depends on the run's backbone; name the metrics for {net}")
             everything = True
         elif name in aliases:
-            chosen.update(aliases[name])
+            target.update(aliases[name])
         elif name in known:
-            chosen.add(name)
+            target.add(name)
         else:
             raise ImgdistError(f"unknown metric {raw!r}; choose from {', '.join(R.names())} "
-                               f"(or {', '.join(aliases)}, all)")
-    if not chosen and not everything:
+                               f"(or {', '.join(aliases)}, all; name@backbone for another network)")
+    if not chosen and not everything and not at:
         raise ImgdistError("no metric chosen")
-    return Request(frozenset(chosen), everything)
+    return Request(frozenset(chosen), everything, {net: frozenset(ms) for net, ms in at.items()})
 
 
 def parse_metrics(metrics, facts: Facts | None = None, **fact_keywords) -> Selection:
@@ -262,18 +271,28 @@ class Plan:
 
 def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats_sides: tuple[str, ...] = (),
               counts: dict[str, int] | None = None, real_test: bool = False, per_image: bool = False,
-              per_class: bool = False, return_features: bool = False) -> Plan:
+              per_class: bool = False, return_features: bool = False, needs_real: bool = True) -> Plan:
     """Resolve ``metrics`` against what the run has and make every check possible before extraction.
 
     ``spec``: the backbone (None: statistics on both sides); ``counts``: the known image counts per
-    side (a statistics file without a count is left out); ``real_test``: a held-out set is given.
+    side (a statistics file without a count is left out); ``real_test``: a held-out set is given;
+    ``needs_real`` False: there is no real set (``imgdist score``), so ``all`` means the metrics that
+    need none, and naming another is refused.
     """
     options = options or MetricOptions()
     facts = Facts.of(spec, stats_sides=stats_sides, real_test=real_test)
     if isinstance(metrics, Selection):
         chosen = metrics
     else:
-        chosen = (metrics if isinstance(metrics, Request) else request(metrics)).resolve(facts)
+        chosen = request(metrics).resolve(facts)
+    if not needs_real:
+        asked = request(metrics) if not isinstance(metrics, Selection) else None
+        if asked is not None and asked.everything:
+            chosen = Selection(m for m in chosen if not R.get(m).needs_real)
+        needing = [m for m in chosen if R.get(m).needs_real]
+        if needing:
+            raise ImgdistError(f"{', '.join(needing)}: need(s) a real set to compare with; on one set only "
+                               f"{', '.join(m.name for m in R.metrics() if not m.needs_real)} can be computed")
     for wanted, what in ((return_features, "a report"), (per_image, "the per-image table"),
                          (per_class, "per-class metrics")):
         if wanted and stats_sides:

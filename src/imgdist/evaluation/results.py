@@ -131,6 +131,8 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     per_image: "PerImage | None" = None                      # one row per fake (``per_image=True``)
     per_class: dict[str, "Result"] = field(default_factory=dict)  # class name -> its result
+    #: result keys computed on another network than ``provenance``'s -> that network's provenance
+    spaces: dict[str, Provenance] = field(default_factory=dict)
 
     def __getitem__(self, metric: str) -> float:
         return self.values[metric]
@@ -139,7 +141,7 @@ class Result:
         metrics = {}
         for key, value in self.values.items():
             item = {"metric": key, "value": _finite(value)}
-            owner = R.owner(key)
+            owner = owner_of(key)
             if owner is not None and owner.lower_is_better is not None:
                 item["better"] = "lower" if owner.lower_is_better else "higher"
             if key in self.stds:
@@ -149,6 +151,8 @@ class Result:
             metrics[self.labels[key]] = item
         out = {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
                "details": self.details, "warnings": self.warnings}
+        if self.spaces:  # the other networks of the run, by the label of each number they gave
+            out["feature_spaces"] = {self.labels[key]: p.to_dict() for key, p in self.spaces.items()}
         if self.per_class:
             out["per_class"] = {name: {r.labels[k]: _finite(v) for k, v in r.values.items()} | {"counts": r.counts}
                                 for name, r in self.per_class.items()}
@@ -179,6 +183,11 @@ class Result:
                  + (f", precision {p.precision}" if p.reduced_precision else "")
                  if p.backbone else "backbone: not recorded (statistics files without provenance)",
                  f"resize mode: {p.preprocessing or p.resize_mode or 'not recorded'}"]
+        others = {}
+        for key, p in self.spaces.items():
+            others.setdefault(p, []).append(self.labels[key])
+        lines += [f"also {p.backbone} ({p.preprocessing or p.resize_mode}), weights sha256 "
+                  f"{(p.weights_sha256 or 'n/a')[:12]}: {', '.join(labels)}" for p, labels in others.items()]
         if "device" in self.details:
             lines.append(f"device: {self.details['device']}")
         lines += self._notes()
@@ -188,7 +197,7 @@ class Result:
 
     def _notes(self) -> list[str]:
         """The lines the metrics in the table have to say beyond their values (their ``note`` hooks)."""
-        owners = dict.fromkeys(R.owner(key) for key in self.values)
+        owners = dict.fromkeys(owner_of(key) for key in self.values)
         return [line for m in owners if m is not None and m.note is not None
                 for line in (m.note(self) or "").splitlines()]
 
@@ -201,7 +210,7 @@ class Result:
         present = {k for r in self.per_class.values() for k in r.values}
         keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
-        owner = R.owner(first)
+        owner = owner_of(first)
         direction = owner.lower_is_better if owner else None
 
         def worst_first(name):
@@ -223,6 +232,11 @@ class Result:
         if "intra_fid" in self.details:
             head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
         return head + "\n" + table
+
+
+def owner_of(key: str):
+    """The metric that fills result key ``key`` (``fid@dinov2-vit-l14`` is FID's)."""
+    return R.owner(key.split("@", 1)[0])
 
 
 def _finite(v):
