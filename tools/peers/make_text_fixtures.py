@@ -18,12 +18,14 @@ Run in the peers environment (clip-anytorch, open-clip-torch 3.3.0; see DESIGN.m
   code with its ``convert_weights``, float16 like OpenAI's files) for ViT-B/32 and ViT-L/14 with
   deterministic stand-in weights of *both* towers (``tests/vit_stand_in.stand_in_state_dict``,
   ``clip_b32_full`` / ``clip_l14_full``), saved as a traced TorchScript archive and loaded with
-  ``clip.load(file, jit=False)`` on the CPU, exactly as OpenAI's own files are; for the photos of
-  ``tests/vit_stand_in.clip_score_images`` and the prompts ``CLIP_SCORE_PROMPTS``: the image
+  ``clip.load(file, jit=False)`` on the CPU, exactly as OpenAI's own files are; for imgdist's
+  shipped photos (``tests/text_stand_in.builtin_photos``: all three for B/32, the first two for
+  L/14) and the prompts ``CLIP_SCORE_PROMPTS`` (image i pairs with prompt i): the image
   embeddings (``encode_image`` of ``clip.load``'s own ``preprocess``), the text embeddings
   (``encode_text(clip.tokenize(prompts, truncate=True))``), the per-image CLIP score
-  ``100 * max(cos, 0)`` computed from them in float64 here, and its mean. The text embeddings
-  of a few long and odd prompts (``TEXT_ONLY_PROMPTS``) too.
+  ``100 * max(cos, 0)`` computed from them in float64 here for every image-prompt pair, the
+  per-image scores of the matching pairs and their mean. The text embeddings of a few long and odd
+  prompts (``TEXT_ONLY_PROMPTS``) too.
 * ``tests/fixtures/openclip_keys.json`` and ``tests/fixtures/openclip_peers.npz`` (``openclip``):
   the names, shapes and dtypes of every tensor of open_clip's ``ViT-B-32``, ``ViT-H-14`` and
   ``ViT-bigG-14`` (``create_model(name)`` on the meta device, i.e. what their published weight
@@ -153,6 +155,139 @@ def run_tokens() -> None:
                                                                                   "regex")})))
     print(f"tokens: {len(prompts)} prompts, {(lengths > 77).sum()} longer than 77 tokens, "
           f"{(openai_ids != openclip_ids).any(axis=1).sum()} where OpenAI's and OpenCLIP's ids differ")
+
+
+# --- OpenAI CLIP: both towers, CLIP score ----------------------------------------------------
+
+CLIP_ARCHS = {"clip_b32_full": (512, 224, 12, 768, 32, 77, 49408, 512, 8, 12),
+              "clip_l14_full": (768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12)}
+# embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, context_length,
+# vocab_size, transformer_width, transformer_heads, transformer_layers: OpenAI's ViT-B/32 and ViT-L/14
+CLIP_IMAGES = {"clip_b32_full": 3, "clip_l14_full": 2}  # photos per model (ViT-L/14 is slow on a CPU)
+
+
+def clip_reference(arch: str, device=None):
+    from clip.model import CLIP, convert_weights
+
+    with torch.device(device or "cpu"):
+        model = CLIP(*CLIP_ARCHS[arch])
+    convert_weights(model)
+    return model
+
+
+def openclip_reference(name: str, device=None):
+    from open_clip.model import CLIP
+
+    cfg = OPENCLIP_SMALL[name] if name in OPENCLIP_SMALL else __import__("open_clip").get_model_config(OPENCLIP_REAL[name])
+    with torch.device(device or "cpu"):
+        return CLIP(**cfg)
+
+
+OPENCLIP_REAL = {"openclip_b32": "ViT-B-32", "openclip_h14": "ViT-H-14", "openclip_bigg14": "ViT-bigG-14"}
+OPENCLIP_PRETRAINED = {"ViT-B-32": "laion2b_s34b_b79k", "ViT-H-14": "laion2b_s32b_b79k",
+                       "ViT-bigG-14": "laion2b_s39b_b160k"}
+# two small configurations with the real ones' quirks: patch 32 like B-32; head width 52 and FFN
+# ratio 4.9231 (int(208 * 4.9231) = 1024) and a text head count that is not width / 64, like bigG
+OPENCLIP_SMALL = {
+    "openclip_small_a": dict(embed_dim=32, vision_cfg=dict(image_size=224, layers=2, width=64, head_width=16,
+                                                           patch_size=32),
+                             text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=4, layers=2)),
+    "openclip_small_b": dict(embed_dim=48, vision_cfg=dict(image_size=224, layers=2, width=208, head_width=52,
+                                                           mlp_ratio=4.9231, patch_size=14),
+                             text_cfg=dict(context_length=77, vocab_size=49408, width=80, heads=5, layers=2)),
+}
+
+
+def write_text_keys() -> None:
+    import open_clip
+
+    archs = {}
+    for arch in CLIP_ARCHS:
+        state = clip_reference(arch, "meta").state_dict()
+        archs[arch] = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state.items()]
+    configs = {}
+    for name in (*OPENCLIP_REAL, *OPENCLIP_SMALL):
+        state = openclip_reference(name, "meta").state_dict()
+        archs[name] = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state.items()]
+        configs[name] = OPENCLIP_SMALL.get(name) or open_clip.get_model_config(OPENCLIP_REAL[name])
+    preprocess = {model: open_clip.get_pretrained_cfg(model, tag) for model, tag in OPENCLIP_PRETRAINED.items()}
+    source = (f"clip-anytorch {version('clip-anytorch')} (CLIP + convert_weights), open_clip_torch "
+              f"{version('open_clip_torch')} (open_clip.model.CLIP(**config).state_dict())")
+    lines = ",\n".join(f'"{a}": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]" for a, rows in archs.items())
+    (FIXTURES / "text_keys.json").write_text(
+        '{"source": ' + json.dumps(source) + ',\n"openclip_configs": ' + json.dumps(configs)
+        + ',\n"openclip_pretrained": ' + json.dumps(preprocess) + ',\n"archs": {\n' + lines + "\n}}\n")
+
+
+def traced_clip_file(arch: str, path: Path) -> Path:
+    """The stand-in as a TorchScript archive like OpenAI's (traced CLIP, float16 weights)."""
+    import text_stand_in as TS
+
+    model = clip_reference(arch).eval()
+    model.load_state_dict(TS.stand_in_state_dict(arch), strict=True)
+    size = CLIP_ARCHS[arch][1]
+    traced = torch.jit.trace(model, (torch.zeros(1, 3, size, size, dtype=torch.float16),
+                                     torch.zeros(1, 77, dtype=torch.long)), check_trace=False)
+    traced.save(str(path))
+    return path
+
+
+def run_clip() -> None:
+    import clip
+    from PIL import Image
+
+    import text_stand_in as TS
+
+    write_text_keys()
+    images = TS.builtin_photos()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in CLIP_ARCHS:
+            path = traced_clip_file(arch, Path(tmp) / f"{arch}.pt")
+            model, preprocess = clip.load(str(path), device="cpu", jit=False)
+            model.eval()
+            with torch.no_grad():
+                image = np.concatenate([model.encode_image(preprocess(Image.fromarray(im))[None]).float().numpy()
+                                        for im in images[:CLIP_IMAGES[arch]]])
+                text = model.encode_text(clip.tokenize(list(TS.CLIP_SCORE_PROMPTS), truncate=True)).float().numpy()
+                extra = model.encode_text(clip.tokenize(list(TS.TEXT_ONLY_PROMPTS), truncate=True)).float().numpy()
+            scores = TS.clip_scores(image, text)
+            out.update({f"{arch}_image": image, f"{arch}_text": text, f"{arch}_text_extra": extra,
+                        f"{arch}_scores": scores, f"{arch}_per_image": np.diag(scores).copy(),
+                        f"{arch}_mean": np.float64(np.diag(scores).mean()),
+                        f"{arch}_weights": np.array(S.weights_digest(TS.stand_in_state_dict(arch)))})
+            print(f"{arch}: per-image CLIP score {np.round(np.diag(scores), 3)}, all pairs {np.round(scores, 2).tolist()}")
+    out["images_sha256"] = np.array(S.images_digest(images))
+    out["versions"] = np.array(json.dumps({p: version(p) for p in ("clip-anytorch", "torch", "pillow", "torchvision")}))
+    np.savez_compressed(FIXTURES / "text_clip_peers.npz", **out)
+
+
+# --- OpenCLIP ---------------------------------------------------------------------------------
+
+def run_openclip() -> None:
+    import open_clip
+    from PIL import Image
+
+    import text_stand_in as TS
+
+    write_text_keys()
+    images = TS.builtin_photos()
+    _, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", device="cpu")  # pretrained=None: its
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")  # eval transform is the LAION tags' (same cfg, see keys file)
+    prompts = list(TS.CLIP_SCORE_PROMPTS + TS.TEXT_ONLY_PROMPTS) + ["<end_of_text> literal", "<start_of_text>"]
+    out = {"prompts": np.array(prompts), "images_sha256": np.array(S.images_digest(images))}
+    for name in OPENCLIP_SMALL:
+        model = openclip_reference(name).eval()
+        model.load_state_dict(TS.stand_in_state_dict(name), strict=True)
+        with torch.no_grad():
+            out[f"{name}_raw"] = model.encode_image(S.raw_inputs(224, 2)).numpy()
+            out[f"{name}_image"] = np.concatenate([model.encode_image(preprocess(Image.fromarray(im))[None]).numpy()
+                                                   for im in images])
+            out[f"{name}_text"] = model.encode_text(tokenizer(prompts)).numpy()
+        out[f"{name}_weights"] = np.array(S.weights_digest(TS.stand_in_state_dict(name)))
+        print(f"{name}: image {out[f'{name}_image'].shape}, text {out[f'{name}_text'].shape}")
+    out["versions"] = np.array(json.dumps({p: version(p) for p in ("open_clip_torch", "torch", "pillow", "torchvision")}))
+    np.savez_compressed(FIXTURES / "openclip_peers.npz", **out)
 
 
 def main() -> None:
