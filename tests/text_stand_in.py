@@ -97,7 +97,7 @@ def builtin_photos() -> list[np.ndarray]:
 
     from vit_stand_in import ROOT
 
-    return [np.asarray(Image.open(ROOT / "src" / "imgdist" / "data" / f"{n}.jpg").convert("RGB")) for n in PHOTOS]
+    return [np.array(Image.open(ROOT / "src" / "imgdist" / "data" / f"{n}.jpg").convert("RGB")) for n in PHOTOS]
 
 
 def clip_scores(image_emb: np.ndarray, text_emb: np.ndarray, scale: float = 100.0) -> np.ndarray:

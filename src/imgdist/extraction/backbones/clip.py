@@ -183,12 +183,18 @@ class CLIPText(nn.Module):
         if ids.ndim != 2 or ids.shape[1] != self.cfg.context:
             raise ValueError(f"this text tower takes N x {self.cfg.context} token ids, got {tuple(ids.shape)}")
         ids = ids.to(device=self.token_embedding.weight.device, dtype=torch.long)
-        h = self.token_embedding(ids) + self.positional_embedding.to(self.token_embedding.weight.dtype)
+        # the end token's feature: the first position of the largest id, as OpenAI's argmax finds it
+        end = ids.argmax(dim=-1)
+        # with causal attention no position sees the ones after it, so the padding after the last
+        # end token cannot change any end token's feature: it is left out (typical captions fill
+        # 10-25 of the 77 positions, so this is 3-5x less work, and the same numbers)
+        length = int(end.max()) + 1 if len(ids) else 1
+        ids = ids[:, :length]
+        h = self.token_embedding(ids) + self.positional_embedding[:length]
         for block in self.transformer.resblocks:
             h = block(h)
-        # the end token's feature: the first position of the largest id, as OpenAI's argmax finds it
-        end = h[torch.arange(h.shape[0], device=h.device), ids.argmax(dim=-1)]
-        return self.ln_final(end) @ self.text_projection
+        h = h[torch.arange(h.shape[0], device=h.device), end]
+        return self.ln_final(h) @ self.text_projection
 
     encode_text = forward
 
@@ -197,9 +203,11 @@ class CLIPText(nn.Module):
         """Prompts -> their embeddings (float32 numpy) and tokens (which prompts were truncated)."""
         tokens = self.tokenizer(list(prompts))
         out = np.zeros((len(tokens), self.cfg.embed_dim), dtype=np.float32)
-        for start in range(0, len(tokens), batch_size):
-            chunk = torch.from_numpy(tokens.ids[start:start + batch_size])
-            out[start:start + len(chunk)] = self(chunk).float().cpu().numpy()
+        # batches of similar length, so that each batch runs only as long as its own longest prompt
+        order = np.argsort(tokens.ids.argmax(axis=1), kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            out[rows] = self(torch.from_numpy(tokens.ids[rows])).float().cpu().numpy()
         return TextEmbeddings(out, tokens)
 
 
