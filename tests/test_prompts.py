@@ -171,7 +171,7 @@ def _bad_cases():
         ("csv-duplicate", csv_file(csv_text(rows + [("a.png", "again")])),
          r"p\.csv: line 5: a second prompt for 'a\.png' \(the first is on line 2\); each image takes exactly one"),
         ("csv-unmatched", csv_file(csv_text(rows + [("zzz.png", "nothing"), ("yyy.png", "nothing")])),
-         r"p\.csv: line 5: 'zzz\.png' names no image of .*images \(and 1 more entries\); names are as the source "
+         r"p\.csv: line 5: 'zzz\.png' names no image of .*images \(and 1 more unmatched\); names are as the source "
          r"gives them, e\.g\. 'a\.png'"),
         ("csv-empty-prompt", csv_file(csv_text([rows[0], ("b.jpg", "  "), rows[2]])),
          r"p\.csv: line 3: empty prompt for 'b\.jpg'"),
@@ -195,7 +195,7 @@ def _bad_cases():
         ("jsonl-no-key", jsonl(ok[:2] + ['{"file": "sub/c.png", "text": "c"}']),
          r"p\.jsonl: line 3: no 'prompt' key \(each line needs file and prompt\)"),
         ("jsonl-not-string", jsonl(ok[:2] + ['{"file": "sub/c.png", "prompt": 3}']),
-         r"p\.jsonl: line 3: 'prompt' is a int, not a string"),
+         r"p\.jsonl: line 3: 'prompt' must be a string, not int"),
         ("jsonl-bad-utf8", csv_file(("\n".join(ok) + "\n").encode().replace(b"square", b"squ\xc3re"), "p.jsonl"),
          r"p\.jsonl: line 1: not UTF-8 text \(byte 0xc3"),
         ("txt-too-few", csv_file("one\ntwo\n", "p.txt"),

@@ -183,7 +183,7 @@ def _jsonl_entries(path: str, text: str) -> Iterable[tuple[int, str, str]]:
             if key not in item:
                 raise PromptError(f"{path}: line {line}: no {key!r} key (each line needs file and prompt)")
             if not isinstance(item[key], str):
-                raise PromptError(f"{path}: line {line}: {key!r} is a {type(item[key]).__name__}, not a string")
+                raise PromptError(f"{path}: line {line}: {key!r} must be a string, not {type(item[key]).__name__}")
         entries.append((line, item["file"], item["prompt"]))
     return entries
 
@@ -209,7 +209,7 @@ def _match(path: str, entries: Iterable[tuple[int, str, str]], names: list[str],
         prompts[i] = prompt
     if unmatched:
         line, name = unmatched[0]
-        more = f" (and {len(unmatched) - 1} more entries)" if len(unmatched) > 1 else ""
+        more = f" (and {len(unmatched) - 1} more unmatched)" if len(unmatched) > 1 else ""
         raise PromptError(f"{path}: line {line}: {_show(name)} names no image of {source.label}{more}; names are "
                           f"as the source gives them, e.g. {_show(names[0])}")
     missing = [names[i] for i, p in enumerate(prompts) if p is None]
