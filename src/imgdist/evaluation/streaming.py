@@ -65,7 +65,7 @@ class Evaluator:
     held-out set of C_T. Every metric is available, or refused here with the reason.
     """
 
-    def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=("fid",), real_stats=None, weights=None, mode=None,
+    def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=None, real_stats=None, weights=None, mode=None,
                  dims=None, device=D.DEVICE, precision="fp32", **settings):
         options = MetricOptions.from_keywords(settings)
         self.extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
@@ -74,6 +74,8 @@ class Evaluator:
         if real_stats is not None:
             frozen = real_stats if isinstance(real_stats, GaussianStats) else GaussianStats.load(real_stats)
             frozen.provenance.check_compatible(self.extractor.provenance, "real statistics vs the backbone")
+        if metrics is None:  # the default metrics (with statistics up front: those that need no features)
+            metrics = [m for m in R.default_metrics() if frozen is None or R.FEATURES not in R.get(m).needs]
         asked = request(metrics)
         # a held-out set only where a metric named explicitly reads one ('all' leaves C_T out)
         held_out = any(REAL_TEST in R.get(name).needs for name in asked.names)
