@@ -36,6 +36,7 @@ from imgdist.errors import ImgdistError, ProvenanceError
 from imgdist.extraction.features import FeatureExtractor
 from imgdist.extraction.provenance import Provenance
 from imgdist.evaluation.results import metric_label
+import tf32_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,8 +49,9 @@ def _images(n, seed, brightness=0, size=SIZE):
 
 
 def _flags():
-    return (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-            torch.get_float32_matmul_precision())
+    """(cuBLAS may use TF32, cuDNN may use TF32, oneDNN is strict[, ...]) in the installed torch's API
+    family (see tf32_sequences.inside)."""
+    return tf32_sequences.inside()
 
 
 class FlagRecorder(nn.Module):
@@ -68,29 +70,30 @@ class FlagRecorder(nn.Module):
 
 @pytest.fixture
 def tf32_on():
-    """The caller's flags set to TF32 everywhere (the opposite of strict fp32); put back after."""
-    before = _flags()
-    torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    """The caller's flags set to TF32 everywhere (the opposite of strict fp32), in the installed
+    torch's own API family; torch's defaults put back after."""
+    if tf32_sequences.NEW:
+        torch.backends.fp32_precision = "tf32"
+    else:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
     yield _flags()
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
-    torch.set_float32_matmul_precision(before[2])
+    tf32_sequences.reset()
 
 
 # ------------------------------------------------------------------ 1. fp32 means fp32
 
 
 def test_tf32_is_off_during_extraction_and_the_callers_flags_come_back(tf32_on):
-    assert tf32_on == (True, True, "high")
+    assert tf32_on[:2] == (True, True)
     net = FlagRecorder()
     ex = FeatureExtractor(custom_backbone(net, input_size=SIZE), device="cpu", progress=False, workers=0,
                           batch_size=4)
     net.seen.clear()  # custom_backbone ran it once to learn the feature size
     ex.extract(_images(10, 0))
     ex.embed_images(_images(3, 1))
-    assert net.seen and set(net.seen) == {(False, False, "highest")}
-    assert _flags() == (True, True, "high")
+    assert net.seen and set(net.seen) == {tf32_sequences.EXPECTED["X"]}
+    assert _flags() == tf32_on
 
 
 def test_the_callers_flags_come_back_after_an_error(tf32_on):
@@ -104,8 +107,8 @@ def test_the_callers_flags_come_back_after_an_error(tf32_on):
                           workers=0, batch_size=4)
     with pytest.raises(RuntimeError, match="broken network"):
         ex.extract(_images(10, 0))
-    assert net.seen == [(False, False, "highest")]
-    assert _flags() == (True, True, "high")
+    assert net.seen == [tf32_sequences.EXPECTED["X"]]
+    assert _flags() == tf32_on
 
 
 def test_tf32_is_refused_on_cpu_in_one_line(tmp_path, capsys):
@@ -127,7 +130,7 @@ def test_tf32_turns_tf32_on_and_is_labelled_and_keyed_apart(monkeypatch, tmp_pat
     assert tf32.dtype == torch.float32
     before = _flags()
     tf32.embed_images(_images(2, 0))
-    assert net.seen[-1] == (True, True, "high") and _flags() == before
+    assert net.seen[-1][:2] == (True, True) and _flags() == before
     assert tf32.provenance.precision == "tf32" and tf32.provenance.reduced_precision
     assert tf32._cache_path() != fp32._cache_path() and "tf32" in tf32._extractor_id()
     with pytest.raises(ProvenanceError, match="precision fp32 vs tf32"):
@@ -252,7 +255,7 @@ def test_out_of_memory_halves_the_batch_and_changes_nothing_beyond_rounding(monk
     def limited(batch, outputs):  # as a GPU with memory for 6 images at a time
         sizes.append(len(batch))
         if len(batch) > 6:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return network(batch, outputs)
 
     monkeypatch.setattr(ex, "_network", limited)
@@ -274,7 +277,7 @@ def test_out_of_memory_with_one_image_is_one_line(monkeypatch):
                           batch_size=2)
 
     def no_memory(batch, outputs):
-        raise torch.OutOfMemoryError("CUDA out of memory")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(ex, "_network", no_memory)
     with pytest.warns(imgdist.errors.ImgdistWarning), \
