@@ -14,6 +14,7 @@ References are independent: float64 numpy recomputations, or the same extraction
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -188,6 +189,65 @@ def test_device_statistics_equal_the_host_path(offset):
     assert _rel(got.mu, host.mu) <= 1e-12 and _rel(got.sigma, host.sigma) <= 1e-12
     # against the two-pass formula: float64 rounding of the offset itself (3.7e-12 at 1e6)
     assert _rel(got.mu, x.mean(axis=0)) <= 1e-12 and _rel(got.sigma, centred.T @ centred / 256) <= 1e-10
+
+
+class MpsStandIn:
+    """A batch of features on a device without float64, as Apple's MPS is: converting it to float64
+    there raises MPS's TypeError; copying it to the host is what works."""
+
+    device = torch.device("mps")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __len__(self):
+        return len(self.tensor)
+
+    def to(self, *args, **kwargs):
+        targets = [a for a in args if isinstance(a, (str, torch.device))] + [kwargs.get("device")]
+        if any(t is not None and torch.device(t).type == "cpu" for t in targets):
+            return self.tensor.to(*args, **kwargs)
+        raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support "
+                        "float64. Please use float32 instead.")
+
+
+def test_a_device_without_float64_keeps_the_statistics_in_float64_on_the_host():
+    """Issue 23, item 2 (at 0c5d37c: MPS's TypeError on the first batch)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(90, 5)) * 30 + 1e3
+    dev = imgdist.extraction.stats.DeviceStats()
+    for start in range(0, len(x), 25):
+        dev.update(MpsStandIn(torch.from_numpy(x[start:start + 25]).float()))
+    assert dev.mean.device.type == "cpu" and dev.scatter.dtype == torch.float64
+    x32 = x.astype(np.float32).astype(np.float64)  # what the float32 features hold
+    got = dev.to_host()
+    centred = x32 - x32.mean(axis=0)
+    assert got.n == 90 and _rel(got.mu, x32.mean(axis=0)) <= 1e-13
+    assert _rel(got.sigma, centred.T @ centred / 89) <= 1e-12
+
+
+def test_the_result_says_where_the_statistics_of_such_a_device_are(monkeypatch, tmp_path, capsys):
+    """The CPU stands in for a device without float64: every batch takes the host route, the
+    numbers do not move, and the result and the stats summary say where the statistics were."""
+    from PIL import Image
+
+    for side, brightness in (("real", 0), ("fake", 25)):
+        (tmp_path / side).mkdir()
+        for i, image in enumerate(_images(12, brightness, brightness)):
+            Image.fromarray(image).save(tmp_path / side / f"{i}.png")
+    argv = ["eval", str(tmp_path / "real"), str(tmp_path / "fake"), "--backbone", "pixels", "--resize-mode", "native",
+            "--metrics", "fid", "--json", "--no-cache", "--no-progress", "--workers", "0", "--device", "cpu"]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(imgdist.extraction.stats, "NO_FLOAT64", frozenset({"cpu"}))
+    assert main(argv) == 0
+    routed = json.loads(capsys.readouterr().out)
+    note = "cpu (statistics in float64 on the host: cpu has no float64)"
+    assert routed["details"]["device"] == note and plain["details"]["device"] == "cpu"
+    assert routed["metrics"] == plain["metrics"] and plain["metrics"]["FD[pixels]"]["value"] > 0
+    assert main(["stats", str(tmp_path / "real"), "-o", str(tmp_path / "s.npz"), "--backbone", "pixels",
+                 "--no-cache", "--no-progress", "--workers", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"device {note}")
 
 
 class Offset(nn.Module):

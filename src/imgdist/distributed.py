@@ -402,7 +402,7 @@ def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="incep
         sides.append(_gather_features(local, shard))
     result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),
                                progress=progress and rank == 0)
-    result.details["device"] = str(extractor.device)
+    result.details["device"] = extractor.device_label
     result.details["processes"] = world
     return result
 

@@ -190,7 +190,7 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
         borderline_precision=pr["borderline_precision"], borderline_recall=pr["borderline_recall"],
         statistics={side: "stored mu/sigma, mu_s/sigma_s" if b.stored is not None
                     else f"computed from arr_0 ({len(b)} images)" for side, b in batches.items()},
-        device=str(ext.device))
+        device=ext.device_label)
     return result
 
 

@@ -192,7 +192,7 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         result.warnings.append(f"--real-test {real_test} was not read: only ct (the data-copying test C_T) uses "
                                "held-out real images, and it is not among the metrics")
     if ext is not None:
-        result.details["device"] = str(ext.device)
+        result.details["device"] = ext.device_label
     return (result, sides["real"], sides["fake"]) if return_features else result
 
 

@@ -48,7 +48,7 @@ from ..errors import ImageError, ImgdistError, ImgdistWarning, one_line
 from .preprocess import Preprocessing
 from .provenance import Provenance
 from .sources import ImageSource, Skipped, check_on_error, open_source
-from .stats import DeviceStats, GaussianStats
+from .stats import DeviceStats, GaussianStats, statistics_home
 
 #: cached rows read at a time (statistics-only runs hold no more than this many)
 CACHE_READ_CHUNK = 1000
@@ -311,6 +311,12 @@ class FeatureExtractor:
         """Free memory kept between batches while extracting on the CPU (:mod:`imgdist.extraction.allocator`):
         one batch's activations and half again, for the buffers that do not line up."""
         return max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
+
+    @property
+    def device_label(self) -> str:
+        """The device, and where the statistics accumulate where that is not on it (MPS)."""
+        note = statistics_home(self.device.type)
+        return str(self.device) + (f" ({note})" if note else "")
 
     @property
     def feature_dim(self) -> int:
@@ -828,7 +834,7 @@ class _Run:
             return Features(names=[], stats=self.stats, provenance=self.ex.provenance,
                             features=np.zeros((0, self.ex.feature_dim), np.float32) if self.keep_features else None,
                             logits=np.zeros((0, spec.num_classes), np.float32) if self.keep_logits else None,
-                            device=str(self.ex.device), timing=self.timing, extra=extra,
+                            device=self.ex.device_label, timing=self.timing, extra=extra,
                             extra_features={name: np.zeros((0, spec.extra_outputs[name]), np.float32)
                                             for name in self.extra_rows})
         if not good:
@@ -838,7 +844,7 @@ class _Run:
             names=[self.source.name_of(i) for i in good], stats=self.stats, provenance=self.ex.provenance,
             features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
             logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
-            skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
+            skipped=skipped, cached=len(self.cached), indices=good, device=self.ex.device_label,
             timing=self.timing, extra=extra,
             extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
                             for name, rows in self.extra_rows.items()})

@@ -216,11 +216,25 @@ class GaussianStats:
         return f"GaussianStats(n={self.n}, dim={self.dim}, {self.provenance.summary()})"
 
 
+#: device types whose tensors cannot be float64 (Apple's MPS): the statistics of their features
+#: accumulate in float64 on the host instead, each batch's features copied there once
+NO_FLOAT64 = frozenset({"mps"})
+
+
+def statistics_home(device_type: str) -> str | None:
+    """None where the statistics of a device's features accumulate on that device; else the note
+    that says where they do (for the result and the ``stats`` summary)."""
+    if device_type in NO_FLOAT64:
+        return f"statistics in float64 on the host: {device_type} has no float64"
+    return None
+
+
 class DeviceStats:
     """The streaming state of :class:`GaussianStats` (count, float64 mean, centred scatter) kept as
     torch tensors on the device that computes the features, updated by the same pairwise formula:
     no per-batch copy to the host and no host-side float64 products (3.3 s of 6.5 s for 10,000
-    images on an H200, issue 16). :meth:`to_host` copies it once at the end."""
+    images on an H200, issue 16). :meth:`to_host` copies it once at the end. On a device without
+    float64 (:data:`NO_FLOAT64`) the state lives on the host (issue 23)."""
 
     def __init__(self):
         self.n = 0
@@ -230,7 +244,8 @@ class DeviceStats:
         """Add a batch (an N x d torch tensor, on any device)."""
         import torch
 
-        x = features.to(torch.float64)
+        x = features.to("cpu") if features.device.type in NO_FLOAT64 else features
+        x = x.to(torch.float64)
         if not len(x):
             return self
         mean = x.mean(dim=0)

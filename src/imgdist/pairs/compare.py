@@ -88,8 +88,14 @@ class _Embedder:
         return self.model(x, outputs=("pool", "spatial"))
 
 
+def _host64(t: torch.Tensor) -> torch.Tensor:
+    """float64 on the host: the distances of one pair are small sums, and a device may have no
+    float64 (Apple's MPS)."""
+    return t.to("cpu").double()
+
+
 def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
-    pa, pb = fa["pool"][0].double(), fb["pool"][0].double()
+    pa, pb = _host64(fa["pool"][0]), _host64(fb["pool"][0])
     l2 = float((pa - pb).norm())
     na, nb = float(pa.norm()), float(pb.norm())
     # 1 - cos as half the squared distance of the unit vectors: the same number, but exactly 0 for
@@ -97,8 +103,9 @@ def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
     cosine = float(((pa / na - pb / nb) ** 2).sum()) / 2.0 if na > 0 and nb > 0 else math.nan
     spatial = 0.0
     for ma, mb in zip(fa.get("spatial", []), fb.get("spatial", [])):
-        na = ma.double() / (ma.double().norm(dim=1, keepdim=True) + 1e-10)
-        nb = mb.double() / (mb.double().norm(dim=1, keepdim=True) + 1e-10)
+        ma, mb = _host64(ma), _host64(mb)
+        na = ma / (ma.norm(dim=1, keepdim=True) + 1e-10)
+        nb = mb / (mb.norm(dim=1, keepdim=True) + 1e-10)
         spatial += float(((na - nb) ** 2).sum(dim=1).mean())
     return FeatureDistances(l2, cosine, spatial)
 
