@@ -147,10 +147,11 @@ def _cmd_eval(args) -> int:
     if launched_by_torchrun():
         return _eval_distributed(args)
     # outputs before any extraction
+    inputs = _inputs(args, args.real, args.fake, args.real_test)
     if args.report is not None:  # "" too: an empty name is an error, not "no report"
-        check_output(args.report, "--report", (".html", ".htm"))
+        check_output(args.report, "--report", (".html", ".htm"), inputs=inputs)
     if args.per_image is not None:
-        check_output(args.per_image, "--per-image", ".csv")
+        check_output(args.per_image, "--per-image", ".csv", inputs=inputs)
     out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
                    real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
                    on_error=args.on_error, force=args.force, return_features=bool(args.report),
@@ -240,14 +241,24 @@ def _eval_distributed(args) -> int:
     return 0
 
 
+def _inputs(args, *sources) -> tuple:
+    """The files a command reads: its sources, weights and a TorchScript backbone (no output may be
+    one of them)."""
+    return tuple(p for p in (*sources, args.weights, args.backbone) if p)
+
+
 def _cmd_stats(args) -> int:
+    from .evaluation.spread import check_set
     from .extraction.features import extract_features
+    from .extraction.sources import open_source
 
     if args.format == "adm":
         return _stats_adm(args)
-    check_output(args.output, "-o/--output", ".npz")
-    features = extract_features(args.source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
+    check_output(args.output, "-o/--output", ".npz", inputs=_inputs(args, args.source))
+    source = open_source(args.source)
+    features = extract_features(source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
                                 on_error=args.on_error, **_extractor_kwargs(args))
+    check_set(features, source, features.provenance.backbone, args.source)  # as eval refuses it
     features.stats.save(args.output)
     print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
           f"{features.stats.provenance.summary()}, device {features.device}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,8 @@ from ..errors import ImgdistWarning, SourceError
 from ..files import atomic_write
 from ..extraction.provenance import Provenance
 from .results import Result, weights_tag
-from ..extraction.stats import _checked_moments, _read_npz_keys
+from ..extraction.arrayfiles import npz_names, read_member, read_npz
+from ..extraction.stats import _checked_moments, stored_provenance
 
 POOL_DIM, SFID_DIM = 2048, 2023
 REFERENCE_IMAGES = 10_000
@@ -58,12 +58,12 @@ class AdmBatch:
 def read_adm_batch(path) -> AdmBatch:
     """An ADM batch, validated; every malformed case is a one-line :class:`SourceError` naming it."""
     path = os.fspath(path)
-    keys = _read_npz_keys(path)
+    keys = npz_names(path)
     if "arr_0" not in keys:
         what = "a statistics file (mu, sigma) without images" if {"mu", "sigma"} <= set(keys) else \
             f"arrays {', '.join(sorted(keys)) or 'none'}"
         raise SourceError(f"{path}: not an ADM batch (needs images in 'arr_0'; holds {what})")
-    images = _member_array(path, "arr_0")
+    images = read_member(path, "arr_0")
     _check_images(images, path)
     present = [k for k in _STAT_KEYS if k in keys]
     stored = None
@@ -72,8 +72,7 @@ def read_adm_batch(path) -> AdmBatch:
             missing = [k for k in _STAT_KEYS if k not in keys]
             raise SourceError(f"{path}: stored statistics are incomplete: has {', '.join(present)} but not "
                               f"{', '.join(missing)} (an ADM reference batch carries all four)")
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in _STAT_KEYS}
+        arrays = read_npz(path, _STAT_KEYS)
         mu, sigma, _ = _checked_moments(arrays["mu"], arrays["sigma"], None, path, SourceError)
         mu_s, sigma_s, _ = _checked_moments(arrays["mu_s"], arrays["sigma_s"], None, f"{path} (sFID)",
                                             SourceError)
@@ -95,43 +94,7 @@ def _check_images(images: np.ndarray, path: str) -> None:
 
 def _stored_provenance(path: str, keys) -> Provenance | None:
     fields = [k for k in keys if k.startswith("provenance_")]
-    if not fields:
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        meta = {}
-        for key in fields:
-            value = np.asarray(data[key])
-            if value.ndim != 0 or value.dtype.kind != "U":
-                raise SourceError(f"{path}: {key} must be a string")
-            meta[key[len("provenance_"):]] = str(value) or None
-    return Provenance.from_dict(meta)
-
-
-def _member_array(path: str, name: str) -> np.ndarray:
-    """``name`` from the archive, memory-mapped (copy-on-write: never written back, and writable for
-    torch) where it is stored uncompressed (``np.savez``: a
-    50,000 x 256 x 256 x 3 sample batch is 9.8 GB, more than many machines hold); else read."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo(f"{name}.npy")
-            if info.compress_type == zipfile.ZIP_STORED:
-                with zf.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, fortran, dtype = read_header(member)
-                    header = member.tell()
-                with open(path, "rb") as raw:  # the member's data starts after its local header
-                    raw.seek(info.header_offset + 26)
-                    name_len, extra_len = np.frombuffer(raw.read(4), "<u2")
-                start = info.header_offset + 30 + int(name_len) + int(extra_len) + header
-                if not dtype.hasobject and start + int(np.prod(shape)) * dtype.itemsize <= os.path.getsize(path):
-                    return np.memmap(path, dtype=dtype, mode="c", offset=start, shape=tuple(shape),
-                                     order="F" if fortran else "C")
-        with np.load(path, allow_pickle=False) as data:
-            return data[name]
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"{path}: cannot read '{name}' ({' '.join(str(exc).split())})") from None
+    return stored_provenance(read_npz(path, fields), path) if fields else None
 
 
 # ---------------------------------------------------------------------- the suite
@@ -252,10 +215,11 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     ``sigma_s`` over the *whole* source (streaming, float64), plus imgdist's provenance fields.
     Returns a summary dict."""
     from .catalogue import SUITES
+    from .spread import check_set
     from ..extraction.features import FeatureExtractor
     from ..extraction.sources import open_source
 
-    output = check_output(output, "-o/--output", ".npz")
+    output = check_output(output, "-o/--output", ".npz", inputs=(source, weights))
     images = check_int("adm_images", images, 1)
     seed = check_int("seed", seed, 0)
     src = open_source(source)
@@ -269,6 +233,7 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device, batch_size=batch_size,
                            workers=workers, progress=progress, cache=False)
     feats = ext.extract(src, keep_features=False, extra_layers=("sfid",), on_error=on_error, desc="reference")
+    check_set(feats, src, ext.spec.name, src.label)  # as eval refuses it
     spatial = feats.extra["sfid"]
     meta = {f"provenance_{k}": ("" if v is None else v) for k, v in ext.provenance.to_dict().items()}
     with atomic_write(output, "wb") as fh:  # never a half-written reference batch
