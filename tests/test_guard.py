@@ -554,6 +554,20 @@ CASES = [
      "nan_lite.pth: tensor '_conv_stem.weight' holds 27 non-finite value(s)"),
     ("compare-non-finite-features", ["compare", "{a}", "{b}", "--backbone", "{nan_net}", "--input-size", "8"], None,
      ERR, "produced non-finite features for {a} (NaN or infinity)"),
+    # issue 23.9: flags that change nothing are refused, not ignored
+    ("suite-adm-precision", ["eval", "{imgs_npz}", "{imgs_npz}", "--suite", "adm", "--precision", "bf16"], None, ERR,
+     "--suite adm: --precision would change nothing in its table"),
+    ("suite-adm-dims-zero", ["eval", "{imgs_npz}", "{imgs_npz}", "--suite", "adm", "--dims", "0"], None, ERR,
+     "--suite adm: --dims would change nothing in its table"),
+    ("stats-adm-precision", ["stats", "{real}", "-o", "{root}/adm.npz", "--format", "adm", "--precision", "tf32",
+                             "--device", "cpu"], None, ERR,
+     "--format adm: --precision would change nothing in an ADM reference batch"),
+    ("stats-adm-dims", ["stats", "{real}", "-o", "{root}/adm.npz", "--format", "adm", "--dims", "64"], None, ERR,
+     "--format adm: --dims would change nothing in an ADM reference batch"),
+    # issue 23.10: never write a batch the suite would refuse
+    ("stats-adm-images-3", ["stats", "{real}", "-o", "{root}/adm3.npz", "--format", "adm", "--adm-images", "3"],
+     {"IMGDIST_OFFLINE": "1"}, ERR,
+     "adm_images (--adm-images) 3: --suite adm refuses a batch of 3 images; precision and recall need more than k = 3"),
 ]
 
 

@@ -186,7 +186,8 @@ def _eval_suite(args) -> int:
     given += [flag for flag, value in (("--metrics", args.metrics != ",".join(D.METRICS)),
                                        ("--report", args.report is not None),
                                        ("--per-image", args.per_image is not None), ("--per-class", args.per_class),
-                                       ("--real-test", args.real_test), ("--dims", args.dims)) if value]
+                                       ("--real-test", args.real_test)) if value]
+    given += _unused_extraction_flags(args)
     if given:
         raise ImgdistError(f"--suite {suite.name}: {', '.join(given)} would change nothing in its table (its "
                            f"metrics are {', '.join(suite.names.values())}); leave them out")
@@ -267,12 +268,23 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+def _unused_extraction_flags(args) -> list[str]:
+    """Extraction flags the ADM table and batch ignore: they run the FID Inception's pool_3 and sFID
+    maps in strict fp32 without the feature cache, whatever these say."""
+    return [flag for flag, value in (("--dims", args.dims is not None), ("--precision", args.precision != "fp32"),
+                                     ("--cache-dir", args.cache_dir is not None)) if value]
+
+
 def _stats_adm(args) -> int:
     from .evaluation.adm import write_adm_reference
 
     if args.backbone != "inception" or args.mode not in (None, "tf"):
         raise ImgdistError("--format adm: ADM's reference batches use the FID Inception in resize mode tf; "
                            "leave --backbone and --resize-mode out")
+    given = _unused_extraction_flags(args)
+    if given:
+        raise ImgdistError(f"--format adm: {', '.join(given)} would change nothing in an ADM reference batch (the FID "
+                           "Inception's pool_3 and sFID maps, strict fp32, no feature cache); leave them out")
     out = write_adm_reference(args.source, args.output, images=args.adm_images, seed=args.seed,
                               batch_size=args.batch_size, device=args.device, weights=args.weights,
                               workers=args.workers, progress=not args.no_progress, on_error=args.on_error)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import defaults as D
 from ..checks import check_int, check_output
-from ..errors import ImgdistWarning, SourceError
+from ..errors import ImgdistError, ImgdistWarning, SourceError
 from ..files import atomic_write
 from ..extraction.provenance import Provenance
 from .results import Result, weights_tag
@@ -64,23 +64,32 @@ def read_adm_batch(path) -> AdmBatch:
             f"arrays {', '.join(sorted(keys)) or 'none'}"
         raise SourceError(f"{path}: not an ADM batch (needs images in 'arr_0'; holds {what})")
     images = read_member(path, "arr_0")
-    _check_images(images, path)
     present = [k for k in _STAT_KEYS if k in keys]
-    stored = None
-    if present:
-        if len(present) != len(_STAT_KEYS):
-            missing = [k for k in _STAT_KEYS if k not in keys]
-            raise SourceError(f"{path}: stored statistics are incomplete: has {', '.join(present)} but not "
-                              f"{', '.join(missing)} (an ADM reference batch carries all four)")
-        arrays = read_npz(path, _STAT_KEYS)
-        mu, sigma, _ = _checked_moments(arrays["mu"], arrays["sigma"], None, path, SourceError)
-        mu_s, sigma_s, _ = _checked_moments(arrays["mu_s"], arrays["sigma_s"], None, f"{path} (sFID)",
-                                            SourceError)
-        for name, vec, dim in (("mu", mu, POOL_DIM), ("mu_s", mu_s, SFID_DIM)):
-            if len(vec) != dim:
-                raise SourceError(f"{path}: {name} has {len(vec)} dimensions, ADM's is {dim}")
-        stored = (mu, sigma, mu_s, sigma_s)
+    if present and len(present) != len(_STAT_KEYS):
+        missing = [k for k in _STAT_KEYS if k not in keys]
+        raise SourceError(f"{path}: stored statistics are incomplete: has {', '.join(present)} but not "
+                          f"{', '.join(missing)} (an ADM reference batch carries all four)")
+    stored = check_batch(images, read_npz(path, _STAT_KEYS) if present else None, path)
     return AdmBatch(path, images, stored, _stored_provenance(path, keys))
+
+
+def check_batch(images: np.ndarray, arrays: dict | None, path: str):
+    """What the suite takes as a batch, for its reader and for its writer (which checks what it is
+    about to write, so that it never writes a batch the suite would refuse): uint8 N x H x W x 3
+    images, more than ``k`` of them, and stored statistics (``arrays``: mu, sigma, mu_s, sigma_s,
+    or None) checked like a statistics file, of ADM's sizes. Returns them checked, or None."""
+    _check_images(images, path)
+    if len(images) <= D.ADM_K:
+        raise SourceError(f"{path}: {len(images)} images; precision and recall need more than "
+                          f"k = {D.ADM_K} (each image's radius is its {D.ADM_K}rd neighbour)")
+    if arrays is None:
+        return None
+    mu, sigma, _ = _checked_moments(arrays["mu"], arrays["sigma"], None, path, SourceError)
+    mu_s, sigma_s, _ = _checked_moments(arrays["mu_s"], arrays["sigma_s"], None, f"{path} (sFID)", SourceError)
+    for name, vec, dim in (("mu", mu, POOL_DIM), ("mu_s", mu_s, SFID_DIM)):
+        if len(vec) != dim:
+            raise SourceError(f"{path}: {name} has {len(vec)} dimensions, ADM's is {dim}")
+    return mu, sigma, mu_s, sigma_s
 
 
 def _check_images(images: np.ndarray, path: str) -> None:
@@ -120,10 +129,6 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
 
     suite = SUITES["adm"]
     batches = {"reference": read_adm_batch(ref), "sample": read_adm_batch(sample)}
-    for batch in batches.values():
-        if len(batch) <= D.ADM_K:
-            raise SourceError(f"{batch.path}: {len(batch)} images; precision and recall need more than "
-                              f"k = {D.ADM_K} (each image's radius is its {D.ADM_K}rd neighbour)")
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device,
                            batch_size=batch_size, workers=workers, progress=progress, cache=False)
     notes: list[str] = []
@@ -221,6 +226,9 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
 
     output = check_output(output, "-o/--output", ".npz", inputs=(source, weights))
     images = check_int("adm_images", images, 1)
+    if images <= D.ADM_K:  # before the work: --suite adm would refuse the batch
+        raise ImgdistError(f"adm_images (--adm-images) {images}: --suite adm refuses a batch of {images} images; "
+                           f"precision and recall need more than k = {D.ADM_K}")
     seed = check_int("seed", seed, 0)
     src = open_source(source)
     n = len(src)
@@ -235,10 +243,11 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     feats = ext.extract(src, keep_features=False, extra_layers=("sfid",), on_error=on_error, desc="reference")
     check_set(feats, src, ext.spec.name, src.label)  # as eval refuses it
     spatial = feats.extra["sfid"]
+    stored = dict(mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu, sigma_s=spatial.sigma)
+    check_batch(arr_0, stored, output)  # what the suite would refuse is never written
     meta = {f"provenance_{k}": ("" if v is None else v) for k, v in ext.provenance.to_dict().items()}
     with atomic_write(output, "wb") as fh:  # never a half-written reference batch
-        np.savez(fh, arr_0=arr_0, mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu,
-                 sigma_s=spatial.sigma, **meta)
+        np.savez(fh, arr_0=arr_0, **stored, **meta)
     summary = {"output": output, "images": len(arr_0), "statistics_over": feats.stats.n,
                "size": f"{arr_0.shape[2]}x{arr_0.shape[1]}", "provenance": ext.provenance}
     if len(arr_0) < images:
