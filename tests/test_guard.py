@@ -564,6 +564,11 @@ CASES = [
      "--format adm: --precision would change nothing in an ADM reference batch"),
     ("stats-adm-dims", ["stats", "{real}", "-o", "{root}/adm.npz", "--format", "adm", "--dims", "64"], None, ERR,
      "--format adm: --dims would change nothing in an ADM reference batch"),
+    # issue 23.11: no label for a network that cannot have made the numbers
+    ("stats-both-asserted-impossible-dimension", ["eval", "{real_bare}", "{fake_bare}", *LITE, "--metrics", "fid",
+                                                  "--json"], None, ERR,
+     "--backbone efficientnet-lite0: the real statistics are 48-dimensional, and no layer of efficientnet-lite0 "
+     "gives that (1280)"),
     # issue 23.10: never write a batch the suite would refuse
     ("stats-adm-images-3", ["stats", "{real}", "-o", "{root}/adm3.npz", "--format", "adm", "--adm-images", "3"],
      {"IMGDIST_OFFLINE": "1"}, ERR,

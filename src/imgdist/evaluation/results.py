@@ -80,18 +80,20 @@ def metric_label(metric: str, provenance: Provenance) -> str:
     ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
     tag = weights_tag(provenance)
     low = provenance.reduced_precision
-    if metric == "cmmd" and tag is None and not low and (provenance.backbone, provenance.resize_mode,
-                                                         provenance.feature_layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
-        return "CMMD"  # the published protocol
-    standard = (provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
-                and not low)
     owner = entry(metric)
+    # a metric on another output of the network (sFID's maps, ADM's unbiased logits) reads nothing of
+    # the chosen feature layer: --dims changes none of its numbers, and its label names no layer
+    layer = "pool" if owner is not None and getattr(owner, "outputs", ()) else provenance.feature_layer
+    if metric == "cmmd" and tag is None and not low and (provenance.backbone, provenance.resize_mode,
+                                                         layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
+        return "CMMD"  # the published protocol
+    standard = provenance.backbone == "inception" and layer == "pool" and tag is None and not low
     published, generic = owner.labels(metric) if owner else (metric, metric)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
-    if provenance.feature_layer not in (None, "pool"):
-        name += f"/{provenance.feature_layer}"
+    if layer not in (None, "pool"):
+        name += f"/{layer}"
     if low:
         name += f",{provenance.precision}"
     return f"{generic}[{name}]"

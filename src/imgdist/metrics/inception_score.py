@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
+from ._arrays import real_float64
+
 __all__ = ["inception_score"]
 
 
@@ -37,7 +39,7 @@ def inception_score(
     ``shuffle=True`` permutes the rows with ``np.random.RandomState(seed)`` first (torch-fidelity's
     default ordering with ``seed=2020``).
     """
-    z = np.asarray(logits, dtype=np.float64)
+    z = real_float64(logits, "logits")
     if z.ndim != 2:
         raise ValueError(f"logits must be a 2-D array (samples x classes), got shape {z.shape}")
     if not np.all(np.isfinite(z)):
