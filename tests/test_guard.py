@@ -569,6 +569,10 @@ CASES = [
                                                   "--json"], None, ERR,
      "--backbone efficientnet-lite0: the real statistics are 48-dimensional, and no layer of efficientnet-lite0 "
      "gives that (1280)"),
+    # issue 23.13: C_T's held-out set must not be the generator's own samples
+    ("ct-held-out-is-the-fakes", ["eval", "{real}", "{fake}", *PIX, "--metrics", "ct", "--ct-cells", "1",
+                                  "--real-test", "{fake}", "--json", *FAST], None, SAME,
+     "--real-test {fake}: every one of its 24 images is also in the fake set, by content"),
     # issue 23.10: never write a batch the suite would refuse
     ("stats-adm-images-3", ["stats", "{real}", "-o", "{root}/adm3.npz", "--format", "adm", "--adm-images", "3"],
      {"IMGDIST_OFFLINE": "1"}, ERR,

@@ -228,6 +228,19 @@ def test_old_count_free_files_still_load(tmp_path):
         assert "n" not in raw.files
 
 
+def test_the_readme_states_the_rule_for_n_that_the_reader_applies(tmp_path):
+    """Issue 23, item 14: at 0c5d37c the README said "n absent or an integer >= 2" while the reader
+    took n = 0 as not recorded (imgdist's own older files). Both now say the same, checked here
+    against the reader itself: absent and 0 load as not recorded, 1 is refused, 2 counts."""
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert ("`n` absent or an integer ≥ 2; `n = 0` is read as not recorded, as an absent `n` is" in readme)
+    assert GaussianStats.load(_write(tmp_path, "absent.npz", n=None)).n == 0
+    assert GaussianStats.load(_write(tmp_path, "zero.npz", n=np.int64(0))).n == 0
+    with pytest.raises(SourceError, match=r"n must be the number of images, an integer >= 2, got int64 1"):
+        GaussianStats.load(_write(tmp_path, "one.npz", n=np.int64(1)))
+    assert GaussianStats.load(_write(tmp_path, "two.npz", n=np.int64(2))).n == 2
+
+
 def test_from_moments_uses_the_same_gate():
     good = _good()
     with pytest.raises(ImgdistError, match=r"from_moments: sigma is not positive semi-definite"):

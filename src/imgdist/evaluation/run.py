@@ -19,7 +19,8 @@ from ..errors import ImgdistError, ImgdistWarning
 from ..extraction.features import FeatureExtractor, Features
 from .results import Result, metric_label, weights_tag
 from ..extraction.sources import ImageSource, check_on_error, open_source
-from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
+from .side_checks import (assert_backbone, check_held_out, check_held_out_fakes, check_shared_classes,
+                          check_stats_dims)
 from .spread import check_spread
 from ..extraction.stats import GaussianStats, is_stats_file
 
@@ -147,6 +148,8 @@ def evaluate(real, fake, *, metrics=DEFAULT_METRICS, backbone=None, weights=None
         options.check_sets(["realism"], known_counts(counts, inputs))
     if "real_test" in inputs:
         notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
+        if not isinstance(inputs["fake"], GaussianStats):
+            notes.append(check_held_out_fakes(inputs["fake"], inputs["real_test"], real_test))
 
     if ext is None and len(stats_sides) < 2:
         ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,

@@ -98,3 +98,19 @@ def check_held_out(train_source, test_source, given_test) -> str | None:
         return (f"--real-test {given_test}: {shared} of its {len(test)} images are also in the training (real) "
                 "set, by content; C_T treats them as unseen, which pulls it towards copying (< 0)")
     return None
+
+
+def check_held_out_fakes(fake_source, test_source, given_test) -> str | None:
+    """The held-out set must not hold the generator's own samples either: C_T measures how much
+    closer the fakes lie to the training set than held-out images do, and fakes among the held-out
+    images pull it towards 0, which reads as "no copying" (the fake set itself as --real-test gave
+    0.004). A warning with the count, by content."""
+    fakes = set(_hashes(fake_source))
+    test = _hashes(test_source)
+    shared = sum(h in fakes for h in test)
+    if not shared:
+        return None
+    what = f"every one of its {len(test)} images is" if shared == len(test) else \
+        f"{shared} of its {len(test)} images are"
+    return (f"--real-test {given_test}: {what} also in the fake set, by content; C_T compares the fakes with "
+            "held-out real images, and fakes among them pull it towards 0, which reads as no copying")
