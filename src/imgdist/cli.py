@@ -250,16 +250,16 @@ def _inputs(args, *sources) -> tuple:
 
 def _cmd_stats(args) -> int:
     from .evaluation.spread import check_set
-    from .extraction.features import extract_features
+    from .extraction.features import FeatureExtractor
     from .extraction.sources import open_source
 
     if args.format == "adm":
         return _stats_adm(args)
     check_output(args.output, "-o/--output", ".npz", inputs=_inputs(args, args.source))
-    source = open_source(args.source)
-    features = extract_features(source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
-                                on_error=args.on_error, **_extractor_kwargs(args))
-    check_set(features, source, features.provenance.backbone, args.source)  # as eval refuses it
+    with FeatureExtractor(_backbone(args) or D.EVAL_BACKBONE, **_extractor_kwargs(args)) as ext:
+        source = open_source(args.source)
+        features = ext.extract(source, keep_features=False, on_error=args.on_error)
+    check_set(features, source, ext.spec.name, args.source)  # as eval refuses it
     features.stats.save(args.output)
     print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
           f"{features.stats.provenance.summary()}, device {features.device}")
