@@ -392,3 +392,18 @@ def test_a_run_with_sfid_says_it_goes_without_the_cache(tmp_path, weights, one_t
         said = [w for w in caught if issubclass(w.category, ImgdistWarning)
                 and "feature cache is not used for sfid" in str(w.message)]
         assert bool(said) == told
+
+
+def test_sfid_is_labelled_by_its_own_maps_not_by_the_chosen_layer():
+    """Issue 23, item 11: ``--dims 64`` picks the layer FID and the other feature metrics read; sFID
+    reads mixed_6/conv whatever it says (at 0c5d37c it printed as sFD[inception/pool64])."""
+    from imgdist.evaluation.results import metric_label
+    from imgdist.extraction.backbones import get_spec
+    from imgdist.extraction.provenance import Provenance
+
+    published = get_spec("inception").weights.sha256
+    pool64 = Provenance(backbone="inception", weights_sha256=published, resize_mode="tf", feature_layer="pool64")
+    assert metric_label("sfid", pool64) == "sFID"
+    assert metric_label("fid", pool64) == "FD[inception/pool64]"
+    other = Provenance(**{**pool64.to_dict(), "weights_sha256": "d37b7cb1" + "0" * 56})
+    assert metric_label("sfid", other) == "sFD[inception:d37b7cb1]"

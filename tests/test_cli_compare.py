@@ -212,3 +212,62 @@ def test_missing_file_one_line_error(capsys, lecture_pair):
     assert code == 2 and out == ""
     assert err.startswith("imgdist: error: ") and err.count("\n") == 1
     assert a + ".missing" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def half_weights(tmp_path_factory):
+    """EfficientNet-Lite0's published weights cast to float16 and saved: finite, another network."""
+    import torch
+
+    from imgdist.extraction.backbones import load_backbone
+
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_backbone("efficientnet-lite0").state_dict().items()}
+    path = tmp_path_factory.mktemp("half") / "lite0_fp16.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_other_weights_are_named_by_their_hash_as_eval_names_them(capsys, tmp_path, half_weights):
+    """Issue 23, item 8 (at 0c5d37c the JSON said nothing of the weights, though they change every
+    feature distance)."""
+    import hashlib
+
+    a = _png(tmp_path / "a.png", np.random.default_rng(0).integers(0, 256, (32, 32, 3)))
+    b = _png(tmp_path / "b.png", np.random.default_rng(1).integers(0, 256, (32, 32, 3)))
+    sha = hashlib.sha256(half_weights.read_bytes()).hexdigest()
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "efficientnet-lite0",
+                          "--weights", half_weights)
+    assert code == 0, err
+    other = json.loads(out)
+    assert other["backbone"] == f"efficientnet-lite0:{sha[:8]}" and other["weights_sha256"] == sha
+    code, out, err = _run(capsys, "compare", a, b, "--json", "--backbone", "efficientnet-lite0")
+    published = json.loads(out)
+    assert published["backbone"] == "efficientnet-lite0" and published["weights_sha256"] != sha
+    assert other["feature_cosine"] != published["feature_cosine"]
+    assert other["sum_abs_diff"] == published["sum_abs_diff"]
+    code, out, err = _run(capsys, "compare", a, b, "--backbone", "efficientnet-lite0", "--weights", half_weights)
+    assert f"backbone: efficientnet-lite0:{sha[:8]}," in out
+
+
+def test_features_that_cannot_tell_two_images_apart_are_said_so(capsys, tmp_path):
+    """Issue 23, item 8: a network that gives two different images one feature vector (zeroed
+    weights: at 0c5d37c feature_l2 0.0 for images 80 apart, exit 0 without a word) is named in a
+    warning; distances of an image with itself stay quiet."""
+    import torch
+
+    from imgdist.extraction.backbones.custom import custom_backbone
+    from imgdist.pairs.compare import compare_many
+
+    flat = custom_backbone(torch.nn.Conv2d(3, 4, 3), input_size=8)
+    torch.nn.init.zeros_(flat.module.weight)
+    torch.nn.init.constant_(flat.module.bias, 0.5)
+    a = _png(tmp_path / "a.png", np.full((8, 8, 3), 20))
+    folder = tmp_path / "b"
+    folder.mkdir()
+    _png(folder / "b0.png", np.full((8, 8, 3), 100))
+    _png(folder / "b1.png", np.full((8, 8, 3), 20))  # a itself: the same features, rightly
+    with pytest.warns(Warning, match=r"gives 1 of the 2 images of .*b the same features as .*a\.png, although the "
+                                     r"pixels differ: the network cannot tell them apart"):
+        results = compare_many(a, str(folder), backbone=flat)
+    assert [r.feature.feature_l2 for r in results] == [0.0, 0.0]
+    assert results[0].pixel.mean_abs_diff == 80

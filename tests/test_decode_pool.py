@@ -275,6 +275,41 @@ def test_a_process_that_dies_is_an_error_not_a_hang(tmp_path, no_hang):
     ex.close()
 
 
+def _send_then_die(indices):
+    """A batch as the decoding processes send it (a tensor: shared memory, its file descriptor
+    fetched from the sender when the result is unpickled), from a process that is SIGKILLed
+    right after sending it."""
+    import threading
+
+    import torch
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGKILL)).start()
+    return torch.zeros(len(indices), 3, dtype=torch.uint8)
+
+
+def test_a_process_killed_after_sending_its_batch_is_the_one_line(no_hang):
+    """Issue 23, item 3: the batch is on the queue, its sender dead; unpickling it cannot reach the
+    sender (at 0c5d37c: ConnectionRefusedError from torch's rebuild, a traceback in 6 of 7
+    tries of a SIGKILL during eval --workers 2). Now the one line that names the process."""
+    import functools
+    import pickle
+
+    pool = DecodePool()
+    try:
+        pool.grow(1)
+        job = pool.start_job(pickle.dumps(functools.partial(_send_then_die)))
+        pool.submit(job, 0, [0, 1])
+        deadline = time.monotonic() + 10
+        while pool.healthy and time.monotonic() < deadline:  # sent, then killed
+            time.sleep(0.05)
+        with pytest.raises(ImgdistError, match=r"^a decoding process \(pid \d+\) ended unexpectedly \(signal "
+                                               r"SIGKILL; .*rerun with --workers 0"):
+            pool.result(job)
+    finally:
+        pool.close()
+    assert _living_children() == []
+
+
 def test_a_process_found_dead_between_sets_is_replaced(sets, starts):
     with FeatureExtractor(workers=2, **PIX) as ex:
         first = ex.extract(sets["real"])

@@ -268,3 +268,36 @@ def test_the_api_refuses_what_a_statistics_file_may_not_hold():
         else:
             with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
                 frechet_distance(np.zeros(3), s, np.ones(3), eye)
+
+
+def _complex_calls():
+    import imgdist.metrics as M
+
+    rng = np.random.default_rng(0)
+    mu, eye = np.zeros(3), np.eye(3)
+    x, y = rng.normal(size=(12, 3)), rng.normal(size=(12, 3))
+    return {
+        "frechet mu1": lambda: M.frechet_distance(mu + 5j, eye, mu, eye),
+        "frechet mu2": lambda: M.frechet_distance(mu, eye, mu + 5j, eye),
+        "frechet sigma1": lambda: M.frechet_distance(mu, eye + 0j, mu, eye),
+        "frechet sigma2": lambda: M.frechet_distance(mu, eye, mu, eye * (1 + 1j)),
+        "frechet python complex": lambda: M.frechet_distance(np.array([5j, 0, 0], dtype=object), eye, mu, eye),
+        "trace_sqrt_product": lambda: M.trace_sqrt_product(eye + 1j, eye),
+        "fid_from_features": lambda: M.fid_from_features(x + 1j, y),
+        "mean_cov": lambda: M.mean_cov(x * 1j),
+        "kid": lambda: M.kid(x + 1j, y, subset_size=5, subsets=2),
+        "polynomial_kernel": lambda: M.polynomial_kernel(x + 1j, y),
+        "mmd2_unbiased": lambda: M.mmd2_unbiased(eye + 1j, eye, eye),
+        "inception_score": lambda: M.inception_score(x + 1j, splits=2),
+        "fid_bootstrap_ci": lambda: M.fid_bootstrap_ci(x + 1j, y, n_boot=2),
+        "prdc": lambda: M.prdc(x + 1j, y, k=2),
+    }
+
+
+@pytest.mark.parametrize("call", sorted(_complex_calls()))
+def test_complex_input_is_refused_not_stripped_of_its_imaginary_part(call):
+    """Issue 23, item 12: at 0c5d37c ``frechet_distance(mu + 5j, I, mu, I)`` returned 0.0 (numpy drops
+    the imaginary part converting to float64, with a ComplexWarning); the right value would be 75.
+    Every entry point refuses complex numbers, as the statistics reader does."""
+    with pytest.raises(ValueError, match=r"complex|real"):
+        _complex_calls()[call]()

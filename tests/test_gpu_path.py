@@ -14,6 +14,7 @@ References are independent: float64 numpy recomputations, or the same extraction
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -37,6 +38,7 @@ from imgdist.errors import ImgdistError, ProvenanceError
 from imgdist.extraction.features import FeatureExtractor
 from imgdist.extraction.provenance import Provenance
 from imgdist.evaluation.results import metric_label
+import tf32_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,8 +51,9 @@ def _images(n, seed, brightness=0, size=SIZE):
 
 
 def _flags():
-    return (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-            torch.get_float32_matmul_precision())
+    """(cuBLAS may use TF32, cuDNN may use TF32, oneDNN is strict[, ...]) in the installed torch's API
+    family (see tf32_sequences.inside)."""
+    return tf32_sequences.inside()
 
 
 class FlagRecorder(nn.Module):
@@ -69,29 +72,30 @@ class FlagRecorder(nn.Module):
 
 @pytest.fixture
 def tf32_on():
-    """The caller's flags set to TF32 everywhere (the opposite of strict fp32); put back after."""
-    before = _flags()
-    torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    """The caller's flags set to TF32 everywhere (the opposite of strict fp32), in the installed
+    torch's own API family; torch's defaults put back after."""
+    if tf32_sequences.NEW:
+        torch.backends.fp32_precision = "tf32"
+    else:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
     yield _flags()
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
-    torch.set_float32_matmul_precision(before[2])
+    tf32_sequences.reset()
 
 
 # ------------------------------------------------------------------ 1. fp32 means fp32
 
 
 def test_tf32_is_off_during_extraction_and_the_callers_flags_come_back(tf32_on):
-    assert tf32_on == (True, True, "high")
+    assert tf32_on[:2] == (True, True)
     net = FlagRecorder()
     ex = FeatureExtractor(custom_backbone(net, input_size=SIZE), device="cpu", progress=False, workers=0,
                           batch_size=4)
     net.seen.clear()  # custom_backbone ran it once to learn the feature size
     ex.extract(_images(10, 0))
     ex.embed_images(_images(3, 1))
-    assert net.seen and set(net.seen) == {(False, False, "highest")}
-    assert _flags() == (True, True, "high")
+    assert net.seen and set(net.seen) == {tf32_sequences.EXPECTED["X"]}
+    assert _flags() == tf32_on
 
 
 def test_the_callers_flags_come_back_after_an_error(tf32_on):
@@ -105,8 +109,8 @@ def test_the_callers_flags_come_back_after_an_error(tf32_on):
                           workers=0, batch_size=4)
     with pytest.raises(RuntimeError, match="broken network"):
         ex.extract(_images(10, 0))
-    assert net.seen == [(False, False, "highest")]
-    assert _flags() == (True, True, "high")
+    assert net.seen == [tf32_sequences.EXPECTED["X"]]
+    assert _flags() == tf32_on
 
 
 def test_tf32_is_refused_on_cpu_in_one_line(tmp_path, capsys):
@@ -128,7 +132,7 @@ def test_tf32_turns_tf32_on_and_is_labelled_and_keyed_apart(monkeypatch, tmp_pat
     assert tf32.dtype == torch.float32
     before = _flags()
     tf32.embed_images(_images(2, 0))
-    assert net.seen[-1] == (True, True, "high") and _flags() == before
+    assert net.seen[-1][:2] == (True, True) and _flags() == before
     assert tf32.provenance.precision == "tf32" and tf32.provenance.reduced_precision
     assert tf32._cache_path() != fp32._cache_path() and "tf32" in tf32._extractor_id()
     with pytest.raises(ProvenanceError, match="precision fp32 vs tf32"):
@@ -186,6 +190,65 @@ def test_device_statistics_equal_the_host_path(offset):
     assert _rel(got.mu, host.mu) <= 1e-12 and _rel(got.sigma, host.sigma) <= 1e-12
     # against the two-pass formula: float64 rounding of the offset itself (3.7e-12 at 1e6)
     assert _rel(got.mu, x.mean(axis=0)) <= 1e-12 and _rel(got.sigma, centred.T @ centred / 256) <= 1e-10
+
+
+class MpsStandIn:
+    """A batch of features on a device without float64, as Apple's MPS is: converting it to float64
+    there raises MPS's TypeError; copying it to the host is what works."""
+
+    device = torch.device("mps")
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __len__(self):
+        return len(self.tensor)
+
+    def to(self, *args, **kwargs):
+        targets = [a for a in args if isinstance(a, (str, torch.device))] + [kwargs.get("device")]
+        if any(t is not None and torch.device(t).type == "cpu" for t in targets):
+            return self.tensor.to(*args, **kwargs)
+        raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support "
+                        "float64. Please use float32 instead.")
+
+
+def test_a_device_without_float64_keeps_the_statistics_in_float64_on_the_host():
+    """Issue 23, item 2 (at 0c5d37c: MPS's TypeError on the first batch)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(90, 5)) * 30 + 1e3
+    dev = imgdist.extraction.stats.DeviceStats()
+    for start in range(0, len(x), 25):
+        dev.update(MpsStandIn(torch.from_numpy(x[start:start + 25]).float()))
+    assert dev.mean.device.type == "cpu" and dev.scatter.dtype == torch.float64
+    x32 = x.astype(np.float32).astype(np.float64)  # what the float32 features hold
+    got = dev.to_host()
+    centred = x32 - x32.mean(axis=0)
+    assert got.n == 90 and _rel(got.mu, x32.mean(axis=0)) <= 1e-13
+    assert _rel(got.sigma, centred.T @ centred / 89) <= 1e-12
+
+
+def test_the_result_says_where_the_statistics_of_such_a_device_are(monkeypatch, tmp_path, capsys):
+    """The CPU stands in for a device without float64: every batch takes the host route, the
+    numbers do not move, and the result and the stats summary say where the statistics were."""
+    from PIL import Image
+
+    for side, brightness in (("real", 0), ("fake", 25)):
+        (tmp_path / side).mkdir()
+        for i, image in enumerate(_images(12, brightness, brightness)):
+            Image.fromarray(image).save(tmp_path / side / f"{i}.png")
+    argv = ["eval", str(tmp_path / "real"), str(tmp_path / "fake"), "--backbone", "pixels", "--resize-mode", "native",
+            "--metrics", "fid", "--json", "--no-cache", "--no-progress", "--workers", "0", "--device", "cpu"]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(imgdist.extraction.stats, "NO_FLOAT64", frozenset({"cpu"}))
+    assert main(argv) == 0
+    routed = json.loads(capsys.readouterr().out)
+    note = "cpu (statistics in float64 on the host: cpu has no float64)"
+    assert routed["details"]["device"] == note and plain["details"]["device"] == "cpu"
+    assert routed["metrics"] == plain["metrics"] and plain["metrics"]["FD[pixels]"]["value"] > 0
+    assert main(["stats", str(tmp_path / "real"), "-o", str(tmp_path / "s.npz"), "--backbone", "pixels",
+                 "--no-cache", "--no-progress", "--workers", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"device {note}")
 
 
 class Offset(nn.Module):
@@ -253,7 +316,7 @@ def test_out_of_memory_halves_the_batch_and_changes_nothing_beyond_rounding(monk
     def limited(batch, outputs):  # as a GPU with memory for 6 images at a time
         sizes.append(len(batch))
         if len(batch) > 6:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return network(batch, outputs)
 
     monkeypatch.setattr(ex, "_network", limited)
@@ -275,7 +338,7 @@ def test_out_of_memory_with_one_image_is_one_line(monkeypatch):
                           batch_size=2)
 
     def no_memory(batch, outputs):
-        raise torch.OutOfMemoryError("CUDA out of memory")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(ex, "_network", no_memory)
     with pytest.warns(imgdist.errors.ImgdistWarning), \

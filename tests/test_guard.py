@@ -173,6 +173,7 @@ def files(tmp_path_factory):
     os.replace(root / "renamed.npy", root / "renamed.npz")
     f["npy_renamed_npz"] = root / "renamed.npz"
     _hardening_ii_files(f, root, good)
+    _hardening_iii_files(f, root, good)
     return f
 
 
@@ -217,6 +218,56 @@ def _hardening_ii_files(f, root, good):
     f["sizes_mixed"] = root / "sizes_mixed"
     shutil.copytree(f["sizes_clean"], f["sizes_mixed"])
     shutil.copy(f["other_size"], f["sizes_mixed"] / "zz_other_size.png")
+
+
+def _npy_bytes(shape, data=b"\0" * 4000, descr="|u1"):
+    """A .npy file whose header declares ``shape``, followed by ``data`` (what the file holds)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def _hardening_iii_files(f, root, good):
+    """The files of issue 23's rows."""
+    huge, negative = (10**12, 256, 256, 3), (-1, SIZE, SIZE, 3)
+    for name, member, shape, compression in (("forged_npz", "images", huge, zipfile.ZIP_STORED),
+                                             ("forged_npz_deflated", "images", huge, zipfile.ZIP_DEFLATED),
+                                             ("adm_huge", "arr_0", huge, zipfile.ZIP_STORED),
+                                             ("adm_negative", "arr_0", negative, zipfile.ZIP_STORED)):
+        f[name] = root / f"{name}.npz"
+        with zipfile.ZipFile(f[name], "w", compression=compression) as zf:
+            zf.writestr(f"{member}.npy", _npy_bytes(shape))
+    f["forged_npy"] = root / "forged.npy"
+    f["forged_npy"].write_bytes(_npy_bytes(huge))
+    f["stats_forged"] = root / "stats_forged.npz"  # a statistics file whose mu claims 8 TB
+    with zipfile.ZipFile(f["stats_forged"], "w") as zf:
+        zf.writestr("mu.npy", _npy_bytes((10**12,), descr="<f8"))
+        zf.writestr("sigma.npy", _npy_bytes((2, 2), np.eye(2).tobytes(), descr="<f8"))
+    objects = np.empty(2, dtype=object)
+    objects[:] = [{"mu": 1}, [2]]
+    small = {"sigma": np.eye(2), "mu_s": np.zeros(2), "sigma_s": np.eye(2)}
+    np.savez(root / "adm_object_mu.npz", arr_0=_images(N, 16), mu=objects, **small)
+    np.savez(root / "adm_object_provenance.npz", arr_0=_images(N, 16), provenance_backbone=objects)
+    f["adm_object_mu"], f["adm_object_provenance"] = root / "adm_object_mu.npz", root / "adm_object_provenance.npz"
+    # an image array that a careless -o would overwrite, directly or through links
+    f["imgs_npz"] = root / "imgs.npz"
+    np.savez(f["imgs_npz"], images=_images(N, 1))
+    os.symlink(f["imgs_npz"], root / "imgs_symlink.npz")
+    os.link(f["imgs_npz"], root / "imgs_hardlink.npz")
+    f["imgs_symlink"], f["imgs_hardlink"] = root / "imgs_symlink.npz", root / "imgs_hardlink.npz"
+
+    class NanNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x - 1e3)  # NaN for every input: broken weights in miniature
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript itself
+        torch.jit.script(NanNet()).save(str(root / "nan_net.pt"))
+    f["nan_net"] = root / "nan_net.pt"
 
 
 def _fill(arg, files):
@@ -461,6 +512,71 @@ CASES = [
     ("per-image-on-three-reals-names-the-flag", ["eval", "{three}", "{fake}", *PIX, "--metrics", "authenticity",
                                                  "--per-image", "{root}/p.csv", *FAST], None, ERR,
      "realism: pr_k (--pr-k) 3 needs more than 3 images per set, and the real set has 3"),
+    # issue 23.4: array headers are checked against the file before anything is allocated
+    ("npz-header-huge-eval", ["eval", "{real}", "{forged_npz}", *PIX, "--metrics", "fid", *FAST], None, ERR,
+     "forged_npz.npz: 'images' declares shape (1000000000000, 256, 256, 3) of uint8, 196,608,000,000,000,000 "
+     "bytes, but at most 4,000 bytes can follow its header"),
+    ("npz-header-huge-deflated-stats", STATS[:1] + ["{forged_npz_deflated}", "-o", "{root}/s.npz"] + STATS[2:], None,
+     ERR, "forged_npz_deflated.npz: 'images' declares shape (1000000000000, 256, 256, 3)"),
+    ("npy-header-huge-eval", ["eval", "{forged_npy}", "{fake}", *PIX, "--metrics", "fid", *FAST], None, ERR,
+     "forged.npy: the array declares shape (1000000000000, 256, 256, 3) of uint8"),
+    ("npz-header-huge-suite-adm", ["eval", "{adm_huge}", "{adm_huge}", "--suite", "adm", "--no-progress"], None, ERR,
+     "adm_huge.npz: 'arr_0' declares shape (1000000000000, 256, 256, 3)"),
+    ("npz-header-negative-suite-adm", ["eval", "{adm_negative}", "{adm_negative}", "--suite", "adm", "--no-progress"],
+     None, ERR, "adm_negative.npz: 'arr_0' declares the impossible shape (-1, 4, 4, 3)"),
+    ("stats-file-header-huge", STATS_EVAL("stats_forged"), None, ERR,
+     "stats_forged.npz: 'mu' declares shape (1000000000000,) of float64"),
+    # issue 23.5: one reader for statistics files and ADM batches
+    ("adm-object-array-mu", ["eval", "{adm_object_mu}", "{adm_object_mu}", "--suite", "adm", "--no-progress"], None,
+     ERR, "adm_object_mu.npz: 'mu' holds Python objects (object), which only unpickling could read"),
+    ("adm-object-array-provenance", ["eval", "{adm_object_provenance}", "{adm_object_provenance}", "--suite", "adm",
+                                     "--no-progress"], None, ERR,
+     "adm_object_provenance.npz: 'provenance_backbone' holds Python objects"),
+    # issue 23.6: an output that is an input would destroy it
+    ("stats-output-is-its-input", STATS[:1] + ["{imgs_npz}", "-o", "{imgs_npz}"] + STATS[2:], None, ERR,
+     "-o/--output {imgs_npz}: is the input {imgs_npz}; writing it would destroy the input"),
+    ("stats-output-links-to-its-input", STATS[:1] + ["{imgs_npz}", "-o", "{imgs_symlink}"] + STATS[2:], None, ERR,
+     "is the input {imgs_npz} (through a link)"),
+    ("stats-output-hard-link-of-its-input", STATS[:1] + ["{imgs_hardlink}", "-o", "{imgs_npz}"] + STATS[2:], None,
+     ERR, "is the input {imgs_hardlink} (through a link)"),
+    ("stats-adm-output-is-its-input", ["stats", "{imgs_npz}", "-o", "{imgs_npz}", "--format", "adm", *FAST], None,
+     ERR, "-o/--output {imgs_npz}: is the input {imgs_npz}"),
+    # issue 23.7: stats refuses what eval refuses
+    ("stats-collapsed-broken-network", ["stats", "{real}", "-o", "{root}/collapsed.npz", *LITE, "--weights",
+                                        "{zero_lite}", *FAST], None, ERR,
+     "real's 24 images differ, yet efficientnet-lite0 gives every one the same feature vector"),
+    # issue 23.8: pairs with other weights
+    ("compare-zeroed-weights", ["compare", "{a}", "{b}", *LITE, "--weights", "{zero_lite}", "--json"], None, SAME,
+     "the same features as {a}, although the pixels differ: the network cannot tell them apart"),
+    ("robustness-zeroed-weights", ["robustness", "{photo}", *LITE, "--weights", "{zero_lite}"], None, ERR,
+     "the same features although their pixels differ: the network cannot tell them apart"),
+    ("robustness-nan-weights", ["robustness", "{photo}", *LITE, "--weights", "{nan_lite}"], None, ERR,
+     "nan_lite.pth: tensor '_conv_stem.weight' holds 27 non-finite value(s)"),
+    ("compare-non-finite-features", ["compare", "{a}", "{b}", "--backbone", "{nan_net}", "--input-size", "8"], None,
+     ERR, "produced non-finite features for {a} (NaN or infinity)"),
+    # issue 23.9: flags that change nothing are refused, not ignored
+    ("suite-adm-precision", ["eval", "{imgs_npz}", "{imgs_npz}", "--suite", "adm", "--precision", "bf16"], None, ERR,
+     "--suite adm: --precision would change nothing in its table"),
+    ("suite-adm-dims-zero", ["eval", "{imgs_npz}", "{imgs_npz}", "--suite", "adm", "--dims", "0"], None, ERR,
+     "--suite adm: --dims would change nothing in its table"),
+    ("stats-adm-precision", ["stats", "{real}", "-o", "{root}/adm.npz", "--format", "adm", "--precision", "tf32",
+                             "--device", "cpu"], None, ERR,
+     "--format adm: --precision would change nothing in an ADM reference batch"),
+    ("stats-adm-dims", ["stats", "{real}", "-o", "{root}/adm.npz", "--format", "adm", "--dims", "64"], None, ERR,
+     "--format adm: --dims would change nothing in an ADM reference batch"),
+    # issue 23.11: no label for a network that cannot have made the numbers
+    ("stats-both-asserted-impossible-dimension", ["eval", "{real_bare}", "{fake_bare}", *LITE, "--metrics", "fid",
+                                                  "--json"], None, ERR,
+     "--backbone efficientnet-lite0: the real statistics are 48-dimensional, and no layer of efficientnet-lite0 "
+     "gives that (1280)"),
+    # issue 23.13: C_T's held-out set must not be the generator's own samples
+    ("ct-held-out-is-the-fakes", ["eval", "{real}", "{fake}", *PIX, "--metrics", "ct", "--ct-cells", "1",
+                                  "--real-test", "{fake}", "--json", *FAST], None, SAME,
+     "--real-test {fake}: every one of its 24 images is also in the fake set, by content"),
+    # issue 23.10: never write a batch the suite would refuse
+    ("stats-adm-images-3", ["stats", "{real}", "-o", "{root}/adm3.npz", "--format", "adm", "--adm-images", "3"],
+     {"IMGDIST_OFFLINE": "1"}, ERR,
+     "adm_images (--adm-images) 3: --suite adm refuses a batch of 3 images; precision and recall need more than k = 3"),
 ]
 
 
@@ -494,14 +610,14 @@ def test_guard(case, files, capsys, monkeypatch, tmp_path):
     if outcome == ERR:
         assert code == 2, (name, out, err)
         assert len(lines) == 1, err
-        assert lines[0].startswith("imgdist: error: ") and text in lines[0], lines[0]
+        assert lines[0].startswith("imgdist: error: ") and _fill(text, files) in lines[0], lines[0]
         assert out == ""
         return
     assert code == 0, err
     for line in lines:
         assert line.startswith("imgdist: warning: "), err
     if text:
-        assert any(text in line for line in lines), err
+        assert any(_fill(text, files) in line for line in lines), err
     monkeypatch.undo()
     monkeypatch.setenv("IMGDIST_CACHE", str(tmp_path / "cache-clean"))
     clean_code, clean_out, clean_err = _run(capsys, monkeypatch, files, _clean_argv(argv))

@@ -119,3 +119,30 @@ def test_the_cache_keeps_precisions_and_folding_apart(tmp_path, other):
     uncached = FeatureExtractor("efficientnet-lite0", progress=False, **other).extract(str(folder)).features
     np.testing.assert_array_equal(cached, uncached)
     assert not np.array_equal(cached, first.features)
+
+
+def test_a_callers_tf32_flags_in_either_api_family_never_make_imgdist_raise():
+    """Issue 23, item 1: every sequence of a caller's settings (legacy ``allow_tf32`` and
+    ``set_float32_matmul_precision``, and the ``fp32_precision`` attributes where torch has them)
+    around fp32 and tf32 extractions, in a fresh interpreter (tests/tf32_sequences.py): no
+    extraction raises, the network sees strict float32 (or TF32 for tf32), and everything the
+    caller can observe afterwards is what it would be without imgdist, also after a later global
+    setting that shows what still inherits. At 0c5d37c on torch 2.13, 59 of the 143 sequences
+    raised PyTorch's "mix of the legacy and new APIs" RuntimeError inside the guard."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).with_name("tf32_sequences.py")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+    assert len(rows) == (11 * 11 + 2 * 11 if new_api else 5 * 5 + 2 * 5)
+    issue = ["X", "legacy matmul.allow_tf32=True", "X"]
+    assert any(row["steps"][:3] == issue for row in rows)
+    bad = [row for row in rows if row["raised"] or row["inside"] or not row["same_for_the_caller"]]
+    assert not bad, bad[:3]

@@ -171,3 +171,25 @@ def test_too_small_image_is_an_error(tmp_path):
     code, out, err = _run("robustness", tmp_path / "small.png", "--backbone", "none")
     assert code == 2
     assert err.strip().startswith("imgdist: error:") and "too small" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_network_that_cannot_tell_image_from_other_is_refused(tmp_path):
+    """Issue 23, item 8: at 0c5d37c a zeroed network printed a table of null ratios (every feature
+    distance divided by 0)."""
+    import torch
+
+    from imgdist.errors import ImgdistError
+    from imgdist.extraction.backbones.custom import custom_backbone
+    from imgdist.pairs.perturbations import robustness
+
+    flat = custom_backbone(torch.nn.Conv2d(3, 4, 3), input_size=16)
+    torch.nn.init.zeros_(flat.module.weight)
+    rng = np.random.default_rng(0)
+    image, other = (rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2))
+    with pytest.raises(ImgdistError, match=r"^custom gives <array>\[0\] and <array>\[0\] the same features although "
+                                           r"their pixels differ: the network cannot tell them apart"):
+        robustness(image, other, backbone=flat)
+    torch.manual_seed(0)
+    working = custom_backbone(torch.nn.Conv2d(3, 4, 3), input_size=16)
+    result = robustness(image, other, backbone=working).to_dict()  # ratios, and the weights named
+    assert result["weights_sha256"] == working.weights_id and 0 < result["reference"]["feature_l2"]

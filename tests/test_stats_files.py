@@ -142,7 +142,7 @@ BAD_FILES = {
     "broken CRC": (_crc_broken, r"cannot read 'sigma' \(truncated or corrupt: Bad CRC-32"),
     "npy renamed": (lambda p: p.write_bytes(_npy_bytes(np.eye(3))), r"holds a single \.npy array, not a \.npz archive"),
     "pickle renamed": (lambda p: p.write_bytes(pickle.dumps({"mu": 1})), r"not a \.npz archive \(a \.npz file is a zip"),
-    "pickle-only npz": (_pickle_only, r"cannot read 'mu' \(Object arrays cannot be loaded when allow_pickle=False\)"),
+    "pickle-only npz": (_pickle_only, r"'mu' holds Python objects \(object\), which only unpickling could read; imgdist never unpickles"),
     "zip garbage": (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4), r"truncated or corrupt"),
 }
 
@@ -226,6 +226,19 @@ def test_old_count_free_files_still_load(tmp_path):
     stats.save(tmp_path / "again.npz")  # a count-free file stays count-free
     with np.load(tmp_path / "again.npz") as raw:
         assert "n" not in raw.files
+
+
+def test_the_readme_states_the_rule_for_n_that_the_reader_applies(tmp_path):
+    """Issue 23, item 14: at 0c5d37c the README said "n absent or an integer >= 2" while the reader
+    took n = 0 as not recorded (imgdist's own older files). Both now say the same, checked here
+    against the reader itself: absent and 0 load as not recorded, 1 is refused, 2 counts."""
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert ("`n` absent or an integer ≥ 2; `n = 0` is read as not recorded, as an absent `n` is" in readme)
+    assert GaussianStats.load(_write(tmp_path, "absent.npz", n=None)).n == 0
+    assert GaussianStats.load(_write(tmp_path, "zero.npz", n=np.int64(0))).n == 0
+    with pytest.raises(SourceError, match=r"n must be the number of images, an integer >= 2, got int64 1"):
+        GaussianStats.load(_write(tmp_path, "one.npz", n=np.int64(1)))
+    assert GaussianStats.load(_write(tmp_path, "two.npz", n=np.int64(2))).n == 2
 
 
 def test_from_moments_uses_the_same_gate():

@@ -74,8 +74,10 @@ def check_number(name: str, value, minimum: float, maximum: float, *, flag: bool
     return float(value)
 
 
-def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -> str:
-    """An output file that can be written: its folder exists and accepts files; the right suffix.
+def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None, inputs=()) -> str:
+    """An output file that can be written: its folder exists and accepts files; the right suffix;
+    not the same file as any of ``inputs`` (paths the command reads; through links too), which
+    writing it would destroy.
 
     Checked by creating (and removing) a temporary file there, which is the only test that also
     holds for read-only file systems and for root, for whom permission bits say nothing.
@@ -88,6 +90,11 @@ def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -
         raise ImgdistError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
         raise ImgdistError(f"{flag} {path}: is a folder; name a file")
+    for given in inputs:
+        if _same_file(path, given):
+            how = "" if os.path.abspath(path) == os.path.abspath(os.fspath(given)) else " (through a link)"
+            raise ImgdistError(f"{flag} {path}: is the input {os.fspath(given)}{how}; writing it would destroy "
+                               "the input: name another file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         what = "is not a folder" if os.path.exists(folder) else "does not exist"
@@ -98,6 +105,15 @@ def check_output(path, flag: str, suffix: str | tuple[str, ...] | None = None) -
     except OSError as exc:
         raise ImgdistError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
     return path
+
+
+def _same_file(a, b) -> bool:
+    if not isinstance(b, (str, os.PathLike)):
+        return False  # an in-memory input
+    try:
+        return os.path.isfile(b) and os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
 
 
 # ------------------------------------------------------------------ device

@@ -205,10 +205,11 @@ def _evaluate(args, real, fake) -> int:
 
     report, per_class, real_test = (getattr(args, name, None) for name in ("report", "per_class", "real_test"))
     # outputs before any extraction
+    inputs = _inputs(args, real, fake, real_test)
     if report is not None:  # "" too: an empty name is an error, not "no report"
-        check_output(report, "--report", (".html", ".htm"))
+        check_output(report, "--report", (".html", ".htm"), inputs=inputs)
     if args.per_image is not None:
-        check_output(args.per_image, "--per-image", ".csv")
+        check_output(args.per_image, "--per-image", ".csv", inputs=inputs)
     kwargs = _extractor_kwargs(args)
     distributed, rank = launched_by_torchrun(), 0
     if distributed:
@@ -264,7 +265,8 @@ def _eval_suite(args) -> int:
     given += [flag for flag, value in (("--metrics", args.metrics is not None),
                                        ("--report", args.report is not None),
                                        ("--per-image", args.per_image is not None), ("--per-class", args.per_class),
-                                       ("--real-test", args.real_test), ("--dims", args.dims)) if value]
+                                       ("--real-test", args.real_test)) if value]
+    given += _unused_extraction_flags(args)
     if given:
         raise ImgdistError(f"--suite {suite.name}: {', '.join(given)} would change nothing in its table (its "
                            f"metrics are {', '.join(suite.names.values())}); leave them out")
@@ -285,14 +287,26 @@ def _print_result(result, args, table: str | None = None) -> None:
         print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
 
 
+def _inputs(args, *sources) -> tuple:
+    """The files a command reads: its sources, weights and a TorchScript backbone (no output may be
+    one of them)."""
+    weights = _weights(args.weights)
+    weights = list(weights.values()) if isinstance(weights, dict) else [weights]
+    return tuple(p for p in (*sources, *weights, args.backbone, getattr(args, "prompts", None)) if p)
+
+
 def _cmd_stats(args) -> int:
-    from .extraction.features import extract_features
+    from .evaluation.spread import check_set
+    from .extraction.features import FeatureExtractor
+    from .extraction.sources import open_source
 
     if args.format == "adm":
         return _stats_adm(args)
-    check_output(args.output, "-o/--output", ".npz")
-    features = extract_features(args.source, _backbone(args) or D.EVAL_BACKBONE, keep_features=False,
-                                on_error=args.on_error, **_extractor_kwargs(args))
+    check_output(args.output, "-o/--output", ".npz", inputs=_inputs(args, args.source))
+    with FeatureExtractor(_backbone(args) or D.EVAL_BACKBONE, **_extractor_kwargs(args)) as ext:
+        source = open_source(args.source)
+        features = ext.extract(source, keep_features=False, on_error=args.on_error)
+    check_set(features, source, ext.spec.name, args.source)  # as eval refuses it
     features.stats.save(args.output)
     print(f"wrote {args.output}: {features.stats.n} images, {features.stats.dim} dimensions, "
           f"{features.stats.provenance.summary()}, device {features.device}")
@@ -301,12 +315,23 @@ def _cmd_stats(args) -> int:
     return 0
 
 
+def _unused_extraction_flags(args) -> list[str]:
+    """Extraction flags the ADM table and batch ignore: they run the FID Inception's pool_3 and sFID
+    maps in strict fp32 without the feature cache, whatever these say."""
+    return [flag for flag, value in (("--dims", args.dims is not None), ("--precision", args.precision != "fp32"),
+                                     ("--cache-dir", args.cache_dir is not None)) if value]
+
+
 def _stats_adm(args) -> int:
     from .evaluation.adm import write_adm_reference
 
     if args.backbone != "inception" or args.mode not in (None, "tf"):
         raise ImgdistError("--format adm: ADM's reference batches use the FID Inception in resize mode tf; "
                            "leave --backbone and --resize-mode out")
+    given = _unused_extraction_flags(args)
+    if given:
+        raise ImgdistError(f"--format adm: {', '.join(given)} would change nothing in an ADM reference batch (the FID "
+                           "Inception's pool_3 and sFID maps, strict fp32, no feature cache); leave them out")
     out = write_adm_reference(args.source, args.output, images=args.adm_images, seed=args.seed,
                               batch_size=args.batch_size, device=args.device, weights=args.weights,
                               workers=args.workers, progress=not args.no_progress, on_error=args.on_error)

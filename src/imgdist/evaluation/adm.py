@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import defaults as D
 from ..checks import check_int, check_output
-from ..errors import ImgdistWarning, SourceError
+from ..errors import ImgdistError, ImgdistWarning, SourceError
 from ..files import atomic_write
 from ..extraction.provenance import Provenance
 from ..metrics import registry as R
 from ..metrics.adm import ADM_IS_SPLIT, ADM_K, ADM_SUITE
 from ..metrics.sfid import SFID
 from .results import Result, weights_tag
-from ..extraction.stats import _checked_moments, _read_npz_keys
+from ..extraction.arrayfiles import npz_names, read_member, read_npz
+from ..extraction.stats import _checked_moments, stored_provenance
 
 POOL_DIM, SFID_DIM = 2048, 2023
 #: the backbone outputs whose statistics an ADM batch stores (mu_s, sigma_s: sFID's maps)
@@ -63,30 +63,38 @@ class AdmBatch:
 def read_adm_batch(path) -> AdmBatch:
     """An ADM batch, validated; every malformed case is a one-line :class:`SourceError` naming it."""
     path = os.fspath(path)
-    keys = _read_npz_keys(path)
+    keys = npz_names(path)
     if "arr_0" not in keys:
         what = "a statistics file (mu, sigma) without images" if {"mu", "sigma"} <= set(keys) else \
             f"arrays {', '.join(sorted(keys)) or 'none'}"
         raise SourceError(f"{path}: not an ADM batch (needs images in 'arr_0'; holds {what})")
-    images = _member_array(path, "arr_0")
-    _check_images(images, path)
+    images = read_member(path, "arr_0")
     present = [k for k in _STAT_KEYS if k in keys]
-    stored = None
-    if present:
-        if len(present) != len(_STAT_KEYS):
-            missing = [k for k in _STAT_KEYS if k not in keys]
-            raise SourceError(f"{path}: stored statistics are incomplete: has {', '.join(present)} but not "
-                              f"{', '.join(missing)} (an ADM reference batch carries all four)")
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in _STAT_KEYS}
-        mu, sigma, _ = _checked_moments(arrays["mu"], arrays["sigma"], None, path, SourceError)
-        mu_s, sigma_s, _ = _checked_moments(arrays["mu_s"], arrays["sigma_s"], None, f"{path} (sFID)",
-                                            SourceError)
-        for name, vec, dim in (("mu", mu, POOL_DIM), ("mu_s", mu_s, SFID_DIM)):
-            if len(vec) != dim:
-                raise SourceError(f"{path}: {name} has {len(vec)} dimensions, ADM's is {dim}")
-        stored = (mu, sigma, mu_s, sigma_s)
+    if present and len(present) != len(_STAT_KEYS):
+        missing = [k for k in _STAT_KEYS if k not in keys]
+        raise SourceError(f"{path}: stored statistics are incomplete: has {', '.join(present)} but not "
+                          f"{', '.join(missing)} (an ADM reference batch carries all four)")
+    stored = check_batch(images, read_npz(path, _STAT_KEYS) if present else None, path)
     return AdmBatch(path, images, stored, _stored_provenance(path, keys))
+
+
+def check_batch(images: np.ndarray, arrays: dict | None, path: str):
+    """What the suite takes as a batch, for its reader and for its writer (which checks what it is
+    about to write, so that it never writes a batch the suite would refuse): uint8 N x H x W x 3
+    images, more than ``k`` of them, and stored statistics (``arrays``: mu, sigma, mu_s, sigma_s,
+    or None) checked like a statistics file, of ADM's sizes. Returns them checked, or None."""
+    _check_images(images, path)
+    if len(images) <= ADM_K:
+        raise SourceError(f"{path}: {len(images)} images; precision and recall need more than "
+                          f"k = {ADM_K} (each image's radius is its {ADM_K}rd neighbour)")
+    if arrays is None:
+        return None
+    mu, sigma, _ = _checked_moments(arrays["mu"], arrays["sigma"], None, path, SourceError)
+    mu_s, sigma_s, _ = _checked_moments(arrays["mu_s"], arrays["sigma_s"], None, f"{path} (sFID)", SourceError)
+    for name, vec, dim in (("mu", mu, POOL_DIM), ("mu_s", mu_s, SFID_DIM)):
+        if len(vec) != dim:
+            raise SourceError(f"{path}: {name} has {len(vec)} dimensions, ADM's is {dim}")
+    return mu, sigma, mu_s, sigma_s
 
 
 def _check_images(images: np.ndarray, path: str) -> None:
@@ -100,43 +108,7 @@ def _check_images(images: np.ndarray, path: str) -> None:
 
 def _stored_provenance(path: str, keys) -> Provenance | None:
     fields = [k for k in keys if k.startswith("provenance_")]
-    if not fields:
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        meta = {}
-        for key in fields:
-            value = np.asarray(data[key])
-            if value.ndim != 0 or value.dtype.kind != "U":
-                raise SourceError(f"{path}: {key} must be a string")
-            meta[key[len("provenance_"):]] = str(value) or None
-    return Provenance.from_dict(meta)
-
-
-def _member_array(path: str, name: str) -> np.ndarray:
-    """``name`` from the archive, memory-mapped (copy-on-write: never written back, and writable for
-    torch) where it is stored uncompressed (``np.savez``: a
-    50,000 x 256 x 256 x 3 sample batch is 9.8 GB, more than many machines hold); else read."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo(f"{name}.npy")
-            if info.compress_type == zipfile.ZIP_STORED:
-                with zf.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, fortran, dtype = read_header(member)
-                    header = member.tell()
-                with open(path, "rb") as raw:  # the member's data starts after its local header
-                    raw.seek(info.header_offset + 26)
-                    name_len, extra_len = np.frombuffer(raw.read(4), "<u2")
-                start = info.header_offset + 30 + int(name_len) + int(extra_len) + header
-                if not dtype.hasobject and start + int(np.prod(shape)) * dtype.itemsize <= os.path.getsize(path):
-                    return np.memmap(path, dtype=dtype, mode="c", offset=start, shape=tuple(shape),
-                                     order="F" if fortran else "C")
-        with np.load(path, allow_pickle=False) as data:
-            return data[name]
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"{path}: cannot read '{name}' ({' '.join(str(exc).split())})") from None
+    return stored_provenance(read_npz(path, fields), path) if fields else None
 
 
 # ---------------------------------------------------------------------- the suite
@@ -163,10 +135,6 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
 
     suite = ADM_SUITE
     batches = {"reference": read_adm_batch(ref), "sample": read_adm_batch(sample)}
-    for batch in batches.values():
-        if len(batch) <= ADM_K:
-            raise SourceError(f"{batch.path}: {len(batch)} images; precision and recall need more than "
-                              f"k = {ADM_K} (each image's radius is its {ADM_K}rd neighbour)")
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device,
                            batch_size=batch_size, workers=workers, progress=progress, cache=False)
     plan = make_plan(Selection(suite.metrics), MetricOptions(adm_exact=exact), spec=ext.spec,
@@ -203,7 +171,7 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
         borderline_precision=pr["borderline_precision"], borderline_recall=pr["borderline_recall"],
         statistics={side: "stored mu/sigma, mu_s/sigma_s" if b.stored is not None
                     else f"computed from arr_0 ({len(b)} images)" for side, b in batches.items()},
-        device=str(ext.device))
+        device=ext.device_label)
     return result
 
 
@@ -263,11 +231,15 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     model's resolution; sources of mixed sizes are refused), and ``mu``/``sigma``/``mu_s``/
     ``sigma_s`` over the *whole* source (streaming, float64), plus imgdist's provenance fields.
     Returns a summary dict."""
+    from .spread import check_set
     from ..extraction.features import FeatureExtractor
     from ..extraction.sources import open_source
 
-    output = check_output(output, "-o/--output", ".npz")
+    output = check_output(output, "-o/--output", ".npz", inputs=(source, weights))
     images = check_int("adm_images", images, 1)
+    if images <= ADM_K:  # before the work: --suite adm would refuse the batch
+        raise ImgdistError(f"adm_images (--adm-images) {images}: --suite adm refuses a batch of {images} images; "
+                           f"precision and recall need more than k = {ADM_K}")
     seed = check_int("seed", seed, 0)
     src = open_source(source)
     n = len(src)
@@ -280,11 +252,13 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device, batch_size=batch_size,
                            workers=workers, progress=progress, cache=False)
     feats = ext.extract(src, keep_features=False, extra_layers=_STORED_OUTPUTS, on_error=on_error, desc="reference")
+    check_set(feats, src, ext.spec.name, src.label)  # as eval refuses it
     spatial = feats.extra[_STORED_OUTPUTS[0]]
+    stored = dict(mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu, sigma_s=spatial.sigma)
+    check_batch(arr_0, stored, output)  # what the suite would refuse is never written
     meta = {f"provenance_{k}": ("" if v is None else v) for k, v in ext.provenance.to_dict().items()}
     with atomic_write(output, "wb") as fh:  # never a half-written reference batch
-        np.savez(fh, arr_0=arr_0, mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu,
-                 sigma_s=spatial.sigma, **meta)
+        np.savez(fh, arr_0=arr_0, **stored, **meta)
     summary = {"output": output, "images": len(arr_0), "statistics_over": feats.stats.n,
                "size": f"{arr_0.shape[2]}x{arr_0.shape[1]}", "provenance": ext.provenance}
     if len(arr_0) < images:

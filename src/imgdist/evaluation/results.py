@@ -109,13 +109,16 @@ def metric_label(metric: str, provenance: Provenance, options=None) -> str:
     on = owner.published_on if owner else ("inception", None)
     settings = [s for s in (owner.settings if owner else ()) if not isinstance(s, str) and s.in_label
                 and options is not None and getattr(options, s.name) != s.default]
+    # a metric on another output of the network (sFID's maps, ADM's unbiased logits) reads nothing of
+    # the chosen feature layer: --dims changes none of its numbers, and its label names no layer
+    layer = "pool" if owner is not None and owner.outputs else provenance.feature_layer
     standard = (on is not None and provenance.backbone == on[0] and on[1] in (None, provenance.resize_mode)
-                and provenance.feature_layer == "pool" and tag is None and not low and not settings)
+                and layer == "pool" and tag is None and not low and not settings)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
-    if provenance.feature_layer not in (None, "pool"):
-        name += f"/{provenance.feature_layer}"
+    if layer not in (None, "pool"):
+        name += f"/{layer}"
     if low:
         name += f",{provenance.precision}"
     for s in settings:

@@ -23,7 +23,8 @@ from .options import MetricOptions
 from .plan import Plan, make_plan, parse_metrics, request
 from .results import Result, metric_label, weights_tag
 from .spaces import Space, merge, split_request
-from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
+from .side_checks import (assert_backbone, check_held_out, check_held_out_fakes, check_shared_classes,
+                          check_stats_dims)
 from .spread import check_spread
 from .streaming import Evaluator
 
@@ -166,6 +167,8 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
         check_shared_classes(inputs["real"], inputs["fake"])
     if "real_test" in inputs:
         notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
+        if not isinstance(inputs["fake"], GaussianStats):
+            notes.append(check_held_out_fakes(inputs["fake"], inputs["real_test"], real_test))
 
     extractors = [] if both_stats else [
         extractor if extractor is not None else
@@ -211,7 +214,7 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
         result.warnings.append(f"--real-test {real_test} was not read: only {readers} use(s) held-out real images, "
                                "and none is among the metrics")
     if extractors:
-        result.details["device"] = str(extractors[0].device)
+        result.details["device"] = extractors[0].device_label
     if shard.world > 1:
         result.details["processes"] = shard.world
     return (result, sided[0]["real"], sided[0]["fake"]) if return_features else result

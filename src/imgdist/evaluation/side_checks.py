@@ -38,10 +38,26 @@ def assert_backbone(inputs: dict, spec) -> str | None:
     if spec is None:
         return ("neither statistics file records how it was made: the numbers print as FD[unknown], not FID "
                 "(name the backbone with --backbone to label them)")
-    for obj in files:
-        obj.provenance = dataclasses.replace(Provenance(), backbone=spec.name, precision=None)
+    for side, obj in inputs.items():
+        if isinstance(obj, GaussianStats):
+            obj.provenance = dataclasses.replace(Provenance(), backbone=spec.name, precision=None,
+                                                 feature_layer=_layer_of(spec, obj.dim, side))
     return (f"the statistics files carry no provenance: taken to be {spec.name} features because --backbone "
             "says so (weights, layer and resize mode unknown)")
+
+
+def _layer_of(spec, dim: int, side: str) -> str | None:
+    """The layer of ``spec`` that gives ``dim`` features; a dimension none of its layers gives is
+    refused (the label would name a network that cannot have made the file). None where the size
+    depends on the images (``pixels`` at native size)."""
+    if any(prep.size is None for prep in spec.modes.values()):
+        return None
+    layers = {spec.feature_dim: "pool", **spec.feature_layers}
+    if dim not in layers:
+        raise ImgdistError(f"--backbone {spec.name}: the {side} statistics are {dim}-dimensional, and no layer of "
+                           f"{spec.name} gives that ({', '.join(map(str, sorted(layers)))}); name the backbone "
+                           "they were made with")
+    return layers[dim]
 
 
 def check_shared_classes(real_source, fake_source) -> None:
@@ -82,3 +98,19 @@ def check_held_out(train_source, test_source, given_test) -> str | None:
         return (f"--real-test {given_test}: {shared} of its {len(test)} images are also in the training (real) "
                 "set, by content; C_T treats them as unseen, which pulls it towards copying (< 0)")
     return None
+
+
+def check_held_out_fakes(fake_source, test_source, given_test) -> str | None:
+    """The held-out set must not hold the generator's own samples either: C_T measures how much
+    closer the fakes lie to the training set than held-out images do, and fakes among the held-out
+    images pull it towards 0, which reads as "no copying" (the fake set itself as --real-test gave
+    0.004). A warning with the count, by content."""
+    fakes = set(_hashes(fake_source))
+    test = _hashes(test_source)
+    shared = sum(h in fakes for h in test)
+    if not shared:
+        return None
+    what = f"every one of its {len(test)} images is" if shared == len(test) else \
+        f"{shared} of its {len(test)} images are"
+    return (f"--real-test {given_test}: {what} also in the fake set, by content; C_T compares the fakes with "
+            "held-out real images, and fakes among them pull it towards 0, which reads as no copying")

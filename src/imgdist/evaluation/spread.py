@@ -52,15 +52,23 @@ def check_spread(sides: dict, sources: dict, backbone: str) -> None:
         obj = sides.get(side)
         if obj is None or isinstance(obj, GaussianStats):
             continue
-        found = collapsed(obj.stats)
-        if found is None:
-            continue
-        rows = obj.indices or range(len(obj))
-        if not images_identical(sources[side], rows):
-            raise ImgdistError(f"the {side} set's {obj.stats.n} images differ, yet {backbone} gives every one the "
-                               f"same feature vector (spread {found[0]:.3g} around a mean of norm {found[1]:.3g}): "
-                               "its weights are broken (zeroed or saturated?); no metric would mean anything")
-        flat[side] = found
+        found = check_set(obj, sources[side], backbone, f"the {side} set")
+        if found is not None:
+            flat[side] = found
     if len(flat) == 2:
         raise ImgdistError(f"the real and the fake set each collapse to a single {backbone} feature vector (each "
                            "set is one image repeated): there is no spread to compare, only two points")
+
+
+def check_set(features, source, backbone: str, subject: str) -> tuple[float, float] | None:
+    """One set's half of the rule (``eval``'s sides, ``stats``' source): refuse differing images
+    that collapsed to one vector; returns ``(spread, |mu|)`` where identical images did, else None."""
+    found = collapsed(features.stats)
+    if found is None:
+        return None
+    rows = features.indices or range(len(features))
+    if not images_identical(source, rows):
+        raise ImgdistError(f"{subject}'s {features.stats.n} images differ, yet {backbone} gives every one the "
+                           f"same feature vector (spread {found[0]:.3g} around a mean of norm {found[1]:.3g}): "
+                           "its weights are broken (zeroed or saturated?); no metric would mean anything")
+    return found

@@ -135,7 +135,7 @@ class ExtractionRun:
             return Features(names=[], stats=self.stats, provenance=self.ex.provenance,
                             features=np.zeros((0, self.ex.feature_dim), np.float32) if self.keep_features else None,
                             logits=np.zeros((0, spec.num_classes), np.float32) if self.keep_logits else None,
-                            device=str(self.ex.device), timing=self.timing, extra=extra,
+                            device=self.ex.device_label, timing=self.timing, extra=extra,
                             extra_features={name: np.zeros((0, spec.extra_outputs[name]), np.float32)
                                             for name in self.extra_rows})
         if not good:
@@ -145,7 +145,7 @@ class ExtractionRun:
             names=[self.source.name_of(i) for i in good], stats=self.stats, provenance=self.ex.provenance,
             features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
             logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
-            skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
+            skipped=skipped, cached=len(self.cached), indices=good, device=self.ex.device_label,
             timing=self.timing, extra=extra,
             extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
                             for name, rows in self.extra_rows.items()})

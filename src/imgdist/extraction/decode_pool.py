@@ -33,6 +33,8 @@ from ..errors import ImgdistError, one_line
 #: seconds between checks that the processes are alive (while waiting for a batch) and that the
 #: parent is (in each process)
 POLL_S = 0.5
+#: seconds a result that cannot be received waits for its sender to be seen dead (see ``_lost``)
+LOST_WAIT_S = 2.0
 #: seconds a closing pool gives its processes to finish the batch in hand before killing them
 CLOSE_GRACE_S = 2.0
 #: the signals the main process handles for the whole group (see ``cli.main``)
@@ -124,6 +126,8 @@ class DecodePool:
             except queue.Empty:
                 self._check_alive()
                 continue
+            except Exception as exc:  # noqa: BLE001 - whatever receiving raises means the same
+                self._lost(exc)
             if got != job:
                 continue
             if ok:
@@ -147,15 +151,35 @@ class DecodePool:
         """Stop the processes (each finishes the batch in hand, or is killed after a grace period)."""
         self._finalizer()
 
+    def _lost(self, exc: BaseException) -> None:
+        """A result that cannot be received. A batch's tensors travel in shared memory whose file
+        descriptor torch fetches from the sending process as the result is unpickled: a process
+        killed after sending (SIGKILL, the OOM killer) refuses that connection
+        (``ConnectionRefusedError``, ``EOFError``). Its exit can lag its socket's closing by a
+        moment, so the dead process is waited for before it is named."""
+        deadline = time.monotonic() + LOST_WAIT_S
+        while time.monotonic() < deadline and self._death() is None:
+            time.sleep(0.01)
+        death = self._death()
+        self.close()
+        raise ImgdistError(death or f"a decoded batch could not be received from a decoding process "
+                                    f"({one_line(exc)}); rerun with --workers 0 to decode in the main process") from None
+
     def _check_alive(self) -> None:
+        death = self._death()
+        if death is not None:
+            self.close()
+            raise ImgdistError(death)
+
+    def _death(self) -> str | None:
+        """The one line naming a process that ended, or None while all live."""
         dead = next((p for p in self._procs if p.exitcode is not None), None)
         if dead is None:
-            return
+            return None
         code = dead.exitcode
         cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        self.close()
-        raise ImgdistError(f"a decoding process (pid {dead.pid}) ended unexpectedly ({cause}; e.g. killed for "
-                           "memory); rerun with --workers 0 to decode in the main process")
+        return (f"a decoding process (pid {dead.pid}) ended unexpectedly ({cause}; e.g. killed for memory); "
+                "rerun with --workers 0 to decode in the main process")
 
 
 def _stop(owner: int, procs: list, tasks, current, folder: str) -> None:

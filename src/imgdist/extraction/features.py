@@ -55,6 +55,7 @@ from .provenance import Provenance
 from .scheduling import (PREFETCH_PER_WORKER, accelerator_workers, area_factor, choose_batch_size, choose_workers,
                          usable_cores)
 from .sources import ImageSource, check_on_error, open_source
+from .stats import statistics_home
 
 __all__ = ["CACHE_READ_CHUNK", "FeatureExtractor", "Features", "Job", "extract_features", "extract_together",
            "fp32_mode"]
@@ -133,6 +134,12 @@ class FeatureExtractor:
         return max(int(1.5 * self._batch_bytes), 256 * 2**20) if self._batch_bytes else 2**30
 
     @property
+    def device_label(self) -> str:
+        """The device, and where the statistics accumulate where that is not on it (MPS)."""
+        note = statistics_home(self.device.type)
+        return str(self.device) + (f" ({note})" if note else "")
+
+    @property
     def feature_dim(self) -> int:
         """Size of the chosen feature layer."""
         if self.layer == "pool":
@@ -163,7 +170,7 @@ class FeatureExtractor:
             try:
                 parts = [self._network(part, outputs) for part in split_batch(batch, self._fits)]
                 break
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # the same class; torch 2.2 has no torch.OutOfMemoryError
                 parts = None  # noqa: F841 - the parts' memory is freed before the retry
                 self._halve(len(batch))
         out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}

@@ -284,25 +284,22 @@ def _open_path(path: str, background) -> ImageSource:
 
 
 def load_array_file(path: str) -> np.ndarray:
-    """Images from ``.npy`` (memory-mapped) or ``.npz`` (its only array, or the one named ``images``)."""
-    try:
-        if path.lower().endswith(".npy"):
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            # 'arr_0': an ADM batch, whose stored mu/sigma (if any) the caller reports as unused
-            key = next((k for k in ("images", "arr_0") if k in keys), None)
-            if key is None and "mu" in keys and "sigma" in keys:
-                raise SourceError(f"{path}: holds statistics (mu, sigma), not images; "
-                                  "statistics can only be compared, not re-extracted")
-            key = key or (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise SourceError(f"{path}: several arrays ({', '.join(keys)}) and none named 'images' or 'arr_0'")
-            return data[key]
-    except SourceError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read array ({one_line(exc)})") from None
+    """Images from ``.npy`` or ``.npz`` (its only array, or the one named ``images`` or ``arr_0``),
+    memory-mapped where stored uncompressed; headers checked before anything is allocated."""
+    from .arrayfiles import npz_names, read_member, read_npy
+
+    if path.lower().endswith(".npy"):
+        return read_npy(path)
+    keys = npz_names(path)
+    # 'arr_0': an ADM batch, whose stored mu/sigma (if any) the caller reports as unused
+    key = next((k for k in ("images", "arr_0") if k in keys), None)
+    if key is None and "mu" in keys and "sigma" in keys:
+        raise SourceError(f"{path}: holds statistics (mu, sigma), not images; "
+                          "statistics can only be compared, not re-extracted")
+    key = key or (keys[0] if len(keys) == 1 else None)
+    if key is None:
+        raise SourceError(f"{path}: several arrays ({', '.join(keys)}) and none named 'images' or 'arr_0'")
+    return read_member(path, key)
 
 
 def _normalise_array_layout(array: np.ndarray, label: str) -> np.ndarray:

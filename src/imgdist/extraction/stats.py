@@ -21,16 +21,14 @@ it (see ``_checked_moments``) and refuses anything that is not a covariance with
 from __future__ import annotations
 
 import os
-import struct
 import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
-from ..errors import ImgdistError, SourceError, one_line
+from ..errors import ImgdistError, SourceError
 from ..files import atomic_write
 from ..metrics._arrays import PSD_RTOL, covariance_defect  # noqa: F401 - PSD_RTOL: part of this API
+from .arrayfiles import npz_names, read_npz
 from .provenance import Provenance
 
 
@@ -39,11 +37,6 @@ from .provenance import Provenance
 #: generous 10,000 images a second would take 3.5 years. A larger n is no count but a corrupted or
 #: forged one, and it would make the file outweigh any real set when statistics are merged.
 MAX_IMAGES = 2**40
-
-# what reading a damaged or foreign file can raise, from numpy's loader and the zip and zlib layers
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, RuntimeError, NotImplementedError,
-               MemoryError, OverflowError, zipfile.BadZipFile, zlib.error, struct.error)
-
 
 class GaussianStats:
     def __init__(self, dim: int | None = None, provenance: Provenance | None = None):
@@ -187,13 +180,7 @@ class GaussianStats:
             raise SourceError(f"{path}: not a statistics file (needs arrays 'mu' and 'sigma', "
                               f"has {', '.join(sorted(arrays)) or 'none'})")
         mu, sigma, n = _checked_moments(arrays["mu"], arrays["sigma"], arrays.get("n"), path, SourceError)
-        meta = {}
-        for key in sorted(k for k in arrays if k.startswith("provenance_")):
-            value = arrays[key]
-            if value.ndim != 0 or value.dtype.kind != "U":
-                raise SourceError(f"{path}: {key} must be a string, got {_describe(value)}")
-            meta[key[len("provenance_"):]] = str(value) or None
-        provenance = Provenance.from_dict(meta) if meta else Provenance(imgdist_version=None)
+        provenance = stored_provenance(arrays, path) or Provenance(imgdist_version=None)
         return cls._from_checked(mu, sigma, n, provenance)
 
     @classmethod
@@ -216,11 +203,25 @@ class GaussianStats:
         return f"GaussianStats(n={self.n}, dim={self.dim}, {self.provenance.summary()})"
 
 
+#: device types whose tensors cannot be float64 (Apple's MPS): the statistics of their features
+#: accumulate in float64 on the host instead, each batch's features copied there once
+NO_FLOAT64 = frozenset({"mps"})
+
+
+def statistics_home(device_type: str) -> str | None:
+    """None where the statistics of a device's features accumulate on that device; else the note
+    that says where they do (for the result and the ``stats`` summary)."""
+    if device_type in NO_FLOAT64:
+        return f"statistics in float64 on the host: {device_type} has no float64"
+    return None
+
+
 class DeviceStats:
     """The streaming state of :class:`GaussianStats` (count, float64 mean, centred scatter) kept as
     torch tensors on the device that computes the features, updated by the same pairwise formula:
     no per-batch copy to the host and no host-side float64 products (3.3 s of 6.5 s for 10,000
-    images on an H200, issue 16). :meth:`to_host` copies it once at the end."""
+    images on an H200, issue 16). :meth:`to_host` copies it once at the end. On a device without
+    float64 (:data:`NO_FLOAT64`) the state lives on the host (issue 23)."""
 
     def __init__(self):
         self.n = 0
@@ -230,7 +231,8 @@ class DeviceStats:
         """Add a batch (an N x d torch tensor, on any device)."""
         import torch
 
-        x = features.to(torch.float64)
+        x = features.to("cpu") if features.device.type in NO_FLOAT64 else features
+        x = x.to(torch.float64)
         if not len(x):
             return self
         mean = x.mean(dim=0)
@@ -262,6 +264,18 @@ def _pairwise_update(n_a: int, mean_a, scatter_a, n_b: int, mean_b, scatter_b) -
     w = delta * float(np.sqrt(n_a * n_b / n))
     scatter_a += w[:, None] * w[None, :]  # w w^T: exactly symmetric, like the products above
     return n
+
+
+def stored_provenance(arrays: dict[str, np.ndarray], path: str) -> Provenance | None:
+    """The ``provenance_*`` fields of a file's arrays (a statistics file's, an ADM batch's), each a
+    string, else a one-line SourceError; None where the file has none."""
+    meta = {}
+    for key in sorted(k for k in arrays if k.startswith("provenance_")):
+        value = arrays[key]
+        if value.ndim != 0 or value.dtype.kind != "U":
+            raise SourceError(f"{path}: {key} must be a string, got {_describe(value)}")
+        meta[key[len("provenance_"):]] = str(value) or None
+    return Provenance.from_dict(meta) if meta else None
 
 
 def _describe(value: np.ndarray) -> str:
@@ -308,52 +322,12 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         raise SourceError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise SourceError(f"{path}: not a regular file")  # a FIFO would block the reader forever
-    key = None
-    try:
-        with _open_archive(path) as data:
-            arrays = {}
-            for key in data.files:
-                arrays[key] = np.asarray(data[key])
-            return arrays
-    except SourceError:
-        raise
-    except _UNREADABLE as exc:
-        what = f"cannot read '{key}'" if key else "cannot read the archive"
-        raise SourceError(f"{path}: {what} ({_reason(exc)})") from None
-
-
-def _open_archive(path: str):
-    if os.path.getsize(path) == 0:
-        raise SourceError(f"{path}: the file is empty, not a .npz archive")
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic == b"\x93NUMPY":
-        raise SourceError(f"{path}: holds a single .npy array, not a .npz archive of named arrays")
-    if not magic.startswith(b"PK"):
-        raise SourceError(f"{path}: not a .npz archive (a .npz file is a zip of .npy arrays)")
-    return np.load(path, allow_pickle=False)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
-        return f"truncated or corrupt: {one_line(exc)}"
-    return one_line(exc)
+    return read_npz(path)
 
 
 #: arrays that make an ``.npz`` a set of images, not statistics: ``arr_0`` (an ADM batch, whose
 #: stored ``mu``/``sigma`` ride along) and ``images`` (imgdist's own array files)
 IMAGE_KEYS = ("arr_0", "images")
-
-
-def _read_npz_keys(path: str) -> list[str]:
-    """The array names of an ``.npz`` archive, or a one-line SourceError naming the file."""
-    try:
-        with _open_archive(path) as data:
-            return list(data.files)
-    except SourceError:
-        raise
-    except _UNREADABLE as exc:
-        raise SourceError(f"{path}: cannot read the archive ({_reason(exc)})") from None
 
 
 def npz_keys(path) -> frozenset | None:
@@ -363,7 +337,7 @@ def npz_keys(path) -> frozenset | None:
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).lower().endswith(".npz"):
         return None
     path = os.fspath(path)
-    return frozenset(_read_npz_keys(path)) if os.path.isfile(path) else None
+    return frozenset(npz_names(path)) if os.path.isfile(path) else None
 
 
 def is_stats_file(path) -> bool:

@@ -60,9 +60,24 @@ def psd_violation(sigma: np.ndarray) -> tuple[float, float] | None:
     return float(w[0]), float(w[-1])
 
 
+def real_array(x, name: str) -> np.ndarray:
+    """``x`` as an array, or a ValueError naming ``name`` where it holds complex numbers: converting
+    them to float would drop their imaginary parts without a word (``mu + 5j`` would be ``mu``),
+    and a distance between real features has none. Statistics files are refused the same way."""
+    a = np.asarray(x)
+    if a.dtype.kind == "c" or (a.dtype.kind == "O" and any(isinstance(v, complex) for v in a.flat)):
+        raise ValueError(f"{name} holds complex numbers ({a.dtype}); only real numbers are accepted")
+    return a
+
+
+def real_float64(x, name: str) -> np.ndarray:
+    """``x`` as a float64 array (see :func:`real_array`)."""
+    return real_array(x, name).astype(np.float64, copy=False)
+
+
 def as_features(x, name: str) -> np.ndarray:
     """A finite 2-D float64 array of samples x features, or a ValueError naming ``name``."""
-    a = np.asarray(x, dtype=np.float64)
+    a = real_float64(x, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
     if not np.all(np.isfinite(a)):

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SetTooSmall
+from ._arrays import real_array
 from .frechet import FID
 from .registry import FEATURES, Metric, Setting, Suite, register, register_suite
 from .sfid import SFID
@@ -86,7 +87,7 @@ def adm_inception_score(logits_unbiased: np.ndarray, split_size: int = 5000) -> 
     float64 throughout; per split ``mean KL = mean_x sum_y p log p - sum_y pbar log pbar``, from
     log-softmax (a class of vanishing probability adds 0, not ``0 * log 0``), in chunks of rows.
     """
-    z = np.asarray(logits_unbiased)
+    z = real_array(logits_unbiased, "logits")  # converted to float64 a chunk at a time
     if z.ndim != 2 or not len(z) or z.shape[1] < 2:
         raise ValueError(f"logits must be an N x classes array with N >= 1 and >= 2 classes, got shape {z.shape}")
     split_size = int(split_size)

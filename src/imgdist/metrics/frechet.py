@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ._arrays import covariance_defect
+from ._arrays import covariance_defect, real_float64
 from .registry import Metric, register
 
 __all__ = ["centred_factor", "fid_from_features", "frechet_distance", "mean_cov", "nuclear_trace",
@@ -49,14 +49,14 @@ _BLOCK_ELEMENTS = 1 << 22
 
 
 def _as_mean(mu, name: str) -> np.ndarray:
-    m = np.atleast_1d(np.asarray(mu, dtype=np.float64))
+    m = np.atleast_1d(real_float64(mu, name))
     if not np.all(np.isfinite(m)):
         raise ValueError(f"{name} contains NaN or infinity")
     return m
 
 
 def _as_cov(sigma, name: str) -> np.ndarray:
-    s = np.asarray(sigma, dtype=np.float64)
+    s = real_float64(sigma, name)
     if s.ndim == 0:
         s = s.reshape(1, 1)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:

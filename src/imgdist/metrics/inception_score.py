@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-from ..errors import SetTooSmall
 from ..checks import option
+from ..errors import SetTooSmall
+from ._arrays import real_float64
 from .registry import LOGITS, Metric, Setting, register
 
 __all__ = ["inception_score"]
@@ -41,7 +42,7 @@ def inception_score(
     ``shuffle=True`` permutes the rows with ``np.random.RandomState(seed)`` first (torch-fidelity's
     default ordering with ``seed=2020``).
     """
-    z = np.asarray(logits, dtype=np.float64)
+    z = real_float64(logits, "logits")
     if z.ndim != 2:
         raise ValueError(f"logits must be a 2-D array (samples x classes), got shape {z.shape}")
     if not np.all(np.isfinite(z)):

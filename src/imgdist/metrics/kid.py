@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import ImgdistWarning
 from ..checks import check_int, check_seed
-from ._arrays import as_features
+from ._arrays import as_features, real_float64
 from ._shard import ALONE, Shard
 from .registry import FEATURES, Metric, Setting, register
 
@@ -72,8 +72,8 @@ def polynomial_kernel(
     Direct evaluation: with a large common offset in the features the entries are huge and
     :func:`mmd2_unbiased` of them loses digits; :func:`kid` and :func:`kid_full` avoid that.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = real_float64(x, "x")
+    y = real_float64(y, "y")
     if gamma is None:
         gamma = 1.0 / x.shape[1]
     k = x @ y.T
@@ -84,9 +84,7 @@ def polynomial_kernel(
 
 def mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
     """Unbiased MMD^2 from kernel matrices ``K_xx`` (m x m), ``K_yy`` (n x n), ``K_xy`` (m x n)."""
-    kxx = np.asarray(kxx, dtype=np.float64)
-    kyy = np.asarray(kyy, dtype=np.float64)
-    kxy = np.asarray(kxy, dtype=np.float64)
+    kxx, kyy, kxy = real_float64(kxx, "kxx"), real_float64(kyy, "kyy"), real_float64(kxy, "kxy")
     m, n = kxx.shape[0], kyy.shape[0]
     if kxx.shape != (m, m) or kyy.shape != (n, n) or kxy.shape != (m, n):
         raise ValueError(f"inconsistent kernel shapes {kxx.shape}, {kyy.shape}, {kxy.shape}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 from .. import defaults as D
-from ..errors import ImageError, ImgdistError
+from ..errors import ImageError, ImgdistError, ImgdistWarning
 from .pixel import PixelDistances, compare_pixels
 from ..extraction.sources import ImageSource, Skipped, check_on_error, iter_images, open_source
 
@@ -41,10 +42,11 @@ class Comparison:
     b: str
     pixel: PixelDistances
     feature: FeatureDistances | None = None
-    backbone: str | None = None
+    backbone: str | None = None      # its name, with the weights' hash where not the published ones
     resize_mode: str | None = None
     resized: bool = False
     device: str | None = None
+    weights_sha256: str | None = None
 
     def values(self) -> dict[str, float]:
         out = self.pixel.to_dict()
@@ -66,30 +68,60 @@ class Comparison:
         out["backbone"] = self.backbone
         out["resize_mode"] = self.resize_mode
         out["device"] = self.device
+        out["weights_sha256"] = self.weights_sha256
         out["resized_b_to_a"] = self.resized
         return out
 
 
 class _Embedder:
-    """Runs one backbone on single images (pairs are small: no workers, no cache)."""
+    """Runs one backbone on single images (pairs are small: no workers, no cache), in strict fp32
+    like every extraction. ``label``: the backbone's name, with the first 8 hex digits of its
+    weights' SHA-256 where they are not the published ones, as ``eval`` labels its numbers."""
 
     def __init__(self, backbone, mode: str | None, device=D.DEVICE, weights=None):
+        from ..evaluation.results import weights_tag
         from ..extraction.backbones import load_backbone
+        from ..extraction.provenance import Provenance
         from ..checks import resolve_device
 
         self.device = resolve_device(device)
         self.model = load_backbone(backbone, weights).to(self.device)
         self.prep = self.model.spec.preprocessing(mode)
         self.name = self.model.spec.name
+        self.weights_sha256 = getattr(self.model, "weights_id", None)
+        tag = weights_tag(Provenance(backbone=self.name, weights_sha256=self.weights_sha256))
+        self.label = self.name + (f":{tag}" if tag else "")
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> dict:
+    def __call__(self, image: np.ndarray, name: str = "the image") -> dict:
+        from ..extraction.features import fp32_mode
+
         x = self.prep.normalise(self.prep.resize_image(image)[None]).to(self.device)
-        return self.model(x, outputs=("pool", "spatial"))
+        with fp32_mode("fp32"):
+            out = self.model(x, outputs=("pool", "spatial"))
+        if not all(bool(torch.isfinite(t).all()) for t in [out["pool"], *out.get("spatial", [])]):
+            raise ImgdistError(f"{self.label} produced non-finite features for {name} (NaN or infinity): its "
+                               "weights are broken or overflow")
+        return out
+
+
+def _host64(t: torch.Tensor) -> torch.Tensor:
+    """float64 on the host: the distances of one pair are small sums, and a device may have no
+    float64 (Apple's MPS)."""
+    return t.to("cpu").double()
+
+
+def indistinguishable(fa: dict, fb: dict) -> bool:
+    """Whether two images' pooled features are one vector, to float32 rounding (two ulps of their
+    size, the bound of the collapsed-set check): a network that cannot tell them apart."""
+    from ..evaluation.spread import SPREAD_RTOL
+
+    pa, pb = _host64(fa["pool"][0]), _host64(fb["pool"][0])
+    return float((pa - pb).norm()) <= SPREAD_RTOL * max(float(pa.norm()), float(pb.norm()))
 
 
 def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
-    pa, pb = fa["pool"][0].double(), fb["pool"][0].double()
+    pa, pb = _host64(fa["pool"][0]), _host64(fb["pool"][0])
     l2 = float((pa - pb).norm())
     na, nb = float(pa.norm()), float(pb.norm())
     # 1 - cos as half the squared distance of the unit vectors: the same number, but exactly 0 for
@@ -97,8 +129,9 @@ def feature_distances(fa: dict, fb: dict) -> FeatureDistances:
     cosine = float(((pa / na - pb / nb) ** 2).sum()) / 2.0 if na > 0 and nb > 0 else math.nan
     spatial = 0.0
     for ma, mb in zip(fa.get("spatial", []), fb.get("spatial", [])):
-        na = ma.double() / (ma.double().norm(dim=1, keepdim=True) + 1e-10)
-        nb = mb.double() / (mb.double().norm(dim=1, keepdim=True) + 1e-10)
+        ma, mb = _host64(ma), _host64(mb)
+        na = ma / (ma.norm(dim=1, keepdim=True) + 1e-10)
+        nb = mb / (mb.norm(dim=1, keepdim=True) + 1e-10)
         spatial += float(((na - nb) ** 2).sum(dim=1).mean())
     return FeatureDistances(l2, cosine, spatial)
 
@@ -138,17 +171,22 @@ def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, 
     if weights is not None and backbone is None:
         raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
     embed = _Embedder(backbone, mode, device, weights) if backbone is not None else None
-    features_a = embed(image_a) if embed else None
-    results = []
+    features_a = embed(image_a, name_a) if embed else None
+    results, blind = [], []
     skipped = Skipped() if skipped is None else skipped
     for name_b, image_b in iter_images(source, on_error, skipped):
         try:
-            results.append(_compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize))
+            results.append(_compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize, blind))
         except ImageError as exc:
             if on_error == "raise":
                 raise
             skipped.add(exc)
     _check_compared(results, source, skipped)
+    if blind:
+        what = blind[0] if len(results) == 1 else f"{len(blind)} of the {len(results)} images of {source.label}"
+        warnings.warn(f"{embed.label} gives {what} the same features as {name_a}, although the pixels differ: the "
+                      "network cannot tell them apart (broken or zeroed weights?), and a feature distance of 0 "
+                      "means nothing here", ImgdistWarning, stacklevel=2)
     if sort_by:
         results.sort(key=lambda c: _sort_key(c, sort_by))
     return results
@@ -168,7 +206,7 @@ def _check_compared(results: list, source: ImageSource, skipped: Skipped) -> Non
                            f"({skipped.summary()})")
 
 
-def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize) -> Comparison:
+def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize, blind: list) -> Comparison:
     resized = False
     pixel_b = image_b
     if image_b.shape != image_a.shape:
@@ -178,9 +216,15 @@ def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize)
                                      "sizes (use --resize / resize=True to resize it, bicubic)")
         pixel_b, resized = resize_to(image_b, image_a.shape[:2]), True
     pixel = compare_pixels(image_a, pixel_b)
-    feature = feature_distances(features_a, embed(image_b)) if embed else None
-    return Comparison(name_a, name_b, pixel, feature, embed.name if embed else None,
-                      embed.prep.describe() if embed else None, resized, embed.device if embed else None)
+    feature = None
+    if embed:
+        features_b = embed(image_b, name_b)
+        feature = feature_distances(features_a, features_b)
+        if pixel.sum_abs_diff > 0 and indistinguishable(features_a, features_b):
+            blind.append(name_b)
+    return Comparison(name_a, name_b, pixel, feature, embed.label if embed else None,
+                      embed.prep.describe() if embed else None, resized, embed.device if embed else None,
+                      embed.weights_sha256 if embed else None)
 
 
 def _sort_key(comparison: Comparison, metric: str) -> float:

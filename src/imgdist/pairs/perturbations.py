@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .compare import _Embedder, feature_distances
+from .compare import _Embedder, feature_distances, indistinguishable
 from .. import defaults as D
 from ..errors import ImgdistError
 from .pixel import pixel_distances, ssim_defined
@@ -78,6 +78,7 @@ class RobustnessResult:
     reference: dict[str, float]                      # metric -> distance(image, other)
     distances: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation -> metric -> d
     device: str | None = None                        # where the backbone ran (None: no backbone)
+    weights_sha256: str | None = None                # the backbone's weights (None: none, or no backbone)
 
     @property
     def metrics(self) -> list[str]:
@@ -91,7 +92,7 @@ class RobustnessResult:
         clean = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
         return {
             "image": self.image, "other": self.other, "backbone": self.backbone,
-            "resize_mode": self.resize_mode, "device": self.device,
+            "resize_mode": self.resize_mode, "device": self.device, "weights_sha256": self.weights_sha256,
             "reference": {m: clean(v) for m, v in self.reference.items()},
             "perturbations": {p: {m: {"distance": clean(d[m]), "ratio": clean(self.ratio(p, m))}
                                   for m in self.metrics} for p, d in self.distances.items()},
@@ -161,12 +162,19 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mod
     if weights is not None and not backbone:
         raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
     embed = _Embedder(backbone, mode, device, weights) if backbone else None
-    f_img = embed(img) if embed else None
-    feats = (lambda x: embed(x)) if embed else (lambda x: None)
-    result = RobustnessResult(name, other_name, embed.name if embed else None,
-                              embed.prep.describe() if embed else None,
-                              reference=_distances(img, oth, f_img, feats(oth)),
-                              device=embed.device if embed else None)
+    f_img = embed(img, name) if embed else None
+    feats = (lambda x, what: embed(x, what)) if embed else (lambda x, what: None)
+    f_other = feats(oth, other_name)
+    reference = _distances(img, oth, f_img, f_other)
+    if embed and reference["sum_abs_diff"] > 0 and indistinguishable(f_img, f_other):
+        # every feature ratio would divide by 0: a table of nulls
+        raise ImgdistError(f"{embed.label} gives {name} and {other_name} the same features although their pixels "
+                           "differ: the network cannot tell them apart (broken or zeroed weights?), so no feature "
+                           "distance can be measured against theirs")
+    result = RobustnessResult(name, other_name, embed.label if embed else None,
+                              embed.prep.describe() if embed else None, reference=reference,
+                              device=embed.device if embed else None,
+                              weights_sha256=embed.weights_sha256 if embed else None)
     for label, perturbed in perturbations(img, seed).items():
-        result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed))
+        result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed, f"{name} ({label})"))
     return result

@@ -161,7 +161,7 @@ def _cause(error: Exception) -> str:
     if isinstance(error, zipfile.BadZipFile) or "central directory" in text \
             or "failed reading zip archive" in text:
         return "truncated or corrupt archive"
-    found = re.search(r"GLOBAL ([\w.]+)", text)
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", text)  # newer torch; torch 2.2
     if found:
         return (f"it holds Python objects ({found.group(1)}), not only tensors; imgdist reads tensors "
                 "and never runs code from a weights file")
