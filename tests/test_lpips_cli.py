@@ -119,7 +119,7 @@ def test_robustness_column(capsys, setup, tmp_path):
     # recomputed here: the photo against its 1-px shift, one pair through the network
     from imgdist.pairs.perturbations import shift
 
-    image = np.asarray(Image.open(photo).convert("RGB"))
+    image = np.array(Image.open(photo).convert("RGB"))
     model = load_models("squeeze", setup["lpips"])[0]
     with torch.inference_mode():
         x, y = (model.to_input(torch.from_numpy(v[None]).permute(0, 3, 1, 2)) for v in (image, shift(image, 1)))

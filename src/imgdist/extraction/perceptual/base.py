@@ -32,8 +32,9 @@ class PerceptualNet(nn.Module):
 
     #: the name results carry (``Comparison.values()``, JSON keys, ``--sort-by``)
     key: ClassVar[str] = ""
-    #: measured peak activation bytes per input pixel in float32 (network and comparison)
-    bytes_per_pixel: ClassVar[int] = 4096
+    #: peak memory per input pixel of a batch in float32, network and comparison (measured by
+    #: benchmarks/bench_lpips.py --memory; each network sets its own)
+    bytes_per_pixel: ClassVar[int] = 1024
 
     def __init__(self):
         super().__init__()

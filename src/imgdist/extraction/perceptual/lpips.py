@@ -118,8 +118,9 @@ class LPIPS(PerceptualNet):
     ``N x 3 x H x W`` images in [-1, 1] like ``lpips.LPIPS``; :meth:`to_input` makes them from uint8."""
 
     key = "lpips"
-    #: measured peak activation bytes per input pixel (benchmarks/bench_lpips.py --memory)
-    BYTES_PER_PIXEL = {"alex": 600, "vgg": 4096, "squeeze": 1200}
+    #: peak memory per input pixel of a batch, rounded up from the measured 78 (alex), 861 (vgg)
+    #: and 254 (squeeze) bytes (benchmarks/bench_lpips.py --memory, 256 px, float32, CPU)
+    BYTES_PER_PIXEL = {"alex": 128, "vgg": 1024, "squeeze": 384}
 
     def __init__(self, net: str = "alex"):
         super().__init__()
