@@ -383,11 +383,10 @@ def _cmd_backbones(args) -> int:
 
 def _cmd_weights(args) -> int:
     from .extraction.backbones import list_specs
+    from .extraction.perceptual import weights_files
     from .extraction.weights import cache_dir
 
     rows, records = [], []
-    from .extraction.perceptual import weights_files
-
     files = [(spec.name, spec.weights) for spec in list_specs() if spec.weights is not None]
     for name, w in files + weights_files():  # the backbones', then LPIPS's and DISTS's files
         facts = _file_facts(w)

@@ -77,6 +77,8 @@ def as_uint8_batch(images) -> torch.Tensor:
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = images[None]
     array = np.ascontiguousarray(np.stack(list(images)) if not isinstance(images, np.ndarray) else images)
+    if not array.flags.writeable:  # Pillow-backed arrays: torch would warn about sharing them
+        array = array.copy()
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"expected uint8 H x W x 3 images, got {array.dtype} {array.shape}")
     return torch.from_numpy(array).permute(0, 3, 1, 2)
