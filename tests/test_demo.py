@@ -143,6 +143,10 @@ def test_pair_contrast(demo_run):
     assert "feature_l2 moves" in reading and "not the robust one" in reading
     assert "feature_cosine reacts strongly" in reading
     assert reading.split()[:3] == " ".join(stdout.split("Read: ")[1].split()).split()[:3]
+    # offline, with an empty cache: no LPIPS column, and one line that says why
+    note = "lpips: not shown, no LPIPS[alex] weights here (the demo never downloads; --lpips-weights PATH)"
+    assert "   " + note in stdout.splitlines() and numbers["lpips"] == {"note": note}
+    assert "lpips" not in rob["reference"]
 
 
 def test_readme_intro_numbers_are_the_demos(demo_run):

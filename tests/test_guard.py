@@ -218,6 +218,18 @@ def _hardening_ii_files(f, root, good):
     f["sizes_mixed"] = root / "sizes_mixed"
     shutil.copytree(f["sizes_clean"], f["sizes_mixed"])
     shutil.copy(f["other_size"], f["sizes_mixed"] / "zz_other_size.png")
+    _lpips_files(f, root)
+
+
+def _lpips_files(f, root):
+    """The files of issue 24's rows: LPIPS stand-in weights, a photo of another size."""
+    import lpips_stand_in
+
+    torch.save(lpips_stand_in.lpips_state_dict("squeeze"), root / "lpips_squeeze.pth")
+    f["lpips_squeeze"] = root / "lpips_squeeze.pth"
+    wide = np.random.default_rng(16).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(wide).save(root / "photo_wide.png")
+    f["photo_wide"] = root / "photo_wide.png"
 
 
 def _npy_bytes(shape, data=b"\0" * 4000, descr="|u1"):
@@ -307,6 +319,7 @@ LITE = ["--backbone", "efficientnet-lite0"]
 
 ERR = "error"
 SAME = "same"
+LPIPS = ["compare", "{photo}", "{photo}", "--backbone", "none", "--lpips"]
 
 # (id, argv, environment, outcome, text the one stderr line must contain)
 CASES = [
@@ -577,6 +590,33 @@ CASES = [
     ("stats-adm-images-3", ["stats", "{real}", "-o", "{root}/adm3.npz", "--format", "adm", "--adm-images", "3"],
      {"IMGDIST_OFFLINE": "1"}, ERR,
      "adm_images (--adm-images) 3: --suite adm refuses a batch of 3 images; precision and recall need more than k = 3"),
+    # issue 24: LPIPS and DISTS
+    ("lpips-unknown-network", LPIPS + ["banana"], None, ERR, "lpips (--lpips) 'banana': choose from alex, vgg, squeeze"),
+    ("robustness-lpips-unknown-network", ROBUST + ["--lpips", "vgg19"], None, ERR,
+     "lpips (--lpips) 'vgg19': choose from alex, vgg, squeeze"),
+    ("lpips-weights-without-network", COMPARE + ["--lpips-weights", "{lpips_squeeze}"], None, ERR,
+     "lpips_squeeze.pth: name its network with lpips (--lpips alex|vgg|squeeze)"),
+    ("lpips-weights-not-lpips", LPIPS + ["squeeze", "--lpips-weights", "{wrong_keys}"], None, ERR,
+     "wrong_keys.pth: not LPIPS squeeze (the state dict of lpips.LPIPS(net='squeeze')) weights"),
+    ("lpips-weights-of-another-network", LPIPS + ["alex", "--lpips-weights", "{lpips_squeeze}"], None, ERR,
+     "lpips_squeeze.pth: not LPIPS alex (the state dict of lpips.LPIPS(net='alex')) weights"),
+    ("lpips-weights-with-python-objects", LPIPS + ["squeeze", "--lpips-weights", "{objects}"], None, ERR,
+     "objects.pth: cannot read it as a PyTorch weights file (it holds Python objects"),
+    ("lpips-weights-missing", LPIPS + ["squeeze", "--lpips-weights", "{root}/nope.pth"], None, ERR,
+     "LPIPS squeeze weights file"),
+    ("lpips-sizes-differ", ["compare", "{photo}", "{photo_wide}", "--backbone", "none", "--lpips", "squeeze",
+                            "--lpips-weights", "{lpips_squeeze}"], None, ERR,
+     "photo_wide.png: is 48x40, photo.png is 40x40: pixel distances and lpips need equal sizes (use --resize"),
+    ("lpips-image-too-small", ["compare", "{a}", "{b}", "--backbone", "none", "--lpips", "squeeze",
+                               "--lpips-weights", "{lpips_squeeze}"], None, ERR,
+     "im_000.png: 4x4 is too small for LPIPS[squeeze:"),
+    ("lpips-offline-without-weights", LPIPS + ["alex"], {"IMGDIST_OFFLINE": "1"}, ERR,
+     "LPIPS v0.1 alex heads weights not found (offline: IMGDIST_OFFLINE=1)"),
+    ("dists-weights-without-dists", COMPARE + ["--dists-weights", "{wrong_keys}"], None, ERR,
+     "wrong_keys.pth: these weights would be unused; add dists (--dists)"),
+    ("dists-weights-not-dists", ["compare", "{photo}", "{photo}", "--backbone", "none", "--dists", "--dists-weights",
+                                 "{lpips_squeeze}"], None, ERR,
+     "lpips_squeeze.pth: not DISTS (the state dict of DISTS_pytorch's DISTS()) weights"),
 ]
 
 

@@ -16,6 +16,8 @@ _EXPORTS = {
     "open_source": "extraction.sources",
     "load_backbone": "extraction.backbones", "list_specs": "extraction.backbones", "get_spec": "extraction.backbones",
     "custom_backbone": "extraction.backbones.custom",
+    "load_lpips": "extraction.perceptual.lpips", "load_dists": "extraction.perceptual.dists",
+    "lpips_diversity": "extraction.perceptual.diversity",
     "ImgdistError": "errors", "ImageError": "errors", "SourceError": "errors", "WeightsError": "errors",
     "ProvenanceError": "errors",
 }

@@ -97,15 +97,37 @@ def _backbone(args):
     return name
 
 
+def _add_perceptual_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lpips", metavar="NET", default=None,
+                   help="also LPIPS v0.1 (Zhang et al. 2018) on alex, vgg or squeeze: torchvision's ImageNet "
+                        "backbone and the published heads, downloaded once with a SHA-256 check")
+    p.add_argument("--lpips-weights", metavar="PATH", default=None,
+                   help="LPIPS weights: one state dict in the lpips package's layout (torch.save(lpips.LPIPS("
+                        "net=NET).state_dict(), PATH)); results then print as LPIPS[NET:<its hash>]")
+    p.add_argument("--dists", action="store_true",
+                   help="also DISTS (Ding et al. 2020): VGG16 structure and texture similarity")
+    p.add_argument("--dists-weights", metavar="PATH", default=None,
+                   help="DISTS weights: one state dict in DISTS_pytorch's layout (torch.save(DISTS().state_dict(), "
+                        "PATH)); results then print as DISTS[<its hash>]")
+
+
+def _perceptual_kwargs(args) -> dict:
+    return dict(lpips=args.lpips, lpips_weights=args.lpips_weights, dists=args.dists,
+                dists_weights=args.dists_weights)
+
+
 def _cmd_compare(args) -> int:
     from .pairs.compare import compare_many
+    from .pairs.perceptual import NOTES
 
     backbone = _backbone(args)
     skipped = Skipped()
     sort_by = args.sort_by or ("feature_cosine" if backbone else "sum_abs_diff")
     results = compare_many(args.a, args.b, backbone=backbone, weights=args.weights, mode=args.mode,
                            resize=args.resize, device=args.device, sort_by=sort_by, on_error=args.on_error,
-                           skipped=skipped)
+                           skipped=skipped, **_perceptual_kwargs(args))
+    learned = next((r.labels for r in results if r.labels), {})
+    learned_line = "learned distances: " + ", ".join(f"{k} = {v}" for k, v in learned.items())
     # one file named -> one result object; a folder, glob, archive or array -> always a list
     single = os.path.isfile(args.b) and not args.b.lower().endswith(ARCHIVE_SUFFIXES + (".npy", ".npz"))
     if args.json:
@@ -119,11 +141,16 @@ def _cmd_compare(args) -> int:
         print(f"a: {r.a}\nb: {r.b}" + (" (resized to a's size, bicubic)" if r.resized else ""))
         if r.backbone:
             print(f"backbone: {r.backbone}, resize mode {r.resize_mode}, device {r.device}")
+        if learned:
+            print(learned_line)
+        notes = {**_PAIR_NOTES, **NOTES}
         print(format_table(["metric", "value", "meaning"],
-                           [[k, v, _PAIR_NOTES.get(k, "")] for k, v in r.values().items()]))
+                           [[k, v, notes.get(k, "")] for k, v in r.values().items()]))
     else:
         keys = list(results[0].values()) if results else []
         print(f"a: {args.a}; {len(results)} images sorted by {sort_by}")
+        if learned:
+            print(learned_line)
         print(format_table(["b"] + keys, [[r.b] + [r.values()[k] for k in keys] for r in results]))
     if skipped:
         print(f"imgdist: warning: {skipped.summary()}", file=sys.stderr)
@@ -351,7 +378,7 @@ def _cmd_robustness(args) -> int:
             raise ImgdistError("--plot needs matplotlib: pip install matplotlib") from None
     backbone = _backbone(args)
     result = robustness(args.image, args.other, backbone=backbone, weights=args.weights, mode=args.mode,
-                        device=args.device, seed=args.seed)
+                        device=args.device, seed=args.seed, **_perceptual_kwargs(args))
     if args.plot:
         result.plot(args.plot)
     if args.json:
@@ -367,7 +394,8 @@ def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     echo = None if args.json else (lambda text: print(text, flush=True))
-    result = run_demo(args.out, device=args.device, progress=not args.no_progress, crops=args.crops, echo=echo)
+    result = run_demo(args.out, device=args.device, progress=not args.no_progress, crops=args.crops, echo=echo,
+                      lpips=args.lpips, lpips_weights=args.lpips_weights)
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -381,11 +409,15 @@ def _megabytes(size: int | None) -> str:
 
 def _weights_facts(spec) -> dict:
     """Where a backbone's weights come from, their pinned size and hash, and whether they are here."""
-    from .extraction.weights import weights_status
-
     if spec.weights is None:
         return {"url": None, "size": None, "sha256": None, "present": None, "source": "none needed"}
-    w = spec.weights
+    return _file_facts(spec.weights)
+
+
+def _file_facts(w) -> dict:
+    """Where one weights file comes from, its pinned size and hash, and whether it is here."""
+    from .extraction.weights import weights_status
+
     st = weights_status(w)
     size = w.size
     if size is None and st.present:
@@ -421,18 +453,18 @@ def _cmd_backbones(args) -> int:
 
 def _cmd_weights(args) -> int:
     from .extraction.backbones import list_specs
+    from .extraction.perceptual import weights_files
     from .extraction.weights import cache_dir
 
     rows, records = [], []
-    for spec in list_specs():
-        if spec.weights is None:
-            continue
-        facts = _weights_facts(spec)
+    files = [(spec.name, spec.weights) for spec in list_specs() if spec.weights is not None]
+    for name, w in files + weights_files():  # the backbones', then LPIPS's and DISTS's files
+        facts = _file_facts(w)
         present = "yes" if facts["present"] else "no"
-        rows.append([spec.name, present, facts["source"], _megabytes(facts["size"]), facts["where"]])
-        records.append({"backbone": spec.name, "present": present, "source": facts["source"],
+        rows.append([name, present, facts["source"], _megabytes(facts["size"]), facts["where"]])
+        records.append({"backbone": name, "present": present, "source": facts["source"],
                         "where": facts["where"], "bytes": facts["size"], "sha256": facts["sha256"],
-                        "url": spec.weights.url})
+                        "url": w.url})
     if args.json:
         _print_json(records)
     else:
@@ -491,8 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backbone_args(p, D.PAIR_BACKBONE, allow_none=True)
     p.add_argument("--resize", action="store_true",
                    help="resize B to A's size (bicubic) when sizes differ, instead of failing")
-    p.add_argument("--sort-by", default=None, help="metric to sort by when B holds several images "
-                                                   "(default: feature_cosine, or sum_abs_diff without backbone)")
+    p.add_argument("--sort-by", default=None, help="metric to sort by when B holds several images, e.g. mse, "
+                                                   "lpips (default: feature_cosine, or sum_abs_diff without "
+                                                   "backbone)")
+    _add_perceptual_args(p)
     p.add_argument("--on-error", choices=ON_ERROR, default="raise",
                    help="unreadable image in B: 'raise' stops (default), 'skip' skips and counts it")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -576,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("other", nargs="?", default=None, help="a different image (default: built-in coffee photo)")
     _add_backbone_args(p, D.PAIR_BACKBONE, allow_none=True)
     p.add_argument("--plot", default=None, help="save a plot (PNG) of the ratios")
+    _add_perceptual_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_robustness)
@@ -588,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the images, the robustness plot, an HTML report and the numbers to DIR, "
                         "and print the imgdist commands that recompute them")
     p.add_argument("--crops", type=int, default=D.DEMO_CROPS, help=f"images per set (default: {D.DEMO_CROPS})")
+    p.add_argument("--lpips", metavar="NET", default=None,
+                   help="the LPIPS network of the robustness table, alex, vgg or squeeze (default: alex); shown "
+                        "when its weights are in the cache (the demo never downloads) or given")
+    p.add_argument("--lpips-weights", metavar="PATH", default=None,
+                   help="LPIPS weights for the robustness table: one state dict in the lpips package's layout")
     p.add_argument("--device", default=D.DEVICE,
                    help=f"auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps (default: {D.DEVICE})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

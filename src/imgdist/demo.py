@@ -5,7 +5,9 @@ Three steps, each printed as soon as it is done:
 1. the lecture's example: two tiny images whose values differ by 150 -> sum of absolute
    differences 900; an image against itself -> 0;
 2. one photo against shifted, noised and blurred copies of itself and against another photo,
-   pixel distances beside feature distances (:func:`imgdist.robustness`);
+   pixel distances beside feature distances (:func:`imgdist.robustness`), and LPIPS beside them
+   where its weights are here already (in the cache or an installed ``lpips`` package, or given
+   as ``lpips_weights``): the demo never downloads, so offline it says so in one line;
 3. whole sets: a "real" set of crops against a clean fake set (other crops), the same fakes
    shifted by 1 pixel, and noised: FD and precision/recall in pixel space (the ``pixels``
    backbone) and in feature space.
@@ -90,6 +92,7 @@ class DemoResult:
     commands: list[str] = field(default_factory=list)       # imgdist commands on those files
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)       # from the set evaluations
+    lpips_note: str = ""                                    # why the table has no lpips column
 
     def score(self, space: str, fake: str) -> SetScore:
         return next(s for s in self.sets if s.space == space and s.fake == fake)
@@ -120,9 +123,11 @@ class DemoResult:
             "   Pixel distances compare values at the same positions: 0 only for identical images."])
 
     def pair_text(self) -> str:
+        lpips = (_wrap(lpips_reading(self.robustness), "   LPIPS: ") if "lpips" in self.robustness.labels
+                 else "   " + self.lpips_note)
         return "\n".join([f"2. One photo ({PAIR_PHOTO}) against changed copies of itself; 1 = as far as another "
                           f"photo ({PAIR_OTHER})",
-                          _indent(self.robustness.table()), _read(pair_reading(self.robustness))])
+                          _indent(self.robustness.table()), _read(pair_reading(self.robustness)), lpips])
 
     def sets_text(self) -> str:
         rows = []
@@ -167,6 +172,8 @@ class DemoResult:
                         "identical_sum_abs_diff": self.identical_sum_abs_diff},
             "robustness": self.robustness.to_dict(),
             "pair_reading": pair_reading(self.robustness),
+            "lpips": ({"label": self.robustness.labels["lpips"], "reading": lpips_reading(self.robustness)}
+                      if "lpips" in self.robustness.labels else {"note": self.lpips_note}),
             "sets": {"crops": self.crops, "crop_size": CROP, "shift_px": SHIFT_PX, "noise_sigma": SET_NOISE,
                      "scores": [{k: clean(v) for k, v in asdict(s).items()} for s in self.sets],
                      "fd_ratio_to_clean": {sp: {f: clean(self.fd_ratio(sp, f)) for f in FAKE_SETS} for sp in SPACES},
@@ -194,7 +201,8 @@ def pair_reading(r: RobustnessResult) -> str:
     """What the robustness table says, in words chosen by its numbers."""
     shift_key, noise_key, blur_key = "shift1", f"noise{max(NOISE_SIGMAS)}", f"blur{max(BLUR_RADII)}"
     ratio = r.ratio
-    finite = [m for m in r.metrics if math.isfinite(ratio(shift_key, m))]
+    # the pixel and the backbone's feature distances; LPIPS gets its own sentence (lpips_reading)
+    finite = [m for m in r.metrics if m not in r.labels and math.isfinite(ratio(shift_key, m))]
     steady = min(finite, key=lambda m: ratio(shift_key, m))
     s_pix, s_steady = ratio(shift_key, "sum_abs_diff"), ratio(shift_key, steady)
     out = [f"A 1-pixel shift is {_pct(s_pix)} of the way to another photo in sum_abs_diff, "
@@ -210,6 +218,27 @@ def pair_reading(r: RobustnessResult) -> str:
                f"{steady} {react}, {_pct(n_st)} and {_pct(b_st)} ({_times(n_st, s_steady)} and "
                f"{_times(b_st, s_steady)} its shift value), where sum_abs_diff moves {_pct(n_pix)} and "
                f"{_pct(b_pix)} ({_times(n_pix, s_pix)} and {_times(b_pix, s_pix)} its shift value).")
+    return " ".join(out)
+
+
+def lpips_reading(r: RobustnessResult) -> str:
+    """What the table's lpips column says, in words chosen by its numbers."""
+    shift_key, noise_key, blur_key = "shift1", f"noise{max(NOISE_SIGMAS)}", f"blur{max(BLUR_RADII)}"
+    label, ratio = r.labels["lpips"], r.ratio
+    s_l, n_l, b_l = ratio(shift_key, "lpips"), ratio(noise_key, "lpips"), ratio(blur_key, "lpips")
+    s_pix = ratio(shift_key, "sum_abs_diff")
+    if not all(math.isfinite(v) for v in (s_l, n_l, b_l, s_pix)):
+        return f"{label} gives no finite ratios here (the other photo is at LPIPS 0)."
+    pixels = (f"{_times(s_pix, s_l)} as far" if s_l < s_pix else "nearer")
+    out = [f"{label} puts the 1-pixel shift {_pct(s_l)} of the way to another photo; sum_abs_diff puts it at "
+           f"{_pct(s_pix)}, {pixels}."]
+    verdict = ("it tells damage from a small shift" if min(n_l, b_l) > 3 * s_l
+               else "it does not tell them clearly from a small shift")
+    out.append(f"Noise (sigma {max(NOISE_SIGMAS)}) and blur (radius {max(BLUR_RADII)}) move it {_pct(n_l)} and "
+               f"{_pct(b_l)} ({_times(n_l, s_l)} and {_times(b_l, s_l)} its shift value): {verdict}.")
+    if ":" in label:
+        out.append("(These weights are not the published ones, the hash in the label says which: the numbers "
+                   "show the computation, not what LPIPS itself says.)")
     return " ".join(out)
 
 
@@ -305,7 +334,7 @@ class _Output:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as exc:
             raise ImgdistError(f"--out {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
-        from ..checks import check_output
+        from .checks import check_output
 
         check_output(self.path("report.html"), "--out")
         for name in ("real", *FAKE_SETS):  # the set folders must hold only this run's images
@@ -337,12 +366,14 @@ class _Output:
 
 
 def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: int = CROPS, seed: int = 0,
-             echo=None) -> DemoResult:
+             echo=None, lpips: str | None = None, lpips_weights=None) -> DemoResult:
     """Run the three steps on the built-in photos; see the module docstring.
 
     ``out``: a folder for the images, the plot, the HTML report and ``demo.json`` (created if
     missing). ``crops``: images per set (more: steadier numbers, slower). ``echo``: called with
-    each step's text as soon as it is done (the CLI passes ``print``).
+    each step's text as soon as it is done (the CLI passes ``print``). ``lpips``: the LPIPS network
+    of the robustness table (default ``alex``), shown when its published weights are here already
+    or ``lpips_weights`` (one state dict in the lpips package's layout) is given.
     """
     from .checks import check_int, resolve_device
     from .evaluation.run import evaluate_features
@@ -352,6 +383,7 @@ def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: 
 
     started = time.perf_counter()
     crops = check_int("crops", crops, 2 * registry.setting("pr_k").default)  # k-NN radii need more images than k
+    lpips_net, lpips_note = _demo_lpips(lpips, lpips_weights)
     output = _Output(out) if out is not None else None
     device = resolve_device(device)
     say = echo or (lambda text: None)
@@ -360,12 +392,14 @@ def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: 
     # 1. the lecture's pair
     lecture = compare_pixels(LECTURE_A, LECTURE_B).sum_abs_diff
     identical = compare_pixels(LECTURE_A, LECTURE_A.copy()).sum_abs_diff
-    result = DemoResult(lecture, identical, robustness=None, sets=[], crops=crops, device=device)
+    result = DemoResult(lecture, identical, robustness=None, sets=[], crops=crops, device=device,
+                        lpips_note=lpips_note)
     say(result.lecture_text() + "\n")
 
     # 2. one photo and its perturbed copies
     photo, other = builtin_photo(PAIR_PHOTO), builtin_photo(PAIR_OTHER)
-    result.robustness = robustness(photo, other, backbone=FEATURE_BACKBONE, device=device, seed=seed)
+    result.robustness = robustness(photo, other, backbone=FEATURE_BACKBONE, device=device, seed=seed,
+                                   lpips=lpips_net, lpips_weights=lpips_weights if lpips_net else None)
     result.robustness.image = f"{PAIR_PHOTO} (built in)"
     result.robustness.other = f"{PAIR_OTHER} (built in)"
     say(result.pair_text() + "\n")
@@ -385,14 +419,35 @@ def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: 
     say(result.sets_text() + "\n")
 
     if output is not None:
-        _write(output, result, photo, other, sets, kept[FEATURE_BACKBONE, f"noise{SET_NOISE}"], seed)
+        _write(output, result, photo, other, sets, kept[FEATURE_BACKBONE, f"noise{SET_NOISE}"], seed,
+               _lpips_flags(lpips_net, lpips_weights))
     result.seconds = time.perf_counter() - started
     if output is not None:
         _save_json(output, result)
     return result
 
 
-def _write(output: _Output, result: DemoResult, photo, other, sets, report_inputs, seed: int) -> None:
+def _demo_lpips(net: str | None, weights) -> tuple[str | None, str]:
+    """The LPIPS network the demo's table shows (None: none), and otherwise the line that says why.
+    Checked before any work: a wrong name or a missing file is an error, absent weights are not."""
+    from .extraction.perceptual.lpips import HEADS, NETS, check_net
+    from .extraction.backbones.torchvision_features import WEIGHTS
+    from .extraction.weights import weights_status
+
+    net = check_net(net or "alex")
+    if weights is not None:
+        if not os.path.isfile(weights):
+            raise ImgdistError(f"lpips_weights (--lpips-weights) {os.fspath(weights)}: no such file")
+        return net, ""
+    specs = (WEIGHTS[NETS[net].arch], HEADS[net])
+    if all(weights_status(spec).present for spec in specs):
+        return net, ""
+    # one line: 'imgdist weights' and the README say where the files go
+    return None, f"lpips: not shown, no LPIPS[{net}] weights here (the demo never downloads; --lpips-weights PATH)"
+
+
+def _write(output: _Output, result: DemoResult, photo, other, sets, report_inputs, seed: int,
+           lpips_flags: str = "") -> None:
     files = result.files
     files["lecture pair"] = os.path.dirname(output.image(LECTURE_A, "lecture", "a.png"))
     output.image(LECTURE_B, "lecture", "b.png")
@@ -432,13 +487,20 @@ def _write(output: _Output, result: DemoResult, photo, other, sets, report_input
         f"imgdist compare {q(os.path.join(lect, 'a.png'))} {q(os.path.join(lect, 'b.png'))} --backbone none",
         f"imgdist compare {q(files['photo'])} {q(os.path.join(pair, f'{stem}_shift1.png'))}",
         f"imgdist robustness {q(files['photo'])} {q(files['other photo'])}"
-        + (f" --plot {q(plot)}" if plot else ""),
+        + (f" --plot {q(plot)}" if plot else "") + lpips_flags,
         f"imgdist eval {q(files['set real'])} {q(shifted)} --backbone pixels --resize-mode {SPACES['pixels']} "
         f"--metrics {metrics}",
         f"imgdist eval {q(files['set real'])} {q(shifted)} --backbone {FEATURE_BACKBONE} --metrics {metrics}",
         f"imgdist eval {q(files['set real'])} {q(noise_dir)} --backbone {FEATURE_BACKBONE} --metrics {metrics} "
         f"--report {q(files['report'])}",
     ]
+
+
+def _lpips_flags(net: str | None, weights) -> str:
+    """The robustness command's LPIPS flags, as the demo ran it."""
+    if net is None:
+        return ""
+    return f" --lpips {net}" + (f" --lpips-weights {shlex.quote(os.fspath(weights))}" if weights is not None else "")
 
 
 def _save_json(output: _Output, result: DemoResult) -> None:

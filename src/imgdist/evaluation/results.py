@@ -15,7 +15,7 @@ import numpy as np
 
 from ..metrics import registry as R
 from ..errors import ImgdistError
-from ..extraction.provenance import Provenance
+from ..extraction.provenance import Provenance, weights_tag
 
 @dataclass
 class PerImage:
@@ -61,25 +61,6 @@ def _yes(flag) -> str:
     return "yes" if bool(flag) else "no"
 
 
-
-
-def weights_tag(provenance: Provenance) -> str | None:
-    """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
-    weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
-    and where nothing is known to compare with (custom backbones, foreign statistics)."""
-    from ..extraction.backbones import get_spec
-    from ..extraction.weights import hash_matches
-
-    if not provenance.backbone or not provenance.weights_sha256:
-        return None
-    try:
-        spec = get_spec(provenance.backbone)
-    except ImgdistError:  # custom backbone: its hash is its identity, nothing to compare with
-        return None
-    expected = spec.weights.sha256 if spec.weights else None
-    if not expected or hash_matches(provenance.weights_sha256, expected):
-        return None
-    return provenance.weights_sha256[:8]
 
 
 def weights_warning(provenance: Provenance) -> str | None:

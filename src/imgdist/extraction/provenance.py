@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .. import __version__
-from ..errors import ProvenanceError
+from ..errors import ImgdistError, ProvenanceError
 
 #: the backbone name of features the user computed elsewhere (an N x d array): every feature metric
 #: runs on them, and they print as ``FD[user-features]``, never as FID
@@ -70,3 +70,22 @@ class Provenance:
         sha = (self.weights_sha256 or "none")[:12]
         extra = f", {self.precision}" if self.reduced_precision else ""
         return f"{self.backbone} ({self.feature_layer}), weights {sha}, resize {self.resize_mode}{extra}"
+
+
+def weights_tag(provenance: Provenance) -> str | None:
+    """The first 8 hex digits of the weights' SHA-256 where they are not the backbone's published
+    weights (e.g. ``--weights`` of a fine-tuned or stand-in network); None for the published ones,
+    and where nothing is known to compare with (custom backbones, foreign statistics)."""
+    from .backbones import get_spec
+    from .weights import hash_matches
+
+    if not provenance.backbone or not provenance.weights_sha256:
+        return None
+    try:
+        spec = get_spec(provenance.backbone)
+    except ImgdistError:  # custom backbone: its hash is its identity, nothing to compare with
+        return None
+    expected = spec.weights.sha256 if spec.weights else None
+    if not expected or hash_matches(provenance.weights_sha256, expected):
+        return None
+    return provenance.weights_sha256[:8]

@@ -38,6 +38,14 @@ from .provenance import Provenance
 #: forged one, and it would make the file outweigh any real set when statistics are merged.
 MAX_IMAGES = 2**40
 
+#: ``sqrt(tr Sigma) <= SPREAD_RTOL * |mu|`` counts as one point: two float32 ulps of the features'
+#: size. Features of one image differ between batches only by rounding (a few ulps in some entries:
+#: another batch size picks another kernel), which stays below that; any real spread is far above
+#: it, even on top of a large common offset (features 1e6 +- 4 are 1.1e-6 of their size, 5 times
+#: the bound), so the bound is tied to float32's resolution and to nothing looser.
+SPREAD_RTOL = 2 * float(np.finfo(np.float32).eps)
+
+
 class GaussianStats:
     def __init__(self, dim: int | None = None, provenance: Provenance | None = None):
         self.provenance = provenance or Provenance()

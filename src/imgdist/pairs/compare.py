@@ -9,6 +9,10 @@ Feature distances use a backbone's outputs:
                      Unreasonable Effectiveness of Deep Features as a Perceptual Metric"): each
                      spatial feature map is unit-normalised along channels, squared differences are
                      summed over channels and averaged over space, then summed over layers
+
+and, when asked for, the learned ones (:mod:`imgdist.extraction.perceptual`): ``lpips`` (LPIPS
+v0.1 on AlexNet, VGG16 or SqueezeNet) and ``dists`` (DISTS), computed for many images of a source
+in batches, with the first image run through their network once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +28,7 @@ from PIL import Image
 
 from .. import defaults as D
 from ..errors import ImageError, ImgdistError, ImgdistWarning
+from . import perceptual
 from .pixel import PixelDistances, compare_pixels
 from ..extraction.sources import ImageSource, Skipped, check_on_error, iter_images, open_source
 
@@ -47,11 +52,15 @@ class Comparison:
     resized: bool = False
     device: str | None = None
     weights_sha256: str | None = None
+    #: learned distances (``lpips``, ``dists``) and the names they print under (``LPIPS[alex]``)
+    perceptual: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
     def values(self) -> dict[str, float]:
         out = self.pixel.to_dict()
         if self.feature is not None:
             out.update(vars(self.feature))
+        out.update(self.perceptual)
         return out
 
     def to_dict(self) -> dict:
@@ -70,6 +79,8 @@ class Comparison:
         out["device"] = self.device
         out["weights_sha256"] = self.weights_sha256
         out["resized_b_to_a"] = self.resized
+        if self.labels:
+            out["labels"] = dict(self.labels)
         return out
 
 
@@ -79,7 +90,7 @@ class _Embedder:
     weights' SHA-256 where they are not the published ones, as ``eval`` labels its numbers."""
 
     def __init__(self, backbone, mode: str | None, device=D.DEVICE, weights=None):
-        from ..evaluation.results import weights_tag
+        from ..extraction.provenance import weights_tag
         from ..extraction.backbones import load_backbone
         from ..extraction.provenance import Provenance
         from ..checks import resolve_device
@@ -114,7 +125,7 @@ def _host64(t: torch.Tensor) -> torch.Tensor:
 def indistinguishable(fa: dict, fb: dict) -> bool:
     """Whether two images' pooled features are one vector, to float32 rounding (two ulps of their
     size, the bound of the collapsed-set check): a network that cannot tell them apart."""
-    from ..evaluation.spread import SPREAD_RTOL
+    from ..extraction.stats import SPREAD_RTOL
 
     pa, pb = _host64(fa["pool"][0]), _host64(fb["pool"][0])
     return float((pa - pb).norm()) <= SPREAD_RTOL * max(float(pa.norm()), float(pb.norm()))
@@ -151,36 +162,56 @@ def _load_one(spec) -> tuple[str, np.ndarray]:
 
 
 def compare(a, b, *, backbone: str | object | None = D.PAIR_BACKBONE, weights=None, mode: str | None = None,
-            resize: bool = False, device: str = D.DEVICE) -> Comparison:
+            resize: bool = False, device: str = D.DEVICE, lpips: str | None = None, lpips_weights=None,
+            dists: bool = False, dists_weights=None) -> Comparison:
     """Pixel (and, with a backbone, feature) distances between two images.
 
     ``a`` and ``b``: a path, an array (H x W x C), a tensor (C x H x W) or a PIL image.
     ``resize=True`` resizes ``b`` to ``a``'s size (antialiased bicubic) when sizes differ;
     otherwise different sizes are an error.
+    ``lpips``: also LPIPS v0.1 on ``"alex"``, ``"vgg"`` or ``"squeeze"`` (``lpips_weights``: one
+    state dict in the lpips package's layout instead of the published files); ``dists=True``: also
+    DISTS (``dists_weights``: one state dict in DISTS_pytorch's layout).
     """
-    return compare_many(a, b, backbone=backbone, weights=weights, mode=mode, resize=resize, device=device)[0]
+    return compare_many(a, b, backbone=backbone, weights=weights, mode=mode, resize=resize, device=device,
+                        lpips=lpips, lpips_weights=lpips_weights, dists=dists, dists_weights=dists_weights)[0]
 
 
 def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, weights=None,
                  mode: str | None = None, resize: bool = False, device: str = D.DEVICE, sort_by: str | None = None,
-                 on_error: str = "raise", skipped: Skipped | None = None) -> list[Comparison]:
-    """Compare ``a`` with every image of ``others`` (any source), optionally sorted by a metric."""
+                 on_error: str = "raise", skipped: Skipped | None = None, lpips: str | None = None,
+                 lpips_weights=None, dists: bool = False, dists_weights=None) -> list[Comparison]:
+    """Compare ``a`` with every image of ``others`` (any source), optionally sorted by a metric;
+    ``lpips``, ``dists`` and their weights as in :func:`compare`."""
     name_a, image_a = _load_one(a)
     source = others if isinstance(others, ImageSource) else open_source(others)
     check_on_error(on_error)
     if weights is not None and backbone is None:
         raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
+    net_device = _device(device) if lpips is not None or dists else None
+    nets = perceptual.load_models(lpips, lpips_weights, dists, dists_weights, device=net_device)
+    perceptual.check_sizes(nets, image_a, name_a)
     embed = _Embedder(backbone, mode, device, weights) if backbone is not None else None
     features_a = embed(image_a, name_a) if embed else None
     results, blind = [], []
     skipped = Skipped() if skipped is None else skipped
+    waiting: list[tuple[Comparison, np.ndarray]] = []  # compared but for the learned distances
     for name_b, image_b in iter_images(source, on_error, skipped):
         try:
-            results.append(_compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize, blind))
+            comparison, pixel_b = _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize,
+                                                  blind, [net.key for net in nets])
         except ImageError as exc:
             if on_error == "raise":
                 raise
             skipped.add(exc)
+            continue
+        results.append(comparison)
+        if nets:
+            waiting.append((comparison, pixel_b))
+            if len(waiting) >= _PERCEPTUAL_BATCH:
+                _add_perceptual(nets, image_a, waiting, net_device)
+    if waiting:
+        _add_perceptual(nets, image_a, waiting, net_device)
     _check_compared(results, source, skipped)
     if blind:
         what = blind[0] if len(results) == 1 else f"{len(blind)} of the {len(results)} images of {source.label}"
@@ -206,13 +237,38 @@ def _check_compared(results: list, source: ImageSource, skipped: Skipped) -> Non
                            f"({skipped.summary()})")
 
 
-def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize, blind: list) -> Comparison:
+#: images of a source held for one batch of the learned distances (each model splits it further
+#: by its memory needs)
+_PERCEPTUAL_BATCH = 32
+
+
+def _device(device) -> str:
+    from ..checks import resolve_device
+
+    return resolve_device(device)
+
+
+def _add_perceptual(nets: list, image_a: np.ndarray, waiting: list, device: str) -> None:
+    """The learned distances of the comparisons in ``waiting`` (emptied), in one batch."""
+    rows = perceptual.values_to(nets, image_a, [pixel_b for _, pixel_b in waiting])
+    for (comparison, _), row in zip(waiting, rows):
+        comparison.perceptual = row
+        comparison.labels = perceptual.labels(nets)
+        comparison.device = comparison.device or device
+    waiting.clear()
+
+
+def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize, blind: list,
+                    learned: list[str] = ()) -> tuple[Comparison, np.ndarray]:
+    """The pair's comparison (without the learned distances) and ``b`` at ``a``'s size; ``blind``
+    collects the images the network cannot tell from ``a``."""
     resized = False
     pixel_b = image_b
     if image_b.shape != image_a.shape:
         if not resize:
+            need = " and ".join(["pixel distances", *learned])
             raise SizeMismatch(name_b, f"is {image_b.shape[1]}x{image_b.shape[0]}, {os.path.basename(name_a)} "
-                                     f"is {image_a.shape[1]}x{image_a.shape[0]}: pixel distances need equal "
+                                     f"is {image_a.shape[1]}x{image_a.shape[0]}: {need} need equal "
                                      "sizes (use --resize / resize=True to resize it, bicubic)")
         pixel_b, resized = resize_to(image_b, image_a.shape[:2]), True
     pixel = compare_pixels(image_a, pixel_b)
@@ -224,7 +280,7 @@ def _compare_loaded(name_a, image_a, features_a, name_b, image_b, embed, resize,
             blind.append(name_b)
     return Comparison(name_a, name_b, pixel, feature, embed.label if embed else None,
                       embed.prep.describe() if embed else None, resized, embed.device if embed else None,
-                      embed.weights_sha256 if embed else None)
+                      embed.weights_sha256 if embed else None), pixel_b
 
 
 def _sort_key(comparison: Comparison, metric: str) -> float:

@@ -3,7 +3,8 @@
 For small shifts, noise and blur of an image, each metric's distance is divided by the same
 metric's distance between the image and a genuinely different image. A ratio near 0 means "the
 metric sees the same image"; near 1 means "as different as another photo". Pixel distances put a
-1-pixel shift far away; feature distances keep it close.
+1-pixel shift far away; feature distances keep it close. LPIPS and DISTS join the table when asked
+for (``lpips=``, ``dists=``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageFilter
 
+from . import perceptual
 from .compare import _Embedder, feature_distances, indistinguishable
 from .. import defaults as D
 from ..errors import ImgdistError
@@ -77,8 +79,9 @@ class RobustnessResult:
     resize_mode: str | None
     reference: dict[str, float]                      # metric -> distance(image, other)
     distances: dict[str, dict[str, float]] = field(default_factory=dict)  # perturbation -> metric -> d
-    device: str | None = None                        # where the backbone ran (None: no backbone)
+    device: str | None = None                        # where the networks ran (None: no network)
     weights_sha256: str | None = None                # the backbone's weights (None: none, or no backbone)
+    labels: dict[str, str] = field(default_factory=dict)  # learned distance -> its printed name
 
     @property
     def metrics(self) -> list[str]:
@@ -93,6 +96,7 @@ class RobustnessResult:
         return {
             "image": self.image, "other": self.other, "backbone": self.backbone,
             "resize_mode": self.resize_mode, "device": self.device, "weights_sha256": self.weights_sha256,
+            "labels": dict(self.labels),
             "reference": {m: clean(v) for m, v in self.reference.items()},
             "perturbations": {p: {m: {"distance": clean(d[m]), "ratio": clean(self.ratio(p, m))}
                                   for m in self.metrics} for p, d in self.distances.items()},
@@ -106,7 +110,8 @@ class RobustnessResult:
         head = (f"distance(image, perturbed) / distance(image, other image)\n"
                 f"image: {self.image}\nother: {self.other}\n"
                 f"backbone: {self.backbone or 'none'}" + (f", resize mode {self.resize_mode}" if self.resize_mode else "")
-                + (f", device {self.device}" if self.device else ""))
+                + (f", device {self.device}" if self.device else "")
+                + "".join(f"\n{key}: {label}" for key, label in self.labels.items()))
         return head + "\n" + format_table(["perturbation"] + self.metrics, rows)
 
     def plot(self, path: str | os.PathLike) -> None:
@@ -148,8 +153,11 @@ def _distances(a: np.ndarray, b: np.ndarray, fa, fb) -> dict[str, float]:
 
 
 def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mode=None, device=D.DEVICE,
-               seed: int = 0) -> RobustnessResult:
-    """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``."""
+               seed: int = 0, lpips: str | None = None, lpips_weights=None, dists: bool = False,
+               dists_weights=None) -> RobustnessResult:
+    """Distances of ``image`` to perturbed copies of itself, relative to its distance to ``other``;
+    ``lpips``, ``dists`` and their weights add those columns (see :func:`imgdist.compare`)."""
+    from ..checks import resolve_device
     from .compare import _load_one, resize_to
 
     name, img = _load_one(image)
@@ -161,6 +169,9 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mod
         other_name += f" (resized to {img.shape[1]}x{img.shape[0]}, bicubic)"
     if weights is not None and not backbone:
         raise ImgdistError("weights were given, but no backbone (pixel distances need none)")
+    net_device = resolve_device(device) if lpips is not None or dists else None
+    nets = perceptual.load_models(lpips, lpips_weights, dists, dists_weights, device=net_device)
+    perceptual.check_sizes(nets, img, name)
     embed = _Embedder(backbone, mode, device, weights) if backbone else None
     f_img = embed(img, name) if embed else None
     feats = (lambda x, what: embed(x, what)) if embed else (lambda x, what: None)
@@ -173,8 +184,15 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mod
                            "distance can be measured against theirs")
     result = RobustnessResult(name, other_name, embed.label if embed else None,
                               embed.prep.describe() if embed else None, reference=reference,
-                              device=embed.device if embed else None,
+                              device=embed.device if embed else net_device,
                               weights_sha256=embed.weights_sha256 if embed else None)
-    for label, perturbed in perturbations(img, seed).items():
+    changed = perturbations(img, seed)
+    for label, perturbed in changed.items():
         result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed, f"{name} ({label})"))
+    if nets:
+        rows = perceptual.values_to(nets, img, [oth, *changed.values()])
+        result.reference.update(rows[0])
+        for label, row in zip(changed, rows[1:]):
+            result.distances[label].update(row)
+        result.labels = perceptual.labels(nets)
     return result
