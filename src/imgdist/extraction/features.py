@@ -108,15 +108,20 @@ class Features:
 
     @classmethod
     def from_array(cls, features, *, provenance: Provenance | None = None, names: list[str] | None = None,
-                   logits=None, rows=None) -> "Features":
+                   logits=None, rows=None, name: str = "features") -> "Features":
         """Features computed elsewhere (an N x d array) as a set imgdist evaluates: statistics
         accumulated in chunks (no float64 copy of the whole set). ``rows``: the row indices whose
-        statistics to accumulate (a process's share; all by default)."""
+        statistics to accumulate (a process's share; all by default); ``name``: the set's name in
+        errors."""
         x = np.asarray(features)
         if x.ndim != 2:
-            raise ImgdistError(f"features must be an N x d array, got shape {x.shape}")
+            raise ImgdistError(f"{name}: features must be an N x d array, got shape {x.shape}")
+        if x.dtype.kind not in "fiu":
+            raise ImgdistError(f"{name}: features must be numbers, got {x.dtype}")
+        if len(x) == 0 or x.shape[1] == 0:
+            raise ImgdistError(f"{name}: features hold no values (shape {x.shape})")
         if not np.isfinite(x).all():
-            raise ImgdistError("features contain NaN or infinity")
+            raise ImgdistError(f"{name}: features contain NaN or infinity")
         provenance = provenance or Provenance()
         stats = GaussianStats(x.shape[1], provenance)
         chosen = np.arange(len(x)) if rows is None else np.asarray(rows)
@@ -386,9 +391,32 @@ class FeatureExtractor:
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
+        return self.embed(self._prepared(images), logits)
+
+    def embed_outputs(self, images, *, logits: bool = False, extra: tuple[str, ...] = ()) -> dict:
+        """In-memory images -> ``{"features": ..., "logits": ... (where asked), name: ... for each of
+        the backbone's ``extra`` outputs}`` as float32 numpy; non-finite outputs are refused."""
+        with fp32_mode(self.precision):
+            pending = self._launch(self._prepared(images), logits, extra=tuple(extra), extra_host=True)
+            feats, lg = pending.result()
+            out = {"features": feats, **({"logits": lg} if logits and lg is not None else {}), **pending.extra()}
+        if not pending.finite():
+            raise ImgdistError(f"{self.spec.name} gave NaN or infinity for these images (broken weights, or "
+                               "values out of range for the precision)")
+        return out
+
+    def _prepared(self, images):
         source = open_source(images)
-        return self.embed(_collate([(i, self.prep.prepare(source.load(i)), None)
-                                    for i in range(len(source))])[1], logits)
+        return _collate([(i, self.prep.prepare(source.load(i)), None) for i in range(len(source))])[1]
+
+    def to(self, device) -> "FeatureExtractor":
+        """Run the network on ``device`` from now on (the decoding pool, if any, is kept)."""
+        device = torch.device(resolve_device(str(device)))
+        if self.precision != "fp32" and device.type == "cpu":
+            check_cpu_precision(self.precision)
+        self.model = self.model.to(device)
+        self.device = device
+        return self
 
     # ---------------------------------------------------------------- sources
 
