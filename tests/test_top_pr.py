@@ -186,3 +186,42 @@ def test_shards_combine_to_the_single_process_result(peers):
             np.testing.assert_array_equal(getattr(got, key), getattr(alone, key))
         assert (got.band_real, got.band_fake) == (alone.band_real, alone.band_fake)
         assert math.isclose(got.bandwidth_real, alone.bandwidth_real, rel_tol=0, abs_tol=0)
+
+
+# ---------------------------------------------------------------- through the evaluation
+
+
+def test_evaluate_features_gives_the_packages_values(peers):
+    import imgdist
+
+    real = peers["mix8_real"].astype(np.float32)
+    fake = peers["mix8_fake"].astype(np.float32)
+    result = imgdist.evaluate_features(real, fake, metrics="top-pr")
+    assert result.values == {"top-precision": float(peers["mix8_fidelity"]),
+                             "top-recall": float(peers["mix8_diversity"])}
+    details = result.details["top_pr"]
+    assert details["f1"] == pytest.approx(float(peers["mix8_f1"]), rel=RTOL)
+    assert details["bandwidth_real"] == pytest.approx(float(peers["mix8_h_real"]), rel=RTOL)
+    assert details["projected_from"] is None and details["alpha"] == 0.1
+    notes = [line for line in result.table().splitlines() if line.startswith("TopP&R")]
+    assert len(notes) == 1 and "alpha 0.1, 8 dimensions" in notes[0]
+    # the setting reaches the function; one metric alone keeps its note
+    other = imgdist.evaluate_features(real, fake, metrics="top-recall", top_pr_alpha=0.3)
+    assert other.values == {"top-recall": top_pr(real, fake, alpha=0.3).recall}
+    assert sum(line.startswith("TopP&R (alpha 0.3") for line in other.table().splitlines()) == 1
+
+
+def test_size_rule_and_selection():
+    import imgdist
+    from imgdist.errors import SetTooSmall
+    from imgdist.evaluation.plan import parse_metrics
+
+    rng = np.random.default_rng(5)
+    with pytest.raises(SetTooSmall, match=r"each set needs at least 161 images .* the fake set has 160"):
+        imgdist.evaluate_features(rng.standard_normal((200, 64)), rng.standard_normal((160, 64)),
+                                  metrics="top-precision")
+    with pytest.raises(ImgdistError, match=r"top_pr_alpha \(--top-pr-alpha\)"):
+        imgdist.evaluate_features(rng.standard_normal((200, 64)), rng.standard_normal((200, 64)),
+                                  metrics="top-pr", top_pr_alpha=1.0)
+    assert parse_metrics("top-pr") == ("top-precision", "top-recall")
+    assert "top-precision" not in parse_metrics("all")  # 161 images per set: named, not implied

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ImgdistError
+from ..errors import ImgdistError, SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import distance_blocks
+from .registry import FEATURES, Metric, Setting, register, register_group
 
 __all__ = ["TopPR", "TopPRScores", "min_samples", "random_projection", "top_pr", "top_pr_scores"]
 
@@ -245,3 +246,71 @@ def top_pr(real, fake, alpha: float = 0.1, *, chunk_size: int | None = None, sha
     return TopPR(precision=precision, recall=recall, f1=f1, significant_real=n_r, significant_fake=n_f,
                  real_in_fake=real_in_fake, fake_in_real=fake_in_real, bandwidth_real=s.bandwidth_real,
                  bandwidth_fake=s.bandwidth_fake, dim=s.dim, projected=s.projected)
+
+
+# ---------------------------------------------------------------- registration
+
+ALPHA = Setting("top_pr_alpha", 0.1, "TopP&R: significance level of the bootstrap confidence band (top-pr's alpha)",
+                kind="fraction")
+_NAMES = ("top-precision", "top-recall")
+#: the fewest samples per set when the feature dimension is not known yet (checks run before the
+#: extraction): what features of 32 or more dimensions, projected to 32, need
+_MIN_UNKNOWN_DIM = min_samples(PROJECTION_DIM)
+
+
+def _top_pr(run) -> dict:
+    alpha = run.options.top_pr_alpha
+    r = run.once("top_pr", lambda: top_pr(run.xr, run.xf, alpha, shard=run.shard))
+    run.result.details["top_pr"] = {
+        "alpha": alpha, "f1": r.f1, "bandwidth_real": r.bandwidth_real, "bandwidth_fake": r.bandwidth_fake,
+        "significant_real": r.significant_real, "significant_fake": r.significant_fake,
+        "real_in_fake": r.real_in_fake, "fake_in_real": r.fake_in_real,
+        "dim": r.dim, "projected_from": run.xr.shape[1] if r.projected else None}
+    values = {}
+    for name, value, side in (("top-precision", r.precision, "fake"), ("top-recall", r.recall, "real")):
+        if name not in run.chosen:
+            continue
+        if math.isnan(value):
+            run.result.warnings.append(f"{name}: no {side} sample lies above the {side}s' own confidence band, "
+                                       "so the share is undefined and left out")
+        else:
+            values[name] = value
+    return values
+
+
+def _need_samples(options, counts, chosen) -> None:
+    for side in ("real", "fake"):
+        n = counts.get(side)
+        if n is not None and n < _MIN_UNKNOWN_DIM:
+            raise SetTooSmall(f"top-precision/top-recall: each set needs at least {_MIN_UNKNOWN_DIM} images (the "
+                              f"balloon bandwidth is the distance to the {_MIN_UNKNOWN_DIM - 1}-th nearest later "
+                              f"sample in 32 dimensions), and the {side} set has {n}")
+
+
+def _note(result) -> str | None:
+    d = result.details.get("top_pr")
+    if d is None:
+        return None
+    space = f"{d['projected_from']} dimensions projected to {d['dim']}" if d["projected_from"] else f"{d['dim']} dimensions"
+    return (f"TopP&R (alpha {d['alpha']:g}, {space}): F1 {d['f1']:.4g}; significant {d['significant_real']} reals "
+            f"(bandwidth {d['bandwidth_real']:.4g}) and {d['significant_fake']} fakes (bandwidth "
+            f"{d['bandwidth_fake']:.4g})")
+
+
+def _function(sets, options) -> dict:
+    r = top_pr(sets.real, sets.fake, options.top_pr_alpha)
+    return {"top-precision": r.precision, "top-recall": r.recall}
+
+
+_PAPER = ("Kim et al., TopP&R: Robust Support Estimation Approach for Evaluating Fidelity and Diversity in "
+          "Generative Models, NeurIPS 2023")
+# not part of 'all': at least 161 images per set, where every other metric of 'all' works on a few dozen
+_COMMON = dict(compute=_top_pr, lower_is_better=False, needs={FEATURES}, settings=(ALPHA,),
+               check_sizes=_need_samples, function=_function, in_all=False, paper=_PAPER)
+register(Metric("top-precision", "share of significant fakes inside the reals' significant support, TopP&R "
+                "(Kim et al. 2023)", label="top-precision", order=44, note=_note, **_COMMON))
+# one note for the pair: top-recall's only when top-precision is not in the table
+register(Metric("top-recall", "share of significant reals inside the fakes' significant support, TopP&R "
+                "(Kim et al. 2023)", label="top-recall", order=45,
+                note=lambda result: None if "top-precision" in result.values else _note(result), **_COMMON))
+register_group("top-pr", _NAMES)
