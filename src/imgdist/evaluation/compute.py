@@ -201,15 +201,15 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
                 raise ImgdistError(f"{metric}: {one_line(exc)}") from None
         if options.bootstrap:
             _bootstrap(result, chosen, run.xr, run.xf, options)
-        if per_image:
-            result.per_image = run.per_image([m for m in R.metrics() if m.per_image
-                                              and (m.per_image_always or m.name in chosen)])
+        if per_image:  # "chosen": only the chosen metrics' columns (another network of the same run)
+            result.per_image = run.per_image([m for m in R.metrics() if m.per_image and (
+                m.name in chosen or (m.per_image_always and per_image != "chosen" and real is not None))])
     for w in caught:
         message = one_line(w.message)
         if message not in result.warnings:
             result.warnings.append(message)
     for key in result.values:
-        result.labels[key] = metric_label(key, provenance)
+        result.labels[key] = metric_label(key, provenance, options)
     return result
 
 

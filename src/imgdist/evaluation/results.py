@@ -94,19 +94,23 @@ def weights_warning(provenance: Provenance) -> str | None:
             f"[{provenance.backbone}:{tag}] and are not comparable with published values")
 
 
-def metric_label(metric: str, provenance: Provenance) -> str:
+def metric_label(metric: str, provenance: Provenance, options=None) -> str:
     """The name a number is printed under: the published name (``FID``, ``CMMD``) only on the
     metric's published features (``Metric.published_on``: the Inception pool features for most)
     computed with the published weights in fp32; otherwise the backbone, its weights (where not
     the published ones), its layer and a reduced precision are named, e.g.
-    ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
+    ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``. A setting the
+    metric marks ``in_label`` is named where ``options`` give it another value than its default
+    (``CLIPScore[clip-vit-l14,scale=2.5]``)."""
     tag = weights_tag(provenance)
     low = provenance.reduced_precision
     owner = R.owner(metric)
     published, generic = owner.labels(metric) if owner else (metric, metric)
     on = owner.published_on if owner else ("inception", None)
+    settings = [s for s in (owner.settings if owner else ()) if not isinstance(s, str) and s.in_label
+                and options is not None and getattr(options, s.name) != s.default]
     standard = (on is not None and provenance.backbone == on[0] and on[1] in (None, provenance.resize_mode)
-                and provenance.feature_layer == "pool" and tag is None and not low)
+                and provenance.feature_layer == "pool" and tag is None and not low and not settings)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
@@ -114,6 +118,9 @@ def metric_label(metric: str, provenance: Provenance) -> str:
         name += f"/{provenance.feature_layer}"
     if low:
         name += f",{provenance.precision}"
+    for s in settings:
+        value = getattr(options, s.name)
+        name += f",{s.name.rsplit('_', 1)[-1]}={value:g}" if isinstance(value, float) else f",{s.name}={value}"
     return f"{generic}[{name}]"
 
 
@@ -131,6 +138,8 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     per_image: "PerImage | None" = None                      # one row per fake (``per_image=True``)
     per_class: dict[str, "Result"] = field(default_factory=dict)  # class name -> its result
+    #: result keys computed on another network than ``provenance``'s -> that network's provenance
+    spaces: dict[str, Provenance] = field(default_factory=dict)
 
     def __getitem__(self, metric: str) -> float:
         return self.values[metric]
@@ -139,7 +148,7 @@ class Result:
         metrics = {}
         for key, value in self.values.items():
             item = {"metric": key, "value": _finite(value)}
-            owner = R.owner(key)
+            owner = owner_of(key)
             if owner is not None and owner.lower_is_better is not None:
                 item["better"] = "lower" if owner.lower_is_better else "higher"
             if key in self.stds:
@@ -149,6 +158,8 @@ class Result:
             metrics[self.labels[key]] = item
         out = {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
                "details": self.details, "warnings": self.warnings}
+        if self.spaces:  # the other networks of the run, by the label of each number they gave
+            out["feature_spaces"] = {self.labels[key]: p.to_dict() for key, p in self.spaces.items()}
         if self.per_class:
             out["per_class"] = {name: {r.labels[k]: _finite(v) for k, v in r.values.items()} | {"counts": r.counts}
                                 for name, r in self.per_class.items()}
@@ -179,6 +190,11 @@ class Result:
                  + (f", precision {p.precision}" if p.reduced_precision else "")
                  if p.backbone else "backbone: not recorded (statistics files without provenance)",
                  f"resize mode: {p.preprocessing or p.resize_mode or 'not recorded'}"]
+        others = {}
+        for key, p in self.spaces.items():
+            others.setdefault(p, []).append(self.labels[key])
+        lines += [f"also {p.backbone} ({p.preprocessing or p.resize_mode}), weights sha256 "
+                  f"{(p.weights_sha256 or 'n/a')[:12]}: {', '.join(labels)}" for p, labels in others.items()]
         if "device" in self.details:
             lines.append(f"device: {self.details['device']}")
         lines += self._notes()
@@ -188,7 +204,7 @@ class Result:
 
     def _notes(self) -> list[str]:
         """The lines the metrics in the table have to say beyond their values (their ``note`` hooks)."""
-        owners = dict.fromkeys(R.owner(key) for key in self.values)
+        owners = dict.fromkeys(owner_of(key) for key in self.values)
         return [line for m in owners if m is not None and m.note is not None
                 for line in (m.note(self) or "").splitlines()]
 
@@ -201,7 +217,7 @@ class Result:
         present = {k for r in self.per_class.values() for k in r.values}
         keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
-        owner = R.owner(first)
+        owner = owner_of(first)
         direction = owner.lower_is_better if owner else None
 
         def worst_first(name):
@@ -223,6 +239,11 @@ class Result:
         if "intra_fid" in self.details:
             head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
         return head + "\n" + table
+
+
+def owner_of(key: str):
+    """The metric that fills result key ``key`` (``fid@dinov2-vit-l14`` is FID's)."""
+    return R.owner(key.split("@", 1)[0])
 
 
 def _finite(v):

@@ -13,21 +13,22 @@ import warnings
 
 from .. import defaults as D
 from ..errors import ImgdistError, ImgdistWarning
-from ..extraction.features import FeatureExtractor, Features
+from ..extraction.features import FeatureExtractor, Features, Job, extract_together
 from ..extraction.sources import ImageSource, check_on_error, open_source
 from ..extraction.stats import GaussianStats, is_stats_file
 from ..metrics import registry as R
 from ..metrics._shard import ALONE
 from .compute import evaluate_features, known_counts
 from .options import MetricOptions
-from .plan import Plan, default_space, make_plan, parse_metrics, request
+from .plan import Plan, make_plan, parse_metrics, request
 from .results import Result, metric_label, weights_tag
+from .spaces import Space, merge, split_request
 from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
 from .spread import check_spread
 from .streaming import Evaluator
 
 __all__ = ["Evaluator", "MetricOptions", "Result", "compute_stats", "evaluate", "evaluate_features",
-           "metric_label", "parse_metrics", "weights_tag"]
+           "metric_label", "parse_metrics", "score", "weights_tag"]
 
 
 # ------------------------------------------------------------------ API
@@ -67,17 +68,17 @@ def _spec_of(backbone):
     return backbone.spec if isinstance(backbone, Backbone) else get_spec(backbone)
 
 
-def _choose_backbone(backbone, mode, dims, inputs: dict, asked):
-    """Without an explicit backbone: the one a statistics file was made with (and its resize mode
-    and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was made;
-    else the metrics' own (CMMD's CLIP encoder for ``--metrics cmmd``), else Inception."""
+def _choose_backbone(backbone, mode, dims, inputs: dict):
+    """The run's backbone: the user's; else the one a statistics file was made with (and its resize
+    mode and layer), so that ``eval ref.npz images/`` measures the images the way ``ref.npz`` was
+    made; else Inception. Metrics with a space of their own (CMMD's CLIP) run there when no backbone
+    is named (:mod:`.spaces`)."""
     if backbone is not None:
         return backbone, mode, dims
     recorded = [obj.provenance for obj in inputs.values()
                 if isinstance(obj, GaussianStats) and obj.provenance.known]
     if not recorded:
-        backbone, own_mode = default_space(asked.names or R.names(), D.EVAL_BACKBONE)
-        return backbone, mode or own_mode, dims
+        return D.EVAL_BACKBONE, mode, dims
     prov = recorded[0]
     from ..extraction.backbones import get_spec
 
@@ -95,15 +96,17 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
              dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
              progress=True, cache=False, real_test=None, per_image: bool = False, per_class: bool = False,
              on_error="raise", force=False, extractor: FeatureExtractor | None = None,
-             return_features: bool = False, distributed: bool = False, **settings):
+             return_features: bool = False, distributed: bool = False, prompts=None, **settings):
     """Compare a real set with a generated set.
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
+    ``real`` None: the metrics that need no real set (``is``, ``vendi``, ...; :func:`score`).
     ``metrics``: names or ``'fid,kid,prdc'`` (``'all'``: every metric that applies; None: the
-    default metrics).
+    default metrics); ``name@backbone`` computes a metric on another network in the same pass
+    (``'fid,fid@dinov2-vit-l14'``: FID and FD_DINOv2 from one decode of each image).
     ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.extraction.backbones.Backbone`;
-    None: the backbone a statistics file on either side was made with, else the metrics' own
-    (CMMD's CLIP), else ``inception``.
+    None: the backbone a statistics file on either side was made with, else ``inception``; metrics
+    with a network of their own (CMMD) run on it unless a backbone is named.
     ``settings``: the metric settings by keyword (``kid_subsets``, ``pr_k``, ``bootstrap``, ...: each
     declared by the metric that owns it, the same names as the CLI flags).
     ``real_test``: held-out real images the generator never saw (the C_T test, metric ``ct``).
@@ -112,31 +115,51 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     ``per_class``: ``real`` and ``fake`` are folders with one subfolder per class; fill
     ``result.per_class`` and the class-averaged FD (``result.details['intra_fid']``).
     ``return_features``: keep per-image features of both sides whatever the metrics need and return
-    ``(result, real_features, fake_features)`` (e.g. for :func:`imgdist.report.write_report`); both
-    sides must then be images.
+    ``(result, real_features, fake_features)`` (the run's own network's; e.g. for
+    :func:`imgdist.report.write_report`); both sides must then be images.
     ``distributed``: run as one rank of an initialised ``torch.distributed`` process group
     (torchrun): each rank extracts its share of every set and every rank returns the result.
+    ``prompts``: the fakes' prompts for the metrics that read them (``clip-score``): a ``.csv``
+    (``file,prompt``), ``.jsonl`` or ``.txt`` file; None: ``NAME.txt`` beside each image (read only
+    where such a metric is chosen).
 
     Every argument, the statistics files and the set sizes are checked before any extraction.
     """
     options = MetricOptions.from_keywords(settings)
     asked = request(metrics)
     check_on_error(on_error)
-    inputs = {"real": open_input(real), "fake": open_input(fake)}
+    inputs = {} if real is None else {"real": open_input(real)}
+    inputs["fake"] = open_input(fake)
+    if real is None:
+        for wanted, what in ((per_class, "per-class metrics"), (return_features, "a report"), (real_test, "--real-test")):
+            if wanted:
+                raise ImgdistError(f"{what} needs a real set; without one only the metrics that need no real set "
+                                   "can be computed")
     if real_test is not None:
         inputs["real_test"] = open_source(real_test)
     stats_sides = tuple(side for side, obj in inputs.items() if isinstance(obj, GaussianStats))
-    ext = extractor
-    if ext is None and len(stats_sides) < 2:
-        backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs, asked)
-    spec = ext.spec if ext is not None else (_spec_of(backbone) if len(stats_sides) < 2 else None)
-    notes = ([assert_backbone(inputs, None if backbone is None else _spec_of(backbone))]
-             if len(stats_sides) == 2 else [])
-    counts = {side: (obj.n if isinstance(obj, GaussianStats) else len(obj)) for side, obj in inputs.items()}
-    plan = make_plan(asked, options, spec=spec, stats_sides=stats_sides, counts=known_counts(counts, inputs),
-                     real_test=real_test is not None, per_image=per_image, per_class=per_class,
-                     return_features=return_features)
-    unused_test = "real_test" in inputs and not plan.real_test
+    both_stats = len(stats_sides) == 2
+    if extractor is not None:
+        spaces = [Space(extractor, None, asked, user_options=True)]
+    else:
+        chosen_backbone, mode, dims = _choose_backbone(backbone, mode, dims, inputs)
+        spaces = split_request(asked, backbone, mode, dims, weights, chosen_backbone)
+    notes = ([assert_backbone(inputs, None if backbone is None else _spec_of(backbone))] if both_stats else [])
+    if both_stats and len(spaces) > 1:
+        raise ImgdistError("both sides are statistics files: there are no images to feed another network")
+    counts = known_counts({side: (obj.n if isinstance(obj, GaussianStats) else len(obj))
+                           for side, obj in inputs.items()}, inputs)
+    plans = [make_plan(space.request, options, spec=None if both_stats else _spec_of(space.backbone),
+                       stats_sides=stats_sides, counts=counts, real_test=real_test is not None,
+                       per_image=per_image, per_class=per_class, return_features=return_features and k == 0,
+                       needs_real=real is not None, prompts=prompts is not None)
+             for k, space in enumerate(spaces)]
+    fake_prompts = None
+    if any(plan.needs(R.PROMPTS) for plan in plans):  # every prompt found (or one line), before the work
+        from ..extraction.prompts import read_prompts
+
+        fake_prompts = read_prompts(inputs["fake"], prompts)
+    unused_test = "real_test" in inputs and not any(plan.real_test for plan in plans)
     if unused_test:  # only C_T reads the held-out set: not minutes of extraction for nothing
         del inputs["real_test"]
     if per_class:  # the layout is checked before the work, as far as names tell
@@ -144,74 +167,105 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     if "real_test" in inputs:
         notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
 
-    if ext is None and len(stats_sides) < 2:
-        ext = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
-                               precision=precision, batch_size=batch_size, workers=workers,
-                               progress=progress, cache=cache)
-    for side in stats_sides if ext is not None else ():  # made like the images will be, before the work
-        inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
-                                                 "features", force)
-    if ext is not None:
+    extractors = [] if both_stats else [
+        extractor if extractor is not None else
+        FeatureExtractor(space.backbone, weights=space.weights, mode=space.mode, dims=space.dims, device=device,
+                         precision=precision, batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+        for space in spaces]
+    for ext in extractors[:1]:  # statistics files serve the run's own network
+        for side in stats_sides:  # made like the images will be, before the work
+            inputs[side].provenance.check_compatible(ext.provenance, f"{side} statistics vs {ext.spec.name} "
+                                                     "features", force)
         check_stats_dims(inputs, {"real": real, "fake": fake}, ext)
     shard = ALONE
     if distributed:
         from .distributed import process_shard
 
         shard = process_shard()
-    sides = extract_sides(plan, inputs, ext, on_error=on_error, shard=shard)
-    if ext is not None:
-        check_spread(sides, inputs, ext.spec.name)
-    result = evaluate_features(sides["real"], sides["fake"], metrics=plan.metrics, options=options, force=force,
-                               progress=progress and shard.rank == 0, real_test=sides.get("real_test"),
-                               per_image=per_image, shard=shard)
-    result.warnings += [note for note in notes if note]
-    if per_class:
-        from .per_class import evaluate_per_class
+    sided = extract_sides(plans, inputs, extractors, on_error=on_error, shard=shard)
+    for plan, ext, sides in zip(plans, extractors, sided):
+        if plan.needs(R.PROMPTS):
+            _embed_prompts(sides["fake"], fake_prompts, ext, shard)
+    results = []
+    for k, (plan, sides) in enumerate(zip(plans, sided)):
+        if extractors:
+            check_spread(sides, inputs, extractors[k].spec.name)
+        result = evaluate_features(sides.get("real"), sides["fake"], metrics=plan.metrics, options=options,
+                                   force=force, progress=progress and shard.rank == 0,
+                                   real_test=sides.get("real_test"), per_image=(per_image and k == 0) or
+                                   ("chosen" if per_image else False), shard=shard)
+        if per_class:
+            from .per_class import evaluate_per_class
 
-        result.per_class, intra, class_notes = evaluate_per_class(
-            sides["real"], sides["fake"], inputs["real"], inputs["fake"], plan.metrics, options, force,
-            real_test=sides.get("real_test"), real_test_source=inputs.get("real_test"))
-        if intra is not None:
-            result.details["intra_fid"] = intra
-        result.warnings += class_notes
+            result.per_class, intra, class_notes = evaluate_per_class(
+                sides["real"], sides["fake"], inputs["real"], inputs["fake"], plan.metrics, options, force,
+                real_test=sides.get("real_test"), real_test_source=inputs.get("real_test"))
+            if intra is not None:
+                result.details["intra_fid"] = intra
+            result.warnings += class_notes
+        results.append(result)
+    result = merge(results, spaces)
+    result.warnings += [note for note in notes if note]
     if unused_test:
         readers = ", ".join(m.name for m in R.metrics() if R.REAL_TEST in m.needs)
         result.warnings.append(f"--real-test {real_test} was not read: only {readers} use(s) held-out real images, "
                                "and none is among the metrics")
-    if ext is not None:
-        result.details["device"] = str(ext.device)
+    if extractors:
+        result.details["device"] = str(extractors[0].device)
     if shard.world > 1:
         result.details["processes"] = shard.world
-    return (result, sides["real"], sides["fake"]) if return_features else result
+    return (result, sided[0]["real"], sided[0]["fake"]) if return_features else result
 
 
-def extract_sides(plan: Plan, inputs: dict, ext: FeatureExtractor | None, *, on_error: str = "raise",
-                  shard=ALONE) -> dict[str, Features | GaussianStats]:
-    """Each side's features as the plan says (what to keep, which extra outputs), statistics files as
-    they are. One pool of decoding processes serves every set, and none outlives the call. Under
-    torchrun (``shard.world > 1``) each rank extracts its share of every set, in the very batches
-    one process would run, and the shares are gathered back in source order."""
-    sides: dict[str, Features | GaussianStats] = {}
+def _embed_prompts(fake: Features, prompts: list[str], ext: FeatureExtractor, shard) -> None:
+    """Each kept fake's prompt, through the backbone's text tower (shared out over torchrun's ranks)."""
+    from ..extraction.text import embed_prompts
+
+    fake.prompts = [prompts[i] for i in fake.indices]
+    fake.text, fake.prompts_truncated = embed_prompts(ext.text_tower(), fake.prompts, shard)
+
+
+def score(images, *, metrics=None, **kwargs) -> Result:
+    """The metrics that need no real set (``is``, ``vendi``, and any other that says so) on one set
+    of images: :func:`evaluate` without a real side. Keywords as for :func:`evaluate`."""
+    if metrics is None:
+        metrics = [m.name for m in R.metrics() if not m.needs_real and m.in_all]
+    return evaluate(None, images, metrics=metrics, **kwargs)
+
+
+def extract_sides(plans: list[Plan], inputs: dict, extractors: list[FeatureExtractor], *, on_error: str = "raise",
+                  shard=ALONE) -> list[dict[str, Features | GaussianStats]]:
+    """Each side's features for every plan (one per network), statistics files as they are. Each
+    image is decoded once and fed to every network (one pool of decoding processes, the first
+    network's, serves every set, and none outlives the call). Under torchrun (``shard.world > 1``)
+    each rank extracts its share of every set, in the very batches one process would run, and the
+    shares are gathered back in source order."""
+    sided: list[dict] = [{} for _ in plans]
     try:
         for side, obj in inputs.items():
             if isinstance(obj, GaussianStats):
-                sides[side] = obj
+                for sides in sided:
+                    sides[side] = obj
                 continue
-            keeps = plan.keeps(side, len(obj), ext.feature_dim)
             source = obj
             if shard.world > 1:
                 from .distributed import ShardSource
 
-                source = ShardSource(obj, shard.rank, shard.world, block=ext.batch_size)
+                source = ShardSource(obj, shard.rank, shard.world, block=extractors[0].batch_size)
+            jobs = []
+            for plan, ext in zip(plans, extractors):
+                keeps = plan.keeps(side, len(obj), ext.feature_dim)
+                jobs.append(Job(ext, keep_features=keeps.features, keep_logits=keeps.logits,
+                                extra_layers=keeps.extra, keep_extra=keeps.keep_extra))
             desc = side.replace("_", " ") + (", rank 0's share" if shard.world > 1 else "")
-            feats = ext.extract(source, keep_features=keeps.features, keep_logits=keeps.logits,
-                                extra_layers=keeps.extra, keep_extra=keeps.keep_extra, on_error=on_error, desc=desc)
+            found = extract_together(source, jobs, on_error=on_error, desc=desc)
             if shard.world > 1:
                 from .distributed import gather_features
 
-                feats = gather_features(feats, source)
-            sides[side] = feats
+                found = [gather_features(feats, source) for feats in found]
+            for sides, feats in zip(sided, found):
+                sides[side] = feats
     finally:
-        if ext is not None:
+        for ext in extractors:
             ext.close()
-    return sides
+    return sided
