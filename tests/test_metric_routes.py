@@ -34,7 +34,8 @@ from imgdist.metrics import registry as R
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SIZE, N_REAL, N_FAKE, N_TEST, CLASSES = 4, 30, 30, 24, 10
+# 170 real and fake images: TopP&R needs at least 161 per set
+SIZE, N_REAL, N_FAKE, N_TEST, CLASSES = 4, 170, 170, 24, 10
 D = 3 * SIZE * SIZE
 #: settings that fit these small sets (what every route is given)
 SETTINGS = dict(kid_subsets=5, kid_subset_size=10, is_splits=2, ct_cells=2)

@@ -13,6 +13,8 @@ same images and weights, so each recipe reproduces one tool's operations in that
                     rounded to integers again: what ``torchvision.transforms.Resize`` does to a PIL
                     image (dgm-eval's DINOv2 and CLIP encoders, Stein et al. 2023), EDM2's
                     ``resize_mode='pil'``, the CMMD reference code and OpenAI CLIP's own preprocess
+* ``pil-bilinear-rgb``  the same with Pillow's bilinear filter: ``torchvision.transforms.Resize``'s
+                    default on a PIL image (pytorchfwd's ``--resize`` for the Fréchet Wavelet Distance)
 * ``bicubic-antialias``  torch bicubic with antialiasing on float values (EDM2's default
                     ``resize_mode='torch'`` for FD_DINOv2, Karras et al. 2024)
 * ``antialias-bilinear``  torch bilinear with antialiasing (what Pillow's bilinear does)
@@ -52,13 +54,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-RESIZE_KERNELS = ("bilinear", "tf1-bilinear", "pil-bicubic", "pil-bicubic-rgb", "bicubic-antialias",
-                  "antialias-bilinear", "none")
+RESIZE_KERNELS = ("bilinear", "tf1-bilinear", "pil-bicubic", "pil-bicubic-rgb", "pil-bilinear-rgb",
+                  "bicubic-antialias", "antialias-bilinear", "none")
 CROPS = ("none", "center", "resize-center")
 #: kernels that work on the 8-bit image itself (their output is rounded to integers)
-_UINT8_KERNELS = ("pil-bicubic-rgb",)
+_UINT8_KERNELS = ("pil-bicubic-rgb", "pil-bilinear-rgb")
+#: Pillow's filter for each 8-bit kernel
+_PIL_FILTERS = {"pil-bicubic-rgb": Image.BICUBIC, "pil-bilinear-rgb": Image.BILINEAR}
 #: kernels that need a PIL image, so they run where images are decoded
-_PIL_KERNELS = ("pil-bicubic", "pil-bicubic-rgb")
+_PIL_KERNELS = ("pil-bicubic", "pil-bicubic-rgb", "pil-bilinear-rgb")
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ class Preprocessing:
         if self.crop == "center":
             image = center_square(image)
         if self.resize in _UINT8_KERNELS:
-            return _pil_rgb_resize(image, self.size, self.crop == "resize-center")
+            return _pil_rgb_resize(image, self.size, self.crop == "resize-center", _PIL_FILTERS[self.resize])
         if self.resize == "pil-bicubic":
             x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)
             if self.pre_scale != 1.0:
@@ -230,13 +234,14 @@ def _resize_shorter_and_crop(x: torch.Tensor, size: int, kernel: str) -> torch.T
     return x[..., top:top + size, left:left + size]
 
 
-def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool) -> torch.Tensor:
-    """Pillow's 8-bit bicubic resize (antialiased, rounded and clipped to 0..255) -> uint8 C x S x S."""
+def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool, resample: int = Image.BICUBIC) -> torch.Tensor:
+    """Pillow's 8-bit resize (antialiased, rounded and clipped to 0..255; bicubic unless
+    ``resample`` says otherwise) -> uint8 C x S x S."""
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))  # H x W x 3 -> RGB
     height, width = shorter_side_size(pil.height, pil.width, size) if shorter_side else (size, size)
     if (pil.height, pil.width) != (height, width):
-        pil = pil.resize((width, height), resample=Image.BICUBIC)
-    out = np.asarray(pil, dtype=np.uint8)
+        pil = pil.resize((width, height), resample=resample)
+    out = np.array(pil, dtype=np.uint8)  # a writable copy: torch refuses to wrap read-only memory
     if shorter_side:
         top, left = _center_box(height, width, size)
         out = out[top:top + size, left:left + size]

@@ -77,11 +77,12 @@ def _chunk(chunk_size: int | None, n_cols: int) -> int:
 
 
 def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None, *, same: bool = False,
-                    shard: Shard = ALONE):
+                    shard: Shard = ALONE, squared: bool = False):
     """Yield ``(start, D)``: float64 distances from rows ``a[start:start+len(D)]`` to every row of ``b``.
 
     ``same=True`` (``a`` is ``b``) sets each row's self-distance to exactly 0. ``shard``: only the
     blocks this process owns (see :mod:`._shard`); the blocks are the same whatever the shard.
+    ``squared=True``: squared distances (no root taken).
     """
     sq_a = np.einsum("ij,ij->i", a, a)
     sq_b = sq_a if same else np.einsum("ij,ij->i", b, b)
@@ -104,7 +105,7 @@ def distance_blocks(a: np.ndarray, b: np.ndarray, chunk_size: int | None = None,
         if same:
             rows = np.arange(stop - start)
             d2[rows, start + rows] = 0.0
-        yield start, np.sqrt(d2, out=d2)
+        yield start, d2 if squared else np.sqrt(d2, out=d2)
 
 
 def _check_k(k: int, n: int, name: str) -> None:
