@@ -9,9 +9,10 @@ random float32 features (standard normal, ``--n-real`` x ``--d`` and ``--n-fake`
 its default settings, called the way an evaluation calls it: rarity (k 3), P-precision and
 P-recall together (a 1.2, k 4), precision and recall cover together (k 3, C 3), the RKE mode
 count of the fakes and of the reals (sigma 10), RRKE (sigma 10), sliced Wasserstein (1,000
-directions). Printed per metric: seconds, the process's peak resident memory (``ru_maxrss``)
-and its resident memory just before the metric started (the features and the interpreter),
-so that the difference is the metric's own.
+directions). Printed per metric: wall-clock seconds, CPU seconds of the process (user + system,
+all threads: on a shared machine the steadier number), the process's peak resident memory
+(``ru_maxrss``) and its resident memory just before the metric started (the features and the
+interpreter), so that the difference is the metric's own.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ def child(args) -> None:
     fake = rng.standard_normal((args.n_fake, args.d), dtype=np.float32) + np.float32(0.1)
     call = _run(args.child)
     before = _rss_mib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     value = call(real, fake)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"metric": args.child, "seconds": seconds, "peak_rss_mib": peak, "rss_before_mib": before,
-                      "value": value}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    print(json.dumps({"metric": args.child, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": after.ru_maxrss / 1024,
+                      "rss_before_mib": before, "value": value}))
 
 
 def main() -> int:
@@ -86,7 +89,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     print(f"{args.n_real} reals x {args.n_fake} fakes, d = {args.d}; one fresh process per metric", flush=True)
-    print(f"{'metric':<10} {'seconds':>9} {'peak RSS MiB':>13} {'RSS before MiB':>15} {'value':>14}", flush=True)
+    print(f"{'metric':<10} {'seconds':>9} {'CPU s':>9} {'peak RSS MiB':>13} {'RSS before MiB':>15} {'value':>14}",
+          flush=True)
     rows = []
     for metric in chosen:
         cmd = [sys.executable, __file__, "--child", metric, "--n-real", str(args.n_real), "--n-fake",
@@ -97,8 +101,8 @@ def main() -> int:
             continue
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{metric:<10} {row['seconds']:>9.1f} {row['peak_rss_mib']:>13.0f} {row['rss_before_mib']:>15.0f} "
-              f"{row['value']:>14.6g}", flush=True)
+        print(f"{metric:<10} {row['seconds']:>9.1f} {row['cpu_seconds']:>9.1f} {row['peak_rss_mib']:>13.0f} "
+              f"{row['rss_before_mib']:>15.0f} {row['value']:>14.6g}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"n_real": args.n_real, "n_fake": args.n_fake, "d": args.d, "rows": rows}, f, indent=1)

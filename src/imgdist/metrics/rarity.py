@@ -1,7 +1,7 @@
 """Rarity score of generated samples: how rare (far from the bulk of the reals) each fake is.
 
 Paper: J. Han, H. Choi, Y. Choi, J. Kim, J.-W. Ha, J. Choi, "Rarity Score: A New Metric to Evaluate
-the Uncommonness of Synthesized Images", ICLR 2023 (arXiv 2206.08549); authors' code
+the Uncommonness of Synthesized Images", ICLR 2023; authors' code
 hichoe95/Rarity-Score (``rarity_score.MANIFOLD.rarity``).
 
 Definition, as the authors' code computes it (Euclidean distances):
