@@ -67,8 +67,8 @@ def child(args) -> None:
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    print(json.dumps({"metric": args.child, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": after.ru_maxrss / 1024,
-                      "rss_before_mib": before, "value": value}))
+    print(json.dumps({"metric": args.child, "seconds": seconds, "cpu_seconds": cpu,
+                      "peak_rss_mib": after.ru_maxrss / 1024, "rss_before_mib": before, "value": value}))
 
 
 def main() -> int:
