@@ -53,3 +53,27 @@ def test_two_ranks_give_the_single_process_result(ref):
     for got in two_ranks(lambda shard: pr_cover(real, fake, chunk_size=31, shard=shard)):
         assert got == alone
     assert pr_cover(real, fake) == alone
+
+
+def test_one_side_only(ref):
+    real, fake = ref["modes_real"], ref["modes_fake"]
+    both = pr_cover(real, fake)
+    only_p, only_r = pr_cover(real, fake, recall=False), pr_cover(real, fake, precision=False)
+    assert only_p.precision == both.precision and np.isnan(only_p.recall)
+    assert only_r.recall == both.recall and np.isnan(only_r.precision)
+    pr_cover(real, fake[:5], k=3, c=3, recall=False, precision=False)  # nothing asked: no size rule applies
+
+
+def test_through_evaluate_features(ref):
+    import imgdist
+
+    real, fake = ref["offsupport_real"], ref["offsupport_fake"]
+    both = imgdist.evaluate_features(real, fake, metrics="pr-cover", prc_k=3, prc_c=3)
+    assert both.values == {"precision-cover": float(ref["offsupport_precision_cover"]),
+                           "recall-cover": float(ref["offsupport_recall_cover"])}
+    assert both.labels["recall-cover"] == "recall_cover[user-features]"
+    alone = imgdist.evaluate_features(real, fake, metrics="precision-cover")
+    assert alone.values == {"precision-cover": both.values["precision-cover"]}
+    with pytest.raises(imgdist.ImgdistError, match=r"precision cover: prc_c \(--prc-c\) x prc_k \(--prc-k\) = 300 "
+                                                   r"needs more than 300 fake images, and the fake set has 300"):
+        imgdist.evaluate_features(real, fake, metrics="precision-cover", prc_k=100)

@@ -73,3 +73,22 @@ def test_two_ranks_give_the_single_process_bits(ref):
     whole = p_precision_recall(real, fake)
     assert whole.precision == pytest.approx(alone.precision, rel=1e-12)
     assert whole.recall == pytest.approx(alone.recall, rel=1e-12)
+
+
+def test_through_evaluate_features(ref):
+    import imgdist
+
+    real, fake = ref["modes_real"], ref["modes_fake"]
+    both = imgdist.evaluate_features(real, fake, metrics="ppr")
+    assert both.values["p-precision"] == pytest.approx(float(ref["modes_p_precision"]), rel=1e-9)
+    assert both.values["p-recall"] == pytest.approx(float(ref["modes_p_recall"]), rel=1e-9)
+    assert both.details["ppr"]["radius_real"] == pytest.approx(float(ref["modes_ppr_radius_real"]), rel=1e-12)
+    assert both.labels["p-precision"] == "p_precision[user-features]"
+    # one of them: only its passes, the same value
+    alone = imgdist.evaluate_features(real, fake, metrics="p-recall", ppr_a=1.2, ppr_k=4)
+    assert set(alone.values) == {"p-recall"} and alone.values["p-recall"] == both.values["p-recall"]
+    assert "radius_real" not in alone.details["ppr"]
+    with pytest.raises(imgdist.ImgdistError, match=r"ppr_k \(--ppr-k\) 450 needs more than 450 fake images"):
+        imgdist.evaluate_features(real, fake, metrics="p-recall", ppr_k=450)
+    with pytest.raises(imgdist.ImgdistError, match=r"ppr_a \(--ppr-a\) must lie between"):
+        imgdist.evaluate_features(real, fake, metrics="ppr", ppr_a=0)

@@ -61,3 +61,21 @@ def test_two_ranks_give_the_single_process_bits(ref):
         assert got.value == alone.value and got.inside == alone.inside
     # other blocks: other BLAS blockings of the distances, same values to rounding
     np.testing.assert_allclose(rarity(real, fake, k=3).scores, alone.scores, rtol=1e-12)
+
+
+def test_through_evaluate_features(ref):
+    import imgdist
+
+    real, fake = ref["offsupport_real"], ref["offsupport_fake"]
+    result = imgdist.evaluate_features(real, fake, metrics="rarity", rarity_k=3, per_image=True)
+    assert result.values["rarity"] == pytest.approx(float(ref["offsupport_rarity"]), rel=1e-9)
+    assert result.details["rarity"] == {"k": 3, "inside": pytest.approx(float(ref["offsupport_rarity_inside"]))}
+    np.testing.assert_allclose(np.array(result.per_image["rarity"], dtype=float), ref["offsupport_rarity_scores"],
+                               rtol=1e-9)  # NaN where the authors' code leaves a fake out
+    assert "mean over the 63.3% of fakes inside one" in result.table()
+    assert result.labels["rarity"] == "rarity[user-features]"
+    # no fake inside: the value is NaN (null in JSON) and a warning says why
+    far = imgdist.evaluate_features(real, fake + 1000.0, metrics="rarity")
+    assert math.isnan(far.values["rarity"]) and "no fake lies inside" in far.warnings[0]
+    with pytest.raises(imgdist.ImgdistError, match=r"rarity_k \(--rarity-k\) 400 needs more than 400 real"):
+        imgdist.evaluate_features(real, fake, metrics="rarity", rarity_k=400)

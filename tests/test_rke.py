@@ -67,3 +67,23 @@ def test_two_ranks_give_the_single_process_bits(ref):
     alone = rke_mode_count(fake, 4.0, chunk_size=23, shard=ALONE)
     assert two_ranks(lambda shard: rke_mode_count(fake, 4.0, chunk_size=23, shard=shard)) == [alone, alone]
     assert rke_mode_count(fake, 4.0) == pytest.approx(alone, rel=1e-12)
+
+
+def test_through_evaluate_features(ref):
+    import imgdist
+
+    real, fake = ref["gauss_real"], ref["gauss_fake"]
+    result = imgdist.evaluate_features(real, fake, metrics="rke,rrke", rke_sigma=4.0)
+    assert result.values["rke"] == pytest.approx(float(ref["gauss_rke"][0]), rel=1e-9)
+    assert result.values["rrke"] == pytest.approx(float(ref["gauss_rrke"][0]), rel=1e-9)
+    assert result.details["rke"] == {"sigma": 4.0, "real": pytest.approx(float(ref["gauss_rke_real"][0]), rel=1e-9)}
+    assert "mode count of the fakes with a Gaussian kernel of sigma 4" in result.table()
+    assert (result.labels["rke"], result.labels["rrke"]) == ("RKE[user-features]", "RRKE[user-features]")
+    # RKE needs no reals (imgdist score); the default sigma is too small for features 100 apart
+    fakes_only = imgdist.evaluate_features(None, 100.0 * np.eye(5), metrics="rke")
+    assert fakes_only.values["rke"] == 5.0 and "rke" not in fakes_only.details["rke"].get("real", {})
+    assert "about the number of fakes (5)" in fakes_only.warnings[0]
+    far = imgdist.evaluate_features(real, fake + 1e4, metrics="rrke")
+    assert far.values["rrke"] == math.inf and "RRKE is infinite" in far.warnings[0]
+    with pytest.raises(imgdist.ImgdistError, match=r"rke_sigma \(--rke-sigma\) must lie between"):
+        imgdist.evaluate_features(real, fake, metrics="rke", rke_sigma=0)

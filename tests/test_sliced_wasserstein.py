@@ -60,3 +60,17 @@ def test_bad_input():
         sliced_wasserstein(np.eye(3), np.eye(3), directions=0)
     with pytest.raises(ValueError, match="feature dimensions differ"):
         sliced_wasserstein(np.eye(3), np.eye(4))
+
+
+def test_through_evaluate_features():
+    import imgdist
+
+    rng = np.random.default_rng(7)
+    # features travel as float32
+    x, y = rng.normal(size=(120, 6)).astype(np.float32), (rng.normal(size=(90, 6)) + 0.5).astype(np.float32)
+    result = imgdist.evaluate_features(x, y, metrics="sw", sw_directions=300, seed=4)
+    assert result.values["sw"] == sliced_wasserstein(x, y, directions=300, seed=4)
+    assert result.details["sw"] == {"directions": 300, "seed": 4, "samples": 90}
+    assert result.labels["sw"] == "SW[user-features]"
+    with pytest.raises(imgdist.ImgdistError, match=r"sw_directions \(--sw-directions\) must be at least 1"):
+        imgdist.evaluate_features(x, y, metrics="sw", sw_directions=0)

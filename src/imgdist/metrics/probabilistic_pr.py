@@ -38,8 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import option
+from ..errors import SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import _check_k, _prepare, _radii, distance_blocks
+from .registry import FEATURES, Metric, Setting, register, register_group
 
 __all__ = ["PPR", "p_precision_recall"]
 
@@ -89,3 +92,44 @@ def p_precision_recall(real, fake, a: float = 1.2, k: int = 4, chunk_size: int |
         radius_fake = _mean_radius(y, a, k, chunk_size, shard)
         r = float(np.mean(1.0 - _outside_all(x, y, radius_fake, chunk_size, shard)))
     return PPR(precision=p, recall=r, radius_real=radius_real, radius_fake=radius_fake, a=a, k=k)
+
+
+# ---------------------------------------------------------------- registration
+
+PPR_A = Setting("ppr_a", 1.2, "P-precision/P-recall: ball radius as a multiple of the mean k-NN distance",
+                kind="number", minimum=1e-9)
+PPR_K = Setting("ppr_k", 4, "P-precision/P-recall: k of that mean k-NN distance", minimum=1)
+_KEYS = ("p-precision", "p-recall")
+
+
+def _compute(run) -> dict:
+    """Whichever of the two are chosen, from one set of passes (each side's radius only where needed)."""
+    o, chosen = run.options, set(run.chosen)
+    r = run.once("ppr", lambda: p_precision_recall(run.xr, run.xf, a=o.ppr_a, k=o.ppr_k, shard=run.shard,
+                                                   precision=_KEYS[0] in chosen, recall=_KEYS[1] in chosen))
+    run.result.details["ppr"] = {"a": r.a, "k": r.k, **({"radius_real": r.radius_real} if _KEYS[0] in chosen else {}),
+                                 **({"radius_fake": r.radius_fake} if _KEYS[1] in chosen else {})}
+    return {key: value for key, value in zip(_KEYS, (r.precision, r.recall)) if key in chosen}
+
+
+def _need_k(side: str):
+    def check(options, counts, chosen) -> None:
+        n = counts.get(side)
+        if n is not None and options.ppr_k >= n:
+            raise SetTooSmall(f"P-precision/P-recall: {option('ppr_k')} {options.ppr_k} needs more than "
+                              f"{options.ppr_k} {side} images, and the {side} set has {n}")
+    return check
+
+
+_PAPER = "Park & Kim, Probabilistic Precision and Recall Towards Reliable Evaluation of Generative Models, ICCV 2023"
+register(Metric(
+    _KEYS[0], "P-precision: mean over fakes of the chance of lying in some real's ball of one common radius "
+    "(Park & Kim 2023)", _compute, "p_precision", lower_is_better=False, needs={FEATURES}, settings=(PPR_A, PPR_K),
+    check_sizes=_need_k("real"), order=44, paper=_PAPER,
+    function=lambda sets, o: p_precision_recall(sets.real, sets.fake, a=o.ppr_a, k=o.ppr_k, recall=False).precision))
+register(Metric(
+    _KEYS[1], "P-recall: mean over reals of the chance of lying in some fake's ball of one common radius "
+    "(Park & Kim 2023)", _compute, "p_recall", lower_is_better=False, needs={FEATURES}, settings=("ppr_a", "ppr_k"),
+    check_sizes=_need_k("fake"), order=45, paper=_PAPER,
+    function=lambda sets, o: p_precision_recall(sets.real, sets.fake, a=o.ppr_a, k=o.ppr_k, precision=False).recall))
+register_group("ppr", _KEYS)

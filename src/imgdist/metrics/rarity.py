@@ -32,8 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import option
+from ..errors import SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import _prepare, _radii, distance_blocks
+from .registry import FEATURES, Metric, Setting, register
 
 __all__ = ["Rarity", "rarity"]
 
@@ -66,3 +69,47 @@ def rarity(real, fake, k: int = 3, chunk_size: int | None = None, *, shard: Shar
     scores[~inside] = np.nan
     value = float(scores[inside].mean()) if inside.any() else float("nan")
     return Rarity(value=value, inside=float(inside.mean()), scores=scores, k=k)
+
+
+# ---------------------------------------------------------------- registration
+
+RARITY_K = Setting("rarity_k", 3, "rarity: k nearest neighbours (each real's ball reaches its k-th nearest other real)",
+                   minimum=1)
+
+
+def rarity_pass(run) -> Rarity:
+    """The one rarity pass of a run (the value and the per-image column share it)."""
+    k = run.options.rarity_k
+    return run.once(("rarity", k), lambda: rarity(run.xr, run.xf, k=k, shard=run.shard))
+
+
+def _compute(run) -> float:
+    r = rarity_pass(run)
+    run.result.details["rarity"] = {"k": r.k, "inside": r.inside}
+    if r.inside == 0:
+        run.result.warnings.append(f"rarity: no fake lies inside any real's k-NN ball ({option('rarity_k')} {r.k}): "
+                                   "the rarity score is undefined")
+    return r.value
+
+
+def _need_k(options, counts, chosen) -> None:
+    real = counts.get("real")
+    if real is not None and options.rarity_k >= real:
+        raise SetTooSmall(f"rarity: {option('rarity_k')} {options.rarity_k} needs more than {options.rarity_k} real "
+                          f"images, and the real set has {real}")
+
+
+def _note(result) -> str | None:
+    r = result.details.get("rarity")
+    if r is None:
+        return None
+    return (f"rarity: radius of the smallest real k-NN ball (k = {r['k']}) holding a fake, mean over the "
+            f"{r['inside']:.1%} of fakes inside one; higher: rarer fakes (per fake in --per-image, nan outside)")
+
+
+RARITY = register(Metric(
+    "rarity", "rarity score: radius of the smallest real k-NN ball holding each fake, mean over the fakes inside "
+    "one (Han et al. 2023)", _compute, "rarity", lower_is_better=None, needs={FEATURES}, settings=(RARITY_K,),
+    check_sizes=_need_k, note=_note, per_image={"rarity": lambda run: rarity_pass(run).scores}, order=76,
+    function=lambda sets, o: rarity(sets.real, sets.fake, k=o.rarity_k).value,
+    paper="Han et al., Rarity Score: A New Metric to Evaluate the Uncommonness of Synthesized Images, ICLR 2023"))

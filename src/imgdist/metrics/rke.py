@@ -50,9 +50,11 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
+from ..checks import option
 from ._arrays import as_features
 from ._shard import ALONE, Shard
 from .prdc import _prepare, distance_blocks
+from .registry import FEATURES, Metric, Setting, register
 
 __all__ = ["RKE_SIGMA", "rke_mode_count", "rrke"]
 
@@ -108,3 +110,62 @@ def rrke(real, fake, sigma: float = RKE_SIGMA, chunk_size: int | None = None) ->
     nuclear = float(singular.sum()) / math.sqrt(float(len(x)) * float(len(y)))
     # nuclear = 0 (every cross kernel value underflowed): RRKE is +inf, as the package's -log(0)
     return float(-2.0 * math.log(nuclear)) if nuclear > 0 else math.inf
+
+
+# ---------------------------------------------------------------- registration
+
+RKE_SIGMA_SETTING = Setting("rke_sigma", RKE_SIGMA, "RKE/RRKE: Gaussian kernel bandwidth (the rke-score package has "
+                            "no default; match it to the scale of your features' modes)", kind="number", minimum=1e-9)
+#: a mode count this close to the number of samples means the kernel is ~0 between distinct samples
+_ALL_APART = 0.99
+
+
+def _rke(run) -> float:
+    sigma = run.options.rke_sigma
+    counts = {side: rke_mode_count(x, sigma, shard=run.shard, name=side)
+              for side, x in (("fake", run.xf), ("real", run.xr)) if x is not None}
+    run.result.details["rke"] = {"sigma": sigma, **({"real": counts["real"]} if "real" in counts else {})}
+    n = len(run.xf)
+    if n > 1 and counts["fake"] >= _ALL_APART * n:
+        run.result.warnings.append(
+            f"rke: at {option('rke_sigma')} {sigma:g} the kernel between distinct fakes is almost 0, so the mode count "
+            f"({counts['fake']:.6g}) is about the number of fakes ({n}); a larger sigma suits these features")
+    return counts["fake"]
+
+
+def _rke_note(result) -> str | None:
+    r = result.details.get("rke")
+    if r is None:
+        return None
+    real = f"; the reals': {r['real']:.6g}" if "real" in r else ""
+    return f"RKE: mode count of the fakes with a Gaussian kernel of sigma {r['sigma']:g}{real}"
+
+
+def _rrke(run) -> float:
+    sigma = run.options.rke_sigma
+    value = rrke(run.xr, run.xf, sigma)
+    run.result.details["rrke"] = {"sigma": sigma}
+    if math.isinf(value):
+        run.result.warnings.append(f"rrke: at {option('rke_sigma')} {sigma:g} every real-fake kernel value is 0, so "
+                                   "RRKE is infinite; a larger sigma suits these features")
+    return value
+
+
+def _rrke_note(result) -> str | None:
+    r = result.details.get("rrke")
+    if r is None or "rke" in result.details:  # RKE's line names the sigma already
+        return None
+    return f"RRKE: Gaussian kernel of sigma {r['sigma']:g}"
+
+
+_PAPER = ("Jalali et al., An Information-Theoretic Evaluation of Generative Models in Learning Multi-modal "
+          "Distributions, NeurIPS 2023")
+register(Metric(
+    "rke", "RKE mode count of the fakes: 1 / mean squared Gaussian kernel over all pairs (Jalali et al. 2023)", _rke,
+    "RKE", lower_is_better=False, needs={FEATURES}, settings=(RKE_SIGMA_SETTING,), note=_rke_note, needs_real=False,
+    order=71, paper=_PAPER, function=lambda sets, o: rke_mode_count(sets.fake, o.rke_sigma)))
+register(Metric(
+    "rrke", "relative RKE of reals and fakes: -log of the squared nuclear norm of their normalised Gaussian "
+    "cross-kernel matrix (Jalali et al. 2023)", _rrke, "RRKE", lower_is_better=True, needs={FEATURES},
+    settings=("rke_sigma",), note=_rrke_note, order=72, paper=_PAPER,
+    function=lambda sets, o: rrke(sets.real, sets.fake, o.rke_sigma)))

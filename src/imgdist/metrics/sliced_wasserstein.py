@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .prdc import DEFAULT_BLOCK_BYTES, _prepare
+from .registry import FEATURES, Metric, Setting, register
 
 __all__ = ["sliced_wasserstein"]
 
@@ -63,3 +64,28 @@ def sliced_wasserstein(real, fake, directions: int = 1000, seed: int = 0, block:
         px -= np.sort(y @ t, axis=0)
         w2[start:start + px.shape[1]] = np.einsum("ij,ij->j", px, px) / n
     return float(x.shape[1] * w2.mean())
+
+
+# ---------------------------------------------------------------- registration
+
+def _sw(run) -> float:
+    o = run.options
+    run.result.details["sw"] = {"directions": o.sw_directions, "seed": o.seed,
+                                "samples": min(len(run.xr), len(run.xf))}
+    return sliced_wasserstein(run.xr, run.xf, directions=o.sw_directions, seed=o.seed)
+
+
+def _note(result) -> str | None:
+    r = result.details.get("sw")
+    if r is None:
+        return None
+    return (f"SW: d x mean W2^2 of the sets projected on {r['directions']} random directions (seed {r['seed']}), "
+            f"{r['samples']} samples per set")
+
+
+register(Metric(
+    "sw", "sliced Wasserstein: d x mean squared 2-Wasserstein distance of the sets projected on random directions "
+    "(Rabin et al. 2011)", _sw, "SW", lower_is_better=True, needs={FEATURES}, note=_note, order=55,
+    settings=(Setting("sw_directions", 1000, "sliced Wasserstein: random directions", minimum=1), "seed"),
+    function=lambda sets, o: sliced_wasserstein(sets.real, sets.fake, directions=o.sw_directions, seed=o.seed),
+    paper="Rabin et al., Wasserstein Barycenter and its Application to Texture Mixing, SSVM 2011"))
