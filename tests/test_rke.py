@@ -87,3 +87,14 @@ def test_through_evaluate_features(ref):
     assert far.values["rrke"] == math.inf and "RRKE is infinite" in far.warnings[0]
     with pytest.raises(imgdist.ImgdistError, match=r"rke_sigma \(--rke-sigma\) must lie between"):
         imgdist.evaluate_features(real, fake, metrics="rke", rke_sigma=0)
+
+
+def test_rrke_refuses_a_triangle_that_cannot_fit(ref, monkeypatch):
+    import imgdist
+    from imgdist.metrics import rke as module
+
+    real, fake = ref["gauss_real"], ref["gauss_fake"]
+    monkeypatch.setattr(module, "available_memory", lambda device: 2**20)  # 1 MiB: 400 x 400 x 8 bytes do not fit
+    with pytest.raises(imgdist.ImgdistError, match=r"rrke: exact RRKE holds a 400 x 400 float64 triangle"):
+        imgdist.evaluate_features(real, fake, metrics="rrke")
+    assert "rrke" not in imgdist.evaluate_features(real, fake, metrics="all").values  # named explicitly only

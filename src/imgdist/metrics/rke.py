@@ -50,7 +50,8 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import lapack
 
-from ..checks import option
+from ..checks import MEMORY_FRACTION, available_memory, option
+from ..errors import ImgdistError
 from ._arrays import as_features
 from ._shard import ALONE, Shard
 from .prdc import _prepare, distance_blocks
@@ -151,6 +152,20 @@ def _rrke(run) -> float:
     return value
 
 
+def _triangle_fits(options, counts, chosen) -> None:
+    """RRKE holds an s x s float64 triangle (s: the smaller set): refuse, before any extraction, one
+    that cannot fit in memory."""
+    if counts.get("real") is None or counts.get("fake") is None:
+        return
+    s = min(counts["real"], counts["fake"])
+    need = 8.0 * s * s
+    available = available_memory("cpu")
+    if available is not None and need > MEMORY_FRACTION * available:
+        raise ImgdistError(f"rrke: exact RRKE holds a {s:,} x {s:,} float64 triangle ({need / 2**30:.1f} GiB), and "
+                           f"{available / 2**30:.1f} GiB are available; compare smaller sets (its time grows as s^3) "
+                           "or leave rrke out")
+
+
 def _rrke_note(result) -> str | None:
     r = result.details.get("rrke")
     if r is None or "rke" in result.details:  # RKE's line names the sigma already
@@ -167,5 +182,5 @@ register(Metric(
 register(Metric(
     "rrke", "relative RKE of reals and fakes: -log of the squared nuclear norm of their normalised Gaussian "
     "cross-kernel matrix (Jalali et al. 2023)", _rrke, "RRKE", lower_is_better=True, needs={FEATURES},
-    settings=("rke_sigma",), note=_rrke_note, order=72, paper=_PAPER,
+    settings=("rke_sigma",), check_sizes=_triangle_fits, note=_rrke_note, in_all=False, order=72, paper=_PAPER,
     function=lambda sets, o: rrke(sets.real, sets.fake, o.rke_sigma)))
