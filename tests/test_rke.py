@@ -11,6 +11,8 @@ from imgdist.metrics.rke import rke_mode_count, rrke
 
 from newer_metrics_a import fixture_sets, load_fixture, two_ranks
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small float64 BLAS work: one thread is faster here
+
 
 @pytest.fixture(scope="module")
 def ref():

@@ -7,6 +7,8 @@ from imgdist.metrics.sliced_wasserstein import sliced_wasserstein
 
 from newer_metrics_a import fixture_sets, load_fixture
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small float64 BLAS work: one thread is faster here
+
 
 def test_matches_the_definition_on_every_set():
     ref = load_fixture()
