@@ -82,6 +82,14 @@ def stand_in_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
+def vit_peers(keys) -> dict[str, np.ndarray]:
+    """The entries ``keys`` of ``fixtures/vit_peers.npz``, and only those: a test module passes the
+    keys it compares (its ``PEER_KEYS``), so reading any other fails, and ``test_vit_e2e.py`` checks
+    that the modules' lists together hold every entry of the file."""
+    with np.load(FIXTURES / "vit_peers.npz") as data:
+        return {key: data[key] for key in keys}
+
+
 def weights_digest(state: dict) -> str:
     h = hashlib.sha256()
     for name, tensor in state.items():
