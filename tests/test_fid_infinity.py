@@ -7,6 +7,7 @@ import pytest
 
 from imgdist.metrics import FIDInfinity, fid_infinity, frechet_distance
 from imgdist.metrics.fid_infinity import default_sizes, fit_inverse_n
+from needs import require_module
 
 
 def test_fit_recovers_exact_line():
@@ -102,7 +103,7 @@ def _slow_route(real, fake, sizes, trials=1, seed=0):
 
 def _exact_fid(real, sub):
     """50-digit Fréchet distance of two feature sets (eigenvalues of S1 S2 in mpmath)."""
-    mpmath = pytest.importorskip("mpmath")
+    mpmath = require_module("mpmath")
     mpmath.mp.dps = 50
 
     def stats(z):

@@ -5,6 +5,7 @@ import pytest
 import scipy.linalg
 
 from imgdist.metrics import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
+from needs import require_module
 
 
 def _rotation(d, rng):
@@ -175,7 +176,7 @@ def test_fid_from_features_low_rank_route_matches_covariance_route(n1, n2, d):
 def test_fid_from_features_low_rank_route_against_50_digit_reference():
     # rank-deficient covariances: float64 eigen-routes lose ~sqrt(eps) on the zero eigenvalues;
     # 50-digit arithmetic gives the exact value to compare the nuclear-norm route with
-    mpmath = pytest.importorskip("mpmath")
+    mpmath = require_module("mpmath")
     mpmath.mp.dps = 50
     rng = np.random.default_rng(3)
     x = rng.normal(size=(9, 16))

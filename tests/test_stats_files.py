@@ -24,6 +24,7 @@ import imgdist
 from imgdist.cli import main
 from imgdist.errors import ImgdistError, SourceError
 from imgdist.extraction.stats import PSD_RTOL, GaussianStats, is_stats_file
+from needs import require_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -173,9 +174,8 @@ def test_directory_named_npz(tmp_path):
 
 @pytest.mark.parametrize("dims", [64, 192])
 def test_pytorch_fid_files_pass(dims):
-    path = FIXTURES / f"pytorch_fid_stats_{dims}.npz"
-    if not path.exists():
-        pytest.skip("run tools/peers/make_stats_fixtures.py in the peers environment first")
+    path = require_file(FIXTURES / f"pytorch_fid_stats_{dims}.npz",
+                        "committed; tools/peers/make_stats_fixtures.py makes it")
     with np.load(path) as raw:
         mu, sigma = raw["mu"], raw["sigma"]
         assert set(raw.files) == {"mu", "sigma"}

@@ -102,14 +102,13 @@ def weights_digest(state: dict) -> str:
 # --- images -----------------------------------------------------------------------------------
 
 def _require_fashion_mnist(name: str) -> Path:
-    """The IDX file, or a pytest skip where Debian's dataset-fashion-mnist is not installed (CI
-    installs it; the fixture scripts need it and fail with the path)."""
-    path = FASHION_MNIST / name
-    if not path.exists() and "pytest" in sys.modules:
-        import pytest
+    """The IDX file; under pytest a missing one skips the test, or fails it in CI (``needs.py``).
+    The fixture scripts, which run without pytest, fail with the path."""
+    if "pytest" in sys.modules:
+        from needs import require_fashion_mnist
 
-        pytest.skip(f"{path} missing: apt-get install dataset-fashion-mnist")
-    return path
+        return require_fashion_mnist(name)
+    return FASHION_MNIST / name
 
 
 def _idx_images(kind: str) -> np.ndarray:
