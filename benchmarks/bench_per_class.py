@@ -21,7 +21,8 @@ import numpy as np
 
 from imgdist.extraction.features import Features
 from imgdist.formatting import format_table
-from imgdist.evaluation.catalogue import MetricOptions, parse_metrics
+from imgdist.evaluation.options import MetricOptions
+from imgdist.evaluation.plan import parse_metrics
 from imgdist.evaluation.per_class import evaluate_per_class
 from imgdist.extraction.provenance import Provenance
 from imgdist.extraction.sources import FileSource

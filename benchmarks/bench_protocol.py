@@ -11,7 +11,7 @@ each process. Each metric runs in a fresh process (``imgdist.evaluation.run.eval
 ``Features.from_array``), so its peak RSS (the kernel's ``ru_maxrss``, inputs included: 2 x
 0.38 GiB) is its own; then all of them in one process, as ``imgdist eval`` computes them. With
 ``--nproc N`` the same set of metrics runs under ``torchrun --standalone --nproc_per_node N``
-(gloo; ``imgdist.distributed.evaluate_features_distributed``: the k-NN blocks and the KID and
+(gloo; ``imgdist.evaluation.distributed.evaluate_features_distributed``: the k-NN blocks and the KID and
 FID-infinity subsets divided among the ranks), each rank with ``cores / N`` threads, and its
 values are compared with the single process's (FD and FD-infinity to 1e-8 relative: statistics
 summed in another order, and BLAS rounds differently with fewer threads; the rest exactly; KID
@@ -60,7 +60,7 @@ def run_here(args) -> None:
     if args.distributed:
         import torch.distributed as dist
 
-        from imgdist.distributed import evaluate_features_distributed
+        from imgdist.evaluation.distributed import evaluate_features_distributed
 
         dist.init_process_group("gloo")
         result = evaluate_features_distributed(real, fake, metrics=args.run)

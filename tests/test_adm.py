@@ -341,8 +341,28 @@ def test_sfid_needs_a_backbone_with_the_maps(weights):
 
     with pytest.raises(ImgdistError, match="sfid: needs the sfid output, which efficientnet-lite0 does not have"):
         imgdist.evaluate(_images(5, 0), _images(5, 1), metrics="sfid", backbone="efficientnet-lite0", progress=False)
-    with pytest.raises(ImgdistError, match="sfid: not available in the streaming Evaluator"):
-        imgdist.Evaluator(backbone="inception", metrics="sfid", weights=weights)
+    with pytest.raises(ImgdistError, match="sfid: needs the sfid output, which efficientnet-lite0 does not have"):
+        imgdist.Evaluator(backbone="efficientnet-lite0", metrics="sfid")
+
+
+def test_streaming_evaluator_gives_sfid_and_adm_variants(weights):
+    """The streaming Evaluator computes the backbone's extra outputs batch by batch: sFID and ADM's
+    Inception Score equal evaluate()'s on the same images."""
+    import imgdist
+
+    real, fake = _images(9, 20), _images(8, 21)
+    metrics = "sfid,is-adm,precision-adm"
+    whole = imgdist.evaluate(real, fake, metrics=metrics, backbone="inception", weights=weights, mode="tf",
+                             progress=False, device="cpu")
+    ev = imgdist.Evaluator(backbone="inception", metrics=metrics, weights=weights, mode="tf", device="cpu")
+    for part in (real[:4], real[4:]):
+        ev.update(real=part)
+    for part in (fake[:3], fake[3:]):
+        ev.update(fake=part)
+    streamed = ev.compute()
+    assert streamed.values.keys() == whole.values.keys()
+    for key, value in whole.values.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-6), key
 
 
 def test_suite_refuses_flags_that_change_nothing(tmp_path, capsys):

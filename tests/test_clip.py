@@ -267,7 +267,10 @@ EXPECTED_ARCH = {"inception": "FID Inception", **{f"efficientnet-lite{i}": f"eff
                  **{f"dinov2-vit-{a}14": f"DINOv2 ViT-{a.upper()}/14 (dinov2-vit-{a}14)" for a in "sblg"},
                  "clip-vit-b32": "CLIP ViT-B/32 image encoder (clip-vit-b32)",
                  "clip-vit-l14": "CLIP ViT-L/14 image encoder (clip-vit-l14)",
-                 "clip-vit-l14-336": "CLIP ViT-L/14@336px image encoder (clip-vit-l14-336)"}
+                 "clip-vit-l14-336": "CLIP ViT-L/14@336px image encoder (clip-vit-l14-336)",
+                 "openclip-vit-b32": "OpenCLIP ViT-B-32 laion2b_s34b_b79k image encoder (openclip-vit-b32)",
+                 "openclip-vit-h14": "OpenCLIP ViT-H-14 laion2b_s32b_b79k image encoder (openclip-vit-h14)",
+                 "openclip-vit-bigg14": "OpenCLIP ViT-bigG-14 laion2b_s39b_b160k image encoder (openclip-vit-bigg14)"}
 
 
 @pytest.mark.parametrize("name", [s.name for s in backbones.list_specs() if s.weights is not None])

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import imgdist
-from imgdist.distributed import all_reduce_stats, evaluate_distributed, sync_evaluator
+from imgdist.evaluation.distributed import all_reduce_stats
 from imgdist.extraction.stats import GaussianStats
 
 
@@ -24,14 +24,14 @@ def _worker(rank, world, init_file, out_dir):
         real, fake = _images(0), _images(1)
         # batches of 8: each rank extracts its share (with the default 50 rank 1's would be empty,
         # the case the torchrun command-line test covers)
-        result = evaluate_distributed(real, fake, metrics="fid,kid,prdc", backbone="pixels", mode="native",
-                                      kid_subset_size=20, kid_subsets=5, batch_size=8)
+        result = imgdist.evaluate(real, fake, metrics="fid,kid,prdc", backbone="pixels", mode="native",
+                                  kid_subset_size=20, kid_subsets=5, batch_size=8, distributed=True, progress=False)
         ev = imgdist.Evaluator(backbone="pixels", mode="native", metrics="fid,kid", kid_subset_size=20,
                                kid_subsets=5)
         ev.update(real=real[rank::world])
         ev.update(fake=fake[rank::world])
-        sync_evaluator(ev)
-        streamed = ev.compute()
+        streamed = ev.compute()  # every rank's updates together
+        assert ev.compute().values == streamed.values  # and this rank's own state is unchanged by it
         stats = GaussianStats().update(real[rank::world].reshape(-1, 108).astype(np.float64))
         merged = all_reduce_stats(stats)
         # a large common offset: the gathered (n, mean, centred scatter) states merge without loss
@@ -102,7 +102,7 @@ def _small_blocks(monkeypatch=None):
 
 
 def _features_worker(rank, world, init_file, out_dir):
-    from imgdist.distributed import evaluate_features_distributed
+    from imgdist.evaluation.distributed import evaluate_features_distributed
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -149,10 +149,13 @@ def test_torchrun_command_line_equals_one_process(tmp_path):
             "--no-progress", "--no-cache"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     many = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "imgdist", *args], capture_output=True, text=True, env=env, timeout=300)
-    one = subprocess.run([sys.executable, "-m", "imgdist", *args], capture_output=True, text=True, env=env,
-                         timeout=300)
+                           "-m", "imgdist", *args, "--per-image", str(tmp_path / "many.csv")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    one = subprocess.run([sys.executable, "-m", "imgdist", *args, "--per-image", str(tmp_path / "one.csv")],
+                         capture_output=True, text=True, env=env, timeout=300)
     assert many.returncode == 0 and one.returncode == 0, many.stderr[-2000:]
+    # the per-image table under torchrun: rank 0 writes the gathered rows, in source order
+    assert (tmp_path / "many.csv").read_text() == (tmp_path / "one.csv").read_text()
     got, expected = json.loads(many.stdout), json.loads(one.stdout)  # rank 0 alone printed: one document
     values = {k: v["value"] for k, v in got["metrics"].items()}
     reference = {k: v["value"] for k, v in expected["metrics"].items()}
@@ -178,13 +181,14 @@ def test_torchrun_command_line_equals_one_process(tmp_path):
     assert warnings_of(one), "the sets are chosen to give a singular-covariance warning"
 
 
-def test_torchrun_refuses_what_it_cannot_split(tmp_path, monkeypatch, capsys):
+def test_torchrun_environment_is_checked(tmp_path, monkeypatch, capsys):
     from imgdist.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
     code = main(["eval", str(tmp_path), str(tmp_path), "--per-class", "--backbone", "pixels"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--per-class: not available under torchrun" in err[0]
+    assert code == 2 and len(err) == 1 and "WORLD_SIZE is set but RANK is not" in err[0]
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert main(["eval", str(tmp_path), str(tmp_path), "--backbone", "pixels"]) == 2
     assert "WORLD_SIZE='two'" in capsys.readouterr().err
@@ -193,7 +197,7 @@ def test_torchrun_refuses_what_it_cannot_split(tmp_path, monkeypatch, capsys):
 # ---------------------------------------------------------------- devices and backends per rank
 
 def test_backend_and_collective_device():
-    from imgdist.distributed import backend_for, collective_device
+    from imgdist.evaluation.distributed import backend_for, collective_device
 
     assert backend_for("cuda:3") == "nccl"
     assert backend_for("cpu") == backend_for("mps") == "gloo"
@@ -204,7 +208,7 @@ def test_backend_and_collective_device():
 
 
 def test_rank_device():
-    from imgdist.distributed import rank_device
+    from imgdist.evaluation.distributed import rank_device
 
     assert rank_device("cuda", 5, 8) == "cuda:5"
     assert rank_device("cuda", 3, 1) == "cuda:0"      # the launcher gave each process one GPU
@@ -215,7 +219,7 @@ def test_rank_device():
 
 
 def test_shared_gpus_and_rank_lists():
-    from imgdist.distributed import format_ranks, shared_gpus
+    from imgdist.evaluation.distributed import format_ranks, shared_gpus
 
     assert shared_gpus([None, None]) == []
     assert shared_gpus([["a", "u0"], ["a", "u1"], ["b", "u0"]]) == []  # uuids are per host here
@@ -248,7 +252,7 @@ class _Joined:
 ])
 def test_init_from_environment_picks_rank_device_and_backend(monkeypatch, asked, cuda, count, local, device, backend):
     """Each rank on cuda:LOCAL_RANK with NCCL where CUDA is, gloo on the CPU (CUDA faked here)."""
-    import imgdist.distributed as D
+    import imgdist.evaluation.distributed as D
 
     _torchrun_env(monkeypatch, local, local, 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
@@ -273,7 +277,7 @@ def test_init_from_environment_picks_rank_device_and_backend(monkeypatch, asked,
 
 
 def test_ranks_sharing_a_gpu_are_refused(monkeypatch):
-    import imgdist.distributed as D
+    import imgdist.evaluation.distributed as D
 
     _torchrun_env(monkeypatch, 1, 1, 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -287,7 +291,7 @@ def test_ranks_sharing_a_gpu_are_refused(monkeypatch):
 
 
 def test_dist_timeout_from_flag_or_environment(monkeypatch):
-    from imgdist.distributed import DIST_TIMEOUT, dist_timeout
+    from imgdist.evaluation.distributed import DIST_TIMEOUT, dist_timeout
 
     monkeypatch.delenv("IMGDIST_DIST_TIMEOUT", raising=False)
     assert dist_timeout() == DIST_TIMEOUT == 300

@@ -14,6 +14,7 @@ from PIL import Image
 
 import imgdist
 from imgdist.errors import ImageError
+import imgdist.extraction.collect as collect_module
 import imgdist.extraction.features as features_module
 from imgdist.extraction.features import FeatureExtractor
 from imgdist.extraction.stats import GaussianStats
@@ -267,7 +268,7 @@ def test_cached_rows_are_read_in_chunks_and_stream_into_the_stats(folder, tmp_pa
     # without keep_features the cached path must not hold every row at once
     cache = str(tmp_path / "cache")
     reference = _extract(str(folder), cache=cache, batch_size=4)
-    monkeypatch.setattr(features_module, "CACHE_READ_CHUNK", 3)
+    monkeypatch.setattr(collect_module, "CACHE_READ_CHUNK", 3)
     requested = []
     original = features_module.FeatureCache.get
 
@@ -296,3 +297,32 @@ def test_rows_cached_without_logits_are_recomputed_when_logits_are_needed(tmp_pa
     again = ext.extract(str(tmp_path / "imgs"), keep_logits=True)
     assert again.cached == 4
     np.testing.assert_array_equal(again.logits, with_logits.logits)
+
+
+def test_one_decode_feeds_several_networks(folder, tmp_path, monkeypatch):
+    """Two networks with different resize recipes from one decode: each image is read once, and
+    each network's features equal its own extraction's; an image one network has cached is decoded
+    only for the other."""
+    from imgdist.extraction.features import FeatureExtractor, Job, extract_together
+    from imgdist.extraction.sources import FileSource
+
+    loads = []
+    original = FileSource.load
+    monkeypatch.setattr(FileSource, "load", lambda self, i: loads.append(i) or original(self, i))
+    cache = str(tmp_path / "cache")
+    native = FeatureExtractor("pixels", mode="native", progress=False, workers=0, cache=cache)
+    small = FeatureExtractor("pixels", mode="antialias", progress=False, workers=0, batch_size=3)
+    alone = [ex.extract(str(folder)) for ex in (native, small)]
+    loads.clear()
+    together = extract_together(str(folder), [Job(native), Job(small)])
+    assert sorted(loads) == list(range(10))  # one decode per image, though only 'small' computed anything
+    assert together[0].cached == 10 and together[1].cached == 0
+    for one, both in zip(alone, together):
+        np.testing.assert_array_equal(one.features, both.features)
+        assert one.names == both.names and one.stats.n == both.stats.n == 10
+    loads.clear()
+    uncached = FeatureExtractor("pixels", mode="native", progress=False, workers=0)
+    both = extract_together(str(folder), [Job(uncached), Job(small, keep_features=False)])
+    assert sorted(loads) == list(range(10)) and both[0].cached == 0 and both[1].features is None
+    np.testing.assert_array_equal(both[0].features, alone[0].features)
+    np.testing.assert_allclose(both[1].stats.mu, together[1].stats.mu, rtol=1e-12)

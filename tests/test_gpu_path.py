@@ -30,6 +30,7 @@ from torch import nn
 import imgdist
 import imgdist.extraction.stats
 from imgdist.extraction import features as F
+from imgdist.extraction import scheduling
 from imgdist.extraction.backbones.custom import custom_backbone
 from imgdist.cli import main
 from imgdist.errors import ImgdistError, ProvenanceError
@@ -231,15 +232,15 @@ def test_automatic_batch_size_by_device(monkeypatch):
 
     spec = get_spec("inception")
     prep = spec.preprocessing(None)
-    assert F.choose_batch_size(spec, prep, torch.device("cpu"), "fp32") == 50
+    assert scheduling.choose_batch_size(spec, prep, torch.device("cpu"), "fp32") == 50
     ex = FeatureExtractor(custom_backbone(Offset(0.0), input_size=SIZE), device="cpu", progress=False)
     assert ex.batch_size == 50
     # a GPU with 8 GiB free: 0.8 * 8 GiB / 16 MB per image = 409 -> the knee; 2 GiB free -> 102
     for free, expected in ((8 * 2**30, 256), (2 * 2**30, 102), (2**20, 1)):
-        monkeypatch.setattr(F, "available_memory", lambda device, free=free: free)
-        assert F.choose_batch_size(spec, prep, torch.device("cuda"), "fp32") == expected
-    monkeypatch.setattr(F, "available_memory", lambda device: 2 * 2**30)
-    assert F.choose_batch_size(spec, prep, torch.device("cuda"), "bf16") == 204  # half the activations
+        monkeypatch.setattr(scheduling, "available_memory", lambda device, free=free: free)
+        assert scheduling.choose_batch_size(spec, prep, torch.device("cuda"), "fp32") == expected
+    monkeypatch.setattr(scheduling, "available_memory", lambda device: 2 * 2**30)
+    assert scheduling.choose_batch_size(spec, prep, torch.device("cuda"), "bf16") == 204  # half the activations
 
 
 def test_out_of_memory_halves_the_batch_and_changes_nothing_beyond_rounding(monkeypatch):

@@ -131,36 +131,68 @@ def _extractor_kwargs(args) -> dict:
 
 
 def _metric_kwargs(args) -> dict:
-    from .evaluation.catalogue import SETTINGS
+    from .metrics import registry
 
-    return {s.name: getattr(args, s.name) for s in SETTINGS if s.cli}
+    return {s.name: getattr(args, s.name) for s in registry.settings() if s.cli}
+
+
+def _add_setting_args(p: argparse.ArgumentParser) -> None:
+    """One flag per metric setting, generated from the metrics' own declarations."""
+    from .metrics import registry
+
+    types = {"int": int, "number": float, "optional-number": float, "fraction": float, "choice": str}
+    for setting in registry.settings():
+        if not setting.cli:
+            continue
+        if setting.kind == "flag":
+            p.add_argument(setting.flag, dest=setting.name, action="store_true", help=setting.help_text())
+        else:
+            p.add_argument(setting.flag, dest=setting.name, default=setting.default, type=types[setting.kind],
+                           choices=setting.choices or None, help=setting.help_text())
 
 
 def _cmd_eval(args) -> int:
-    from .distributed import launched_by_torchrun
+    from .evaluation.distributed import launched_by_torchrun
     from .evaluation.run import evaluate
 
     if args.suite is not None:
         if launched_by_torchrun():
             raise ImgdistError(f"--suite {args.suite}: not available under torchrun; run imgdist eval in one process")
         return _eval_suite(args)
-    if launched_by_torchrun():
-        return _eval_distributed(args)
     # outputs before any extraction
     if args.report is not None:  # "" too: an empty name is an error, not "no report"
         check_output(args.report, "--report", (".html", ".htm"))
     if args.per_image is not None:
         check_output(args.per_image, "--per-image", ".csv")
-    out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
-                   real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
-                   on_error=args.on_error, force=args.force, return_features=bool(args.report),
-                   **_metric_kwargs(args), **_extractor_kwargs(args))
+    kwargs = _extractor_kwargs(args)
+    distributed, rank = launched_by_torchrun(), 0
+    if distributed:  # this process is one rank; rank 0 prints and writes
+        import torch.distributed as dist
+
+        from .evaluation.distributed import init_from_environment
+
+        kwargs["device"] = init_from_environment(args.device, args.dist_timeout)
+        rank = dist.get_rank()
+        kwargs["progress"] = kwargs["progress"] and rank == 0
+    try:
+        with warnings.catch_warnings():
+            if rank:  # one copy of each warning, from rank 0
+                warnings.simplefilter("ignore")
+            out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
+                           real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
+                           on_error=args.on_error, force=args.force, return_features=bool(args.report),
+                           distributed=distributed, **_metric_kwargs(args), **kwargs)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    if rank:
+        return 0
     result = out[0] if args.report else out
     if args.report:
         from .report import write_report
 
-        write_report(args.report, result, out[1], out[2], args.real, args.fake, pr_k=args.pr_k, dc_k=args.dc_k,
-                     copies_percentile=args.copies_percentile)
+        write_report(args.report, result, out[1], out[2], args.real, args.fake,
+                     options=_metric_kwargs(args))
     if args.per_image:
         result.per_image.write_csv(args.per_image)
     _print_result(result, args)
@@ -175,14 +207,16 @@ def _eval_suite(args) -> int:
     """``--suite adm``: ADM's own table, its metrics and settings; the metric flags of plain eval
     would change nothing there, so they are refused rather than ignored."""
     from .evaluation.adm import adm_summary, evaluate_adm
-    from .evaluation.catalogue import SETTINGS, SUITES
+    from .metrics import registry
 
-    suite = SUITES[args.suite]
+    suite = registry.suites()[args.suite]
     if args.backbone not in (None, suite.backbone) or args.mode not in (None, suite.mode):
         raise ImgdistError(f"--suite {suite.name}: its table uses {suite.backbone} in resize mode {suite.mode}; "
                            "leave --backbone and --resize-mode out")
-    given = [s.flag for s in SETTINGS if s.cli and s.name != "adm_exact" and getattr(args, s.name) != s.default]
-    given += [flag for flag, value in (("--metrics", args.metrics != ",".join(D.METRICS)),
+    read = {name for m in suite.metrics for name in registry.get(m).setting_names} - {"seed"}
+    given = [s.flag for s in registry.settings()
+             if s.cli and s.name not in read and getattr(args, s.name) != s.default]
+    given += [flag for flag, value in (("--metrics", args.metrics is not None),
                                        ("--report", args.report is not None),
                                        ("--per-image", args.per_image is not None), ("--per-class", args.per_class),
                                        ("--real-test", args.real_test), ("--dims", args.dims)) if value]
@@ -201,43 +235,6 @@ def _print_result(result, args, table: str | None = None) -> None:
     print(result.to_json() if args.json else table or result.table(warnings=False))
     for warning in result.warnings:  # in the JSON too; on stderr like every other warning
         print(f"imgdist: warning: {one_line(warning)}", file=sys.stderr)
-
-
-def _eval_distributed(args) -> int:
-    """``torchrun ... -m imgdist eval``: this process is one rank; rank 0 prints the result."""
-    import torch.distributed as dist
-
-    from .distributed import evaluate_distributed, init_from_environment
-    from .evaluation.catalogue import default_backbone, request
-    from .extraction.stats import is_stats_file
-
-    given = [flag for flag, value in (("--report", args.report), ("--per-image", args.per_image),
-                                      ("--per-class", args.per_class), ("--real-test", args.real_test),
-                                      ("--force", args.force)) if value]
-    if given:
-        raise ImgdistError(f"{', '.join(given)}: not available under torchrun; run imgdist eval in one process "
-                           "for them")
-    for side in (args.real, args.fake):
-        if is_stats_file(side):
-            raise ImgdistError(f"{side}: a statistics file has no images to split over the ranks; under torchrun "
-                               "pass image folders, or run imgdist eval in one process")
-    backbone, mode = _backbone(args), args.mode
-    if backbone is None:
-        backbone, own_mode = default_backbone(request(args.metrics).names)
-        mode = mode or own_mode
-    kwargs = _extractor_kwargs(args)
-    kwargs.update(device=init_from_environment(args.device, args.dist_timeout), mode=mode)
-    rank = dist.get_rank()
-    try:
-        if rank:  # one copy of each warning, from rank 0
-            warnings.simplefilter("ignore")
-        result = evaluate_distributed(args.real, args.fake, metrics=args.metrics, backbone=backbone,
-                                      on_error=args.on_error, **_metric_kwargs(args), **kwargs)
-        if rank == 0:
-            _print_result(result, args)
-    finally:
-        dist.destroy_process_group()
-    return 0
 
 
 def _cmd_stats(args) -> int:
@@ -294,7 +291,7 @@ def _cmd_robustness(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .pairs.demo import run_demo
+    from .demo import run_demo
 
     echo = None if args.json else (lambda text: print(text, flush=True))
     result = run_demo(args.out, device=args.device, progress=not args.no_progress, crops=args.crops, echo=echo)
@@ -395,7 +392,8 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .evaluation import catalogue
+    from .evaluation.plan import metrics_help
+    from .metrics import registry
 
     parser = argparse.ArgumentParser(
         prog="imgdist",
@@ -426,16 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(then only FID).")
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
-    p.add_argument("--metrics", default=",".join(D.METRICS),
-                   help=f"{catalogue.metrics_help()} (default: {','.join(D.METRICS)})")
+    p.add_argument("--metrics", default=None,
+                   help=f"{metrics_help()} (default: {','.join(registry.default_metrics())})")
     _add_backbone_args(p, None)
     _add_extraction_args(p)
-    for setting in catalogue.SETTINGS:
-        if setting.kind == "flag":
-            p.add_argument(setting.flag, dest=setting.name, action="store_true", help=setting.help_text())
-        elif setting.cli:
-            p.add_argument(setting.flag, dest=setting.name, default=setting.default,
-                           type=int if setting.kind == "int" else float, help=setting.help_text())
+    _add_setting_args(p)
     p.add_argument("--real-test", metavar="SRC", default=None,
                    help="held-out real images the generator never saw (needed by ct, the data-copying test; "
                         "read only for ct; with --per-class, class subfolders give C_T per class)")
@@ -448,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="compare statistics even when their provenance (backbone, weights, resize) differs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--suite", choices=tuple(catalogue.SUITES), default=None,
+    p.add_argument("--suite", choices=tuple(registry.suites()), default=None,
                    help="adm: OpenAI's ADM evaluator table (Inception Score, FID, sFID, Precision, Recall) for "
                         "two ADM .npz batches (arr_0 images; a reference may carry mu/sigma/mu_s/sigma_s)")
     p.add_argument("--report", metavar="PATH", default=None,  # report (HTML)

@@ -52,3 +52,8 @@ def one_line(text) -> str:
 class SetTooSmall(ImgdistError):
     """A set with too few images for a metric's settings (a k, splits, cells); per-class
     evaluation leaves such a metric out for a small class instead of failing."""
+
+
+class PromptError(ImgdistError):
+    """Prompts that do not give every image exactly one prompt: a prompt file or sidecar that is
+    missing, duplicated, unmatched, empty or not UTF-8."""

@@ -33,10 +33,15 @@ from ..checks import check_int, check_output
 from ..errors import ImgdistWarning, SourceError
 from ..files import atomic_write
 from ..extraction.provenance import Provenance
+from ..metrics import registry as R
+from ..metrics.adm import ADM_IS_SPLIT, ADM_K, ADM_SUITE
+from ..metrics.sfid import SFID
 from .results import Result, weights_tag
 from ..extraction.stats import _checked_moments, _read_npz_keys
 
 POOL_DIM, SFID_DIM = 2048, 2023
+#: the backbone outputs whose statistics an ADM batch stores (mu_s, sigma_s: sFID's maps)
+_STORED_OUTPUTS = SFID.outputs
 REFERENCE_IMAGES = 10_000
 _STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
@@ -141,7 +146,7 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
                  force: bool = False) -> Result:
     """ADM's table for a reference batch and a sample batch (paths of ``.npz`` ADM batches).
 
-    The metrics are the catalogue's (``SUITES["adm"]``: is-adm, fid, sfid, precision-adm,
+    The metrics are the suite's (``metrics.adm.ADM_SUITE``: is-adm, fid, sfid, precision-adm,
     recall-adm), computed by :func:`~imgdist.evaluation.compute.evaluate_features` like any other run, on the
     FID Inception in resize mode ``tf``. Stored statistics (``mu``/``sigma``/``mu_s``/``sigma_s``) are
     preferred over ``arr_0`` for FID and sFID, on either side, as the evaluator does; ``arr_0``
@@ -150,43 +155,51 @@ def evaluate_adm(ref, sample, *, exact: bool = False, batch_size: int | None = D
     weights file (default: found like ``FeatureExtractor("inception")``; other weights label every
     number with their hash).
     """
-    from .catalogue import SUITES, MetricOptions, Selection
-    from .compute import evaluate_features
     from ..extraction.features import FeatureExtractor
     from ..extraction.stats import GaussianStats
+    from .compute import evaluate_features
+    from .options import MetricOptions
+    from .plan import Selection, make_plan
 
-    suite = SUITES["adm"]
+    suite = ADM_SUITE
     batches = {"reference": read_adm_batch(ref), "sample": read_adm_batch(sample)}
     for batch in batches.values():
-        if len(batch) <= D.ADM_K:
+        if len(batch) <= ADM_K:
             raise SourceError(f"{batch.path}: {len(batch)} images; precision and recall need more than "
-                              f"k = {D.ADM_K} (each image's radius is its {D.ADM_K}rd neighbour)")
+                              f"k = {ADM_K} (each image's radius is its {ADM_K}rd neighbour)")
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device,
                            batch_size=batch_size, workers=workers, progress=progress, cache=False)
+    plan = make_plan(Selection(suite.metrics), MetricOptions(adm_exact=exact), spec=ext.spec,
+                     counts={"real": len(batches["reference"]), "fake": len(batches["sample"])})
     notes: list[str] = []
     sides = {}
-    for side, batch in batches.items():
+    for (side, batch), role in zip(batches.items(), ("real", "fake")):
         if batch.stored is not None:
             notes += _check_stored(batch, ext.provenance, force)
-        # the samples' unbiased logits serve the Inception Score; stored statistics replace sFID's maps
-        extra = (("logits_unbiased",) if side == "sample" else ()) + (() if batch.stored else ("sfid",))
-        out = ext.extract(batch.images, keep_features=True, extra_layers=extra, keep_extra=side == "sample",
-                          desc=side)
+        keeps = plan.keeps(role, len(batch), ext.feature_dim)
+        # stored statistics replace the outputs whose statistics they hold (sFID's maps); outputs kept
+        # per image (the unbiased logits of ADM's Inception Score) serve the samples' metrics only
+        extra = tuple(name for name in keeps.extra
+                      if not (batch.stored is not None and name in _STORED_OUTPUTS)
+                      and (role == "fake" or name in _STORED_OUTPUTS))
+        out = ext.extract(batch.images, keep_features=True, extra_layers=extra,
+                          keep_extra=keeps.keep_extra and role == "fake", desc=side)
         if batch.stored is not None:
             mu, sigma, mu_s, sigma_s = batch.stored
             out.stats = GaussianStats.from_moments(mu, sigma, provenance=ext.provenance)
-            out.extra["sfid"] = GaussianStats.from_moments(mu_s, sigma_s, provenance=_layer(ext.provenance, "sfid"))
+            out.extra[_STORED_OUTPUTS[0]] = GaussianStats.from_moments(
+                mu_s, sigma_s, provenance=_layer(ext.provenance, _STORED_OUTPUTS[0]))
             out.stats_from_file = True
         sides[side] = out
-    result = evaluate_features(sides["reference"], sides["sample"], metrics=Selection(suite.metrics),
-                               options=MetricOptions(adm_exact=exact), force=force)
+    result = evaluate_features(sides["reference"], sides["sample"], metrics=plan.metrics, options=plan.options,
+                               force=force)
     result.values = {key: result.values[key] for key in suite.metrics}  # ADM's order
     result.labels = adm_labels(ext.provenance, exact)
     result.counts = {side: len(batch) for side, batch in batches.items()}
     result.warnings = notes + result.warnings
     pr = result.details["adm_precision_recall"]
     result.details.update(
-        suite=suite.name, k=D.ADM_K, is_split_size=D.ADM_IS_SPLIT, pr_exact=exact,
+        suite=suite.name, k=ADM_K, is_split_size=ADM_IS_SPLIT, pr_exact=exact,
         borderline_precision=pr["borderline_precision"], borderline_recall=pr["borderline_recall"],
         statistics={side: "stored mu/sigma, mu_s/sigma_s" if b.stored is not None
                     else f"computed from arr_0 ({len(b)} images)" for side, b in batches.items()},
@@ -201,18 +214,17 @@ def _layer(provenance: Provenance, name: str) -> Provenance:
 
 
 def adm_labels(provenance: Provenance, exact: bool = False) -> dict[str, str]:
-    """ADM's names (``SUITES["adm"].names``); with weights other than the published ones each
-    names their hash, and FID/sFID become FD/sFD (FID is only ever the published Inception);
-    float64 precision/recall say so."""
-    from .catalogue import METRIC, SUITES
-
+    """ADM's names (the suite's own); with weights other than the published ones each names their
+    hash, and FID/sFID become FD/sFD (FID is only ever the published Inception); float64
+    precision/recall (the metrics that read ``adm_exact``) say so."""
     tag = weights_tag(provenance)
     labels = {}
-    for key, name in SUITES["adm"].names.items():
+    for key, name in ADM_SUITE.names.items():
+        entry = R.get(key)
         if tag:
-            claims = METRIC[key].generic not in (None, METRIC[key].label)  # FID, sFID: the published network
-            name = f"{METRIC[key].generic if claims else name}[inception:{tag}]"
-        if exact and key in ("precision-adm", "recall-adm"):
+            claims = entry.generic not in (None, entry.label)  # FID, sFID: the published network
+            name = f"{entry.generic if claims else name}[inception:{tag}]"
+        if exact and "adm_exact" in entry.setting_names:
             name += " (float64)"
         labels[key] = name
     return labels
@@ -251,7 +263,6 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     model's resolution; sources of mixed sizes are refused), and ``mu``/``sigma``/``mu_s``/
     ``sigma_s`` over the *whole* source (streaming, float64), plus imgdist's provenance fields.
     Returns a summary dict."""
-    from .catalogue import SUITES
     from ..extraction.features import FeatureExtractor
     from ..extraction.sources import open_source
 
@@ -260,16 +271,16 @@ def write_adm_reference(source, output, *, images: int = REFERENCE_IMAGES, seed:
     seed = check_int("seed", seed, 0)
     src = open_source(source)
     n = len(src)
-    if n <= D.ADM_K:
-        raise SourceError(f"{src.label}: {n} images; a reference batch needs more than k = {D.ADM_K} for "
+    if n <= ADM_K:
+        raise SourceError(f"{src.label}: {n} images; a reference batch needs more than k = {ADM_K} for "
                           "precision and recall")
     drawn = np.sort(np.random.default_rng(seed).choice(n, size=min(images, n), replace=False))
     arr_0 = _images_of_one_size(src, drawn)
-    suite = SUITES["adm"]
+    suite = ADM_SUITE
     ext = FeatureExtractor(suite.backbone, weights=weights, mode=suite.mode, device=device, batch_size=batch_size,
                            workers=workers, progress=progress, cache=False)
-    feats = ext.extract(src, keep_features=False, extra_layers=("sfid",), on_error=on_error, desc="reference")
-    spatial = feats.extra["sfid"]
+    feats = ext.extract(src, keep_features=False, extra_layers=_STORED_OUTPUTS, on_error=on_error, desc="reference")
+    spatial = feats.extra[_STORED_OUTPUTS[0]]
     meta = {f"provenance_{k}": ("" if v is None else v) for k, v in ext.provenance.to_dict().items()}
     with atomic_write(output, "wb") as fh:  # never a half-written reference batch
         np.savez(fh, arr_0=arr_0, mu=feats.stats.mu, sigma=feats.stats.sigma, mu_s=spatial.mu,

@@ -13,28 +13,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .catalogue import CMMD_BACKBONE, CMMD_MODE, entry
+from ..metrics import registry as R
 from ..errors import ImgdistError
 from ..extraction.provenance import Provenance
 
 @dataclass
 class PerImage:
-    """One row per fake: what imgdist knows about each generated image (``--per-image out.csv``)."""
+    """One row per fake (``--per-image out.csv``): the columns of the metrics that have per-image
+    hooks (realism, nearest real and distance, inside the real manifold, authentic, copy, and those
+    of the chosen metrics)."""
 
     fake: list[str]
-    realism: np.ndarray          # Kynkäänniemi et al. 2019, eq. 3
-    nearest_real: list[str]
-    distance: np.ndarray         # to the nearest real
-    inside: np.ndarray           # inside some real's k-NN ball (counted by precision)
-    authentic: np.ndarray        # farther from its nearest real than that real from its own (Alaa et al.)
-    copy: np.ndarray             # nearer its nearest real than the copies threshold
+    columns: dict[str, list]
 
-    COLUMNS = ("fake", "realism", "nearest_real", "distance", "inside_real_manifold", "authentic", "copy")
+    @property
+    def COLUMNS(self) -> tuple[str, ...]:
+        return ("fake", *self.columns)
+
+    def __getitem__(self, column: str) -> list:
+        return self.fake if column == "fake" else self.columns[column]
 
     def rows(self):
         for i, name in enumerate(self.fake):
-            yield (name, float(self.realism[i]), self.nearest_real[i], float(self.distance[i]),
-                   _yes(self.inside[i]), _yes(self.authentic[i]), _yes(self.copy[i]))
+            yield (name, *(_cell(values[i]) for values in self.columns.values()))
 
     def write_csv(self, path) -> None:
         import csv
@@ -46,6 +47,14 @@ class PerImage:
             writer.writerow(self.COLUMNS)
             for row in self.rows():
                 writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+
+
+def _cell(value):
+    if isinstance(value, (bool, np.bool_)):
+        return _yes(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _yes(flag) -> str:
@@ -73,20 +82,31 @@ def weights_tag(provenance: Provenance) -> str | None:
     return provenance.weights_sha256[:8]
 
 
+def weights_warning(provenance: Provenance) -> str | None:
+    """The warning that numbers on other weights are labelled with their hash, or None."""
+    from ..extraction.backbones import get_spec
+
+    tag = weights_tag(provenance)
+    if not tag:
+        return None
+    return (f"{provenance.backbone} weights {tag} are not the published ones "
+            f"({get_spec(provenance.backbone).weights.sha256[:8]}): numbers print labelled "
+            f"[{provenance.backbone}:{tag}] and are not comparable with published values")
+
+
 def metric_label(metric: str, provenance: Provenance) -> str:
-    """The name a number is printed under: FID only for the Inception pool features computed with
-    the published weights in fp32; otherwise the backbone, its weights (where not the published
-    ones), its layer and a reduced precision are named, e.g. ``FD[inception:d37b7cb1]``,
-    ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
+    """The name a number is printed under: the published name (``FID``, ``CMMD``) only on the
+    metric's published features (``Metric.published_on``: the Inception pool features for most)
+    computed with the published weights in fp32; otherwise the backbone, its weights (where not
+    the published ones), its layer and a reduced precision are named, e.g.
+    ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
     tag = weights_tag(provenance)
     low = provenance.reduced_precision
-    if metric == "cmmd" and tag is None and not low and (provenance.backbone, provenance.resize_mode,
-                                                         provenance.feature_layer) == (CMMD_BACKBONE, CMMD_MODE, "pool"):
-        return "CMMD"  # the published protocol
-    standard = (provenance.backbone == "inception" and provenance.feature_layer == "pool" and tag is None
-                and not low)
-    owner = entry(metric)
+    owner = R.owner(metric)
     published, generic = owner.labels(metric) if owner else (metric, metric)
+    on = owner.published_on if owner else ("inception", None)
+    standard = (on is not None and provenance.backbone == on[0] and on[1] in (None, provenance.resize_mode)
+                and provenance.feature_layer == "pool" and tag is None and not low)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
@@ -111,6 +131,8 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     per_image: "PerImage | None" = None                      # one row per fake (``per_image=True``)
     per_class: dict[str, "Result"] = field(default_factory=dict)  # class name -> its result
+    #: result keys computed on another network than ``provenance``'s -> that network's provenance
+    spaces: dict[str, Provenance] = field(default_factory=dict)
 
     def __getitem__(self, metric: str) -> float:
         return self.values[metric]
@@ -119,7 +141,7 @@ class Result:
         metrics = {}
         for key, value in self.values.items():
             item = {"metric": key, "value": _finite(value)}
-            owner = entry(key)
+            owner = owner_of(key)
             if owner is not None and owner.lower_is_better is not None:
                 item["better"] = "lower" if owner.lower_is_better else "higher"
             if key in self.stds:
@@ -129,6 +151,8 @@ class Result:
             metrics[self.labels[key]] = item
         out = {"metrics": metrics, "counts": self.counts, "provenance": self.provenance.to_dict(),
                "details": self.details, "warnings": self.warnings}
+        if self.spaces:  # the other networks of the run, by the label of each number they gave
+            out["feature_spaces"] = {self.labels[key]: p.to_dict() for key, p in self.spaces.items()}
         if self.per_class:
             out["per_class"] = {name: {r.labels[k]: _finite(v) for k, v in r.values.items()} | {"counts": r.counts}
                                 for name, r in self.per_class.items()}
@@ -159,9 +183,11 @@ class Result:
                  + (f", precision {p.precision}" if p.reduced_precision else "")
                  if p.backbone else "backbone: not recorded (statistics files without provenance)",
                  f"resize mode: {p.preprocessing or p.resize_mode or 'not recorded'}"]
-        if self.details.get("kid_subsets") == "full sets":
-            lines.append("KID: unbiased estimate on the full sets (the subset size is not smaller than either "
-                         "set, so there is no subset spread to report)")
+        others = {}
+        for key, p in self.spaces.items():
+            others.setdefault(p, []).append(self.labels[key])
+        lines += [f"also {p.backbone} ({p.preprocessing or p.resize_mode}), weights sha256 "
+                  f"{(p.weights_sha256 or 'n/a')[:12]}: {', '.join(labels)}" for p, labels in others.items()]
         if "device" in self.details:
             lines.append(f"device: {self.details['device']}")
         lines += self._notes()
@@ -170,35 +196,10 @@ class Result:
         return "\n".join(lines + ([f"warning: {w}" for w in self.warnings] if warnings else []))
 
     def _notes(self) -> list[str]:
-        """One line per metric that has more to say than its value."""
-        from ..formatting import format_value as fv
-
-        d, out = self.details, []
-        fit = d.get("fid_inf_fit")
-        if fit:
-            out.append(f"{self.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept "
-                       f"fitted over N = {int(fit['sizes'][0])}..{int(fit['sizes'][-1])} "
-                       f"({len(fit['sizes'])} sizes), R^2 {fit['r2']:.4f}")
-        for side, orders in d.get("vendi_orders", {}).items():
-            out.append(f"Vendi of the {side} set by order q: "
-                       + ", ".join(f"q={q} {fv(v)}" for q, v in orders.items()))
-        if "copies" in d:
-            c = d["copies"]
-            first = "; ".join(f"{p['fake']} ~ {p['real']} ({fv(p['distance'])})" for p in c["pairs"][:3])
-            out.append(f"copies: {self.values.get('copies', 0)} of {self.counts.get('fake')} fakes "
-                       f"({c['fraction']:.2%}) are nearer a real than {fv(c['threshold'])}, percentile "
-                       f"{c['percentile']:g} of the reals' distances to their nearest other real"
-                       + (f"; closest: {first}" if first else ""))
-        if "ct" in d:
-            ct = d["ct"]
-            out.append(f"C_T: {ct['cells_used']} of {ct['cells']} k-means cells used (>= {ct['min_fake_per_cell']} "
-                       f"fakes each), {ct['fake_fraction_used']:.0%} of the fakes; < 0 means copying, "
-                       "> 0 underfitting (Meehan et al. 2020)")
-        if "realism" in d:
-            r = d["realism"]
-            out.append(f"realism: median over fakes, k = {r['k']}, reals with a radius above percentile "
-                       f"{r['prune_percentile']:g} left out; {r['share_at_least_1']:.1%} of fakes score >= 1")
-        return out
+        """The lines the metrics in the table have to say beyond their values (their ``note`` hooks)."""
+        owners = dict.fromkeys(owner_of(key) for key in self.values)
+        return [line for m in owners if m is not None and m.note is not None
+                for line in (m.note(self) or "").splitlines()]
 
     def class_table(self) -> str:
         """Per-class values, worst class first (by the first metric), and their average."""
@@ -209,14 +210,15 @@ class Result:
         present = {k for r in self.per_class.values() for k in r.values}
         keys = [k for k in self.values if k in present] + sorted(present - set(self.values))
         first = keys[0]
-        sign = 1 if entry(first) and entry(first).lower_is_better else -1
+        owner = owner_of(first)
+        direction = owner.lower_is_better if owner else None
 
         def worst_first(name):
             value = self.per_class[name].values.get(first)
             if value is None or math.isnan(value):
                 return (True, 0.0)
-            # C_T is bad both ways (copying < 0, underfitting > 0): the farthest from 0 first
-            return (False, -abs(value) if first == "ct" else -sign * value)
+            # a metric best near 0 (C_T: copying < 0, underfitting > 0): the farthest from 0 first
+            return (False, -abs(value) if direction is None else (-value if direction else value))
 
         order = sorted(self.per_class, key=worst_first)
         labels = {k: next(r.labels[k] for r in self.per_class.values() if k in r.labels) for k in keys}
@@ -225,11 +227,16 @@ class Result:
                 for name in order]
         table = format_table(["class"] + [labels[k] for k in keys] + ["real", "fake"], rows)
         head = f"per class ({len(order)} classes), worst first by {labels[first]}"
-        if first == "ct":
-            head += " (largest |C_T|)"
+        if direction is None:
+            head += f" (largest |{labels[first]}|)"
         if "intra_fid" in self.details:
             head += f"; class-averaged FD (intra-FID): {self.details['intra_fid']:.6g}"
         return head + "\n" + table
+
+
+def owner_of(key: str):
+    """The metric that fills result key ``key`` (``fid@dinov2-vit-l14`` is FID's)."""
+    return R.owner(key.split("@", 1)[0])
 
 
 def _finite(v):

@@ -1,4 +1,8 @@
-"""The extraction engine: any source -> backbone -> features and Gaussian statistics.
+"""The extraction engine: any source -> backbone(s) -> features and Gaussian statistics.
+
+* One decode feeds several networks (:func:`extract_together`): each image is read and decoded
+  once, and every network gets it through its own resize recipe; each network keeps its own
+  statistics, per-image arrays and cache.
 
 * Decoding and resizing run in worker processes (:mod:`imgdist.extraction.decode_pool`), overlapping the
   network: started once per extractor, on first need, and reused by every later extraction
@@ -26,219 +30,34 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import pickle
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import defaults as D
+from ..checks import activation_bytes, check_batch_memory, check_cpu_precision, check_int, resolve_device
+from ..errors import ImageError, ImgdistError, ImgdistWarning
 from .allocator import retained_memory
 from .backbones import Backbone, get_spec, load_backbone
+from .batches import Pending, collate, decode_batch, pickled, select, split_batch
 from .cache import CACHE_FORMAT, FeatureCache
-from ..checks import (MEMORY_FRACTION, activation_bytes, available_memory, check_batch_memory, check_cpu_precision,
-                     check_int, resolve_device)
+from .collect import ExtractionRun, Timing
 from .decode import max_pixels
 from .decode_pool import DecodePool
-from ..errors import ImageError, ImgdistError, ImgdistWarning, one_line
-from .preprocess import Preprocessing
+from .feature_set import CACHE_READ_CHUNK, Features
+from .precision import PRECISIONS, fp32_mode, threads
 from .provenance import Provenance
-from .sources import ImageSource, Skipped, check_on_error, open_source
-from .stats import DeviceStats, GaussianStats
+from .scheduling import (PREFETCH_PER_WORKER, accelerator_workers, area_factor, choose_batch_size, choose_workers,
+                         usable_cores)
+from .sources import ImageSource, check_on_error, open_source
 
-#: cached rows read at a time (statistics-only runs hold no more than this many)
-CACHE_READ_CHUNK = 1000
-#: the network's dtype per precision; tf32 computes in float32 storage with TF32 tensor-core products
-PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-#: the largest automatic batch on an accelerator: network-only throughput on an H200 levels off
-#: by 256 images (issue 16's rates were measured there); larger batches only cost memory
-GPU_BATCH_KNEE = 256
-
-
-def choose_batch_size(spec, prep, device: torch.device, precision: str) -> int:
-    """The automatic batch size: as measured on a CPU (``CPU_BATCH_SIZE``); on CUDA the largest
-    whose activations fit the memory budget, up to ``GPU_BATCH_KNEE`` (an out-of-memory error
-    still halves it, see :meth:`FeatureExtractor._launch`)."""
-    if device.type != "cuda":
-        return D.CPU_BATCH_SIZE
-    per_image = activation_bytes(spec.memory_mb_per_image * _area_factor(spec, prep), 1, precision)
-    available = available_memory(str(device))
-    if not per_image or available is None:  # a custom network: its memory is unknown
-        return GPU_BATCH_KNEE
-    return max(1, min(GPU_BATCH_KNEE, int(MEMORY_FRACTION * available // per_image)))
-
-
-def _area_factor(spec, prep) -> float:
-    """Activation memory scales with the input area; a recipe may use another size than the spec's."""
-    if not spec.input_size or not prep.size:
-        return 1.0
-    return (prep.size / spec.input_size) ** 2
-
-
-@dataclass
-class Features:
-    """The result of one extraction: names in order, statistics, optional per-image arrays."""
-
-    names: list[str]
-    stats: GaussianStats
-    provenance: Provenance
-    features: np.ndarray | None = None   # N x d float32, the chosen feature layer
-    logits: np.ndarray | None = None     # N x K float32, where the backbone has a classifier
-    skipped: Skipped = field(default_factory=Skipped)
-    cached: int = 0                      # how many images came from the cache
-    indices: list[int] = field(default_factory=list)  # each image's position in the source
-    device: str | None = None                         # where the network ran
-    timing: "_Timing | None" = None                   # seconds per stage, decoding workers
-    #: further outputs computed in the same pass (``extract(extra_layers=...)``): their streaming
-    #: statistics, and their per-image arrays (float32) where ``keep_extra`` asked for them
-    extra: dict[str, GaussianStats] = field(default_factory=dict)
-    extra_features: dict[str, np.ndarray] = field(default_factory=dict)
-    #: ``stats`` (and ``extra``) were read from a file, not accumulated from ``features`` (an ADM
-    #: reference batch's stored mu/sigma beside its images): distances use them, never the rows
-    stats_from_file: bool = False
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @classmethod
-    def from_array(cls, features, *, provenance: Provenance | None = None, names: list[str] | None = None,
-                   logits=None, rows=None) -> "Features":
-        """Features computed elsewhere (an N x d array) as a set imgdist evaluates: statistics
-        accumulated in chunks (no float64 copy of the whole set). ``rows``: the row indices whose
-        statistics to accumulate (a process's share; all by default)."""
-        x = np.asarray(features)
-        if x.ndim != 2:
-            raise ImgdistError(f"features must be an N x d array, got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise ImgdistError("features contain NaN or infinity")
-        provenance = provenance or Provenance()
-        stats = GaussianStats(x.shape[1], provenance)
-        chosen = np.arange(len(x)) if rows is None else np.asarray(rows)
-        for start in range(0, len(chosen), CACHE_READ_CHUNK):
-            stats.update(x[chosen[start:start + CACHE_READ_CHUNK]])
-        return cls(names=list(names) if names is not None else [f"[{i}]" for i in range(len(x))], stats=stats,
-                   provenance=provenance, features=x.astype(np.float32, copy=False),
-                   logits=None if logits is None else np.asarray(logits, dtype=np.float32),
-                   indices=list(range(len(x))))
-
-
-class _Decoded:
-    """Decodes source items and runs the decoding side of the recipe (:meth:`Preprocessing.prepare`:
-    uint8 images, resized here only by the Pillow kernels), in a worker or in the main process.
-    Failures travel back as values, not exceptions, so that ``on_error='skip'`` can count them and
-    ``'raise'`` can name the first in order."""
-
-    def __init__(self, source: ImageSource, prep: Preprocessing, indices: list[int]):
-        self.source, self.prep, self.indices = source, prep, indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, k):
-        i = self.indices[k]
-        try:
-            return i, self.prep.prepare(self.source.load(i)), None
-        except ImageError as exc:
-            return i, None, (exc.name, exc.cause)
-        except ValueError as exc:  # e.g. resize 'none' on an image of the wrong size
-            return i, None, (self.source.name_of(i), one_line(exc))
-
-
-def _decode_batch(source: ImageSource, prep: Preprocessing, indices: list[int]):
-    """-> ``(indices, batch, errors)`` (see :func:`_collate`); in the main process or a decoding one."""
-    dataset = _Decoded(source, prep, indices)
-    return _collate([dataset[k] for k in range(len(dataset))])
-
-
-def _pickled(work) -> bytes | None:
-    """``work`` pickled for the decoding processes; None, with a warning, where it cannot be (a
-    custom source holding e.g. a lambda): it is then decoded in the main process."""
-    try:
-        return pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - whatever pickling raises means the same
-        warnings.warn(f"{work.args[0].label}: decoding in the main process, the source cannot be sent to "
-                      f"decoding processes ({one_line(exc)})", ImgdistWarning, stacklevel=2)
-        return None
-
-
-def _collate(items):
-    """-> (indices, batch, errors): one N x C x H x W tensor where every image has one size (the
-    device resizes it as a whole), else a list of C x H x W tensors."""
-    good = [(i, x) for i, x, err in items if err is None]
-    errors = [(i, err) for i, _, err in items if err is not None]
-    indices = [i for i, _ in good]
-    tensors = [x for _, x in good]
-    if tensors and any(t.shape != tensors[0].shape for t in tensors):
-        return indices, tensors, errors
-    return indices, (torch.stack(tensors) if tensors else None), errors
-
-
-#: on a CPU device the network already uses every core: decoding workers pay only where decoding
-#: is at least this share of the work (measured in benchmarks/bench_pipeline.py)
-CPU_WORKER_SHARE = 0.3
-#: decoding processes at most (beyond this, process start-up and IPC cost more than they bring)
-MAX_WORKERS = 16
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def choose_workers(decode_s: float, compute_s: float, device_type: str, cores: int | None = None) -> int:
-    """Decoding processes for the rest of a run, from the first batch's decode time (decoding and
-    the Pillow resizes) and compute time (device-side resize and network), both per batch.
-
-    On a CPU device the network's threads and the workers share the cores, so workers pay only
-    where decoding is a large share (``CPU_WORKER_SHARE``), and then take that share of the cores
-    (the network keeps the rest). On an accelerator the CPU only decodes: see
-    :func:`accelerator_workers`.
-    """
-    cores = usable_cores() if cores is None else cores
-    if cores < 2 or decode_s <= 0:
-        return 0
-    if device_type == "cpu":
-        share = decode_s / (decode_s + compute_s)
-        if share < CPU_WORKER_SHARE:
-            return 0
-        return max(1, min(cores - 1, round(cores * share)))
-    return accelerator_workers(cores)
-
-
-def accelerator_workers(cores: int | None = None) -> int:
-    """Decoding processes beside an accelerator: every core the process may use, up to
-    ``MAX_WORKERS``. The main process mostly waits for the device (issue 16: 15 of 16 cores
-    decoding PNGs fed an H200 at 6,000 img/s, below its bf16 rate), and the bounded prefetch
-    keeps a process that has nothing to do cheap. No measurement is needed, so they start
-    before the first batch. One core: nothing to overlap with."""
-    cores = usable_cores() if cores is None else cores
-    return 0 if cores < 2 else min(cores, MAX_WORKERS)
-
-
-#: batches in flight per decoding process (queued or being decoded): one in hand, one ready
-PREFETCH_PER_WORKER = 2
-
-
-@dataclass
-class _Timing:
-    """Seconds spent per stage of one extraction (``Features.timing``)."""
-
-    hash: float = 0.0
-    cache_read: float = 0.0
-    decode: float = 0.0      # first batch only when workers decode the rest in parallel
-    compute: float = 0.0     # transfer, device-side resize, network, copy back
-    stats: float = 0.0
-    wait: float = 0.0        # the main process waiting for the decoding processes' batches
-    workers: int = 0
+__all__ = ["CACHE_READ_CHUNK", "FeatureExtractor", "Features", "Job", "extract_features", "extract_together",
+           "fp32_mode"]
 
 
 class FeatureExtractor:
@@ -275,7 +94,7 @@ class FeatureExtractor:
         self.batch_size = int(batch_size) if batch_size is not None else \
             choose_batch_size(self.spec, self.prep, self.device, precision)
         self._fits = None  # the batch an out-of-memory error left (None: every batch fits)
-        per_image_mb = self.spec.memory_mb_per_image * _area_factor(self.spec, self.prep)
+        per_image_mb = self.spec.memory_mb_per_image * area_factor(self.spec, self.prep)
         check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
         self.model = load_backbone(backbone, weights, progress=progress)
@@ -332,7 +151,7 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _launch(self, batch, logits: bool, host: bool = True, extra: tuple[str, ...] = (),
-                extra_host: bool = False) -> "_Pending":
+                extra_host: bool = False) -> Pending:
         """Start a batch: run :meth:`_network` on it and start copying the outputs back (to the
         host only where ``host``). On an accelerator this returns before the work is done, so the
         host can prepare the next batch meanwhile. A CUDA out-of-memory error halves the batch
@@ -341,13 +160,13 @@ class FeatureExtractor:
         outputs = main + tuple(extra)
         while True:
             try:
-                parts = [self._network(part, outputs) for part in _split(batch, self._fits)]
+                parts = [self._network(part, outputs) for part in split_batch(batch, self._fits)]
                 break
             except torch.OutOfMemoryError:
                 parts = None  # noqa: F841 - the parts' memory is freed before the retry
                 self._halve(len(batch))
         out = parts[0] if len(parts) == 1 else {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-        return _Pending([out[name].float() for name in main if name in out], self.device, host,
+        return Pending([out[name].float() for name in main if name in out], self.device, host,
                         {name: out[name].float() for name in extra}, extra_host)
 
     def _network(self, batch, outputs) -> dict:
@@ -361,7 +180,7 @@ class FeatureExtractor:
             # torch's CPU resize kernels round differently with the number of threads (1.8e-7 of
             # the value, 1e-5 in Inception features, 6e-8 in FD at N = 160): one thread, so that
             # features do not depend on the machine's or a rank's thread count; it costs ~1%
-            with _threads(1):
+            with threads(1):
                 x = self.prep.finish(batch)
         else:
             x = self.prep.finish(batch)
@@ -386,9 +205,32 @@ class FeatureExtractor:
 
     def embed_images(self, images, logits: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """In-memory images (any source form: uint8 tensors N x C x H x W, arrays, PIL) -> features."""
+        return self.embed(self._prepared(images), logits)
+
+    def embed_outputs(self, images, *, logits: bool = False, extra: tuple[str, ...] = ()) -> dict:
+        """In-memory images -> ``{"features": ..., "logits": ... (where asked), name: ... for each of
+        the backbone's ``extra`` outputs}`` as float32 numpy; non-finite outputs are refused."""
+        with fp32_mode(self.precision):
+            pending = self._launch(self._prepared(images), logits, extra=tuple(extra), extra_host=True)
+            feats, lg = pending.result()
+            out = {"features": feats, **({"logits": lg} if logits and lg is not None else {}), **pending.extra()}
+        if not pending.finite():
+            raise ImgdistError(f"{self.spec.name} gave NaN or infinity for these images (broken weights, or "
+                               "values out of range for the precision)")
+        return out
+
+    def _prepared(self, images):
         source = open_source(images)
-        return self.embed(_collate([(i, self.prep.prepare(source.load(i)), None)
-                                    for i in range(len(source))])[1], logits)
+        return collate([self.prep.prepare(source.load(i)) for i in range(len(source))])
+
+    def to(self, device) -> "FeatureExtractor":
+        """Run the network on ``device`` from now on (the decoding pool, if any, is kept)."""
+        device = torch.device(resolve_device(str(device)))
+        if self.precision != "fp32" and device.type == "cpu":
+            check_cpu_precision(self.precision)
+        self.model = self.model.to(device)
+        self.device = device
+        return self
 
     # ---------------------------------------------------------------- sources
 
@@ -398,65 +240,9 @@ class FeatureExtractor:
         """``extra_layers``: further named outputs of the backbone (e.g. Inception's ``"sfid"``)
         computed in the same pass; their statistics land in ``Features.extra`` and, with
         ``keep_extra``, their per-image arrays in ``Features.extra_features``."""
-        check_on_error(on_error)
-        source = open_source(source)
-        run = _Run(self, source, keep_features, keep_logits and self.spec.has_logits, on_error)
-        run.want_extra(tuple(extra_layers), keep_extra)
-        bar = tqdm(total=run.n, desc=desc or _short(source.label), unit="img", disable=not self.progress,
-                   dynamic_ncols=True, leave=False)
-        with fp32_mode(self.precision):
-            return self._extract(source, run, bar)
-
-    def _extract(self, source: ImageSource, run: "_Run", bar) -> Features:
-        retain = retained_memory(self.retained_bytes()) if self.retain_memory and self.device.type == "cpu" \
-            else nullcontext()
-        t = time.perf_counter()
-        # the cache stores one layer (and logits) per image: runs with extra layers go without it
-        # rather than key rows by a layer set that other runs would never ask for
-        use_cache = self.cache_dir and not self._cache_given_up and not run.extra_stats
-        if self.cache_dir and run.extra_stats:
-            warnings.warn(f"the feature cache is not used for {', '.join(run.extra_stats)} (it keeps one layer per "
-                          "image): these images are computed again on every run", ImgdistWarning, stacklevel=3)
-        keys = self._hashes(source) if use_cache else None
-        run.timing.hash = time.perf_counter() - t
-        cache = self._open_cache() if keys is not None else None
-        try:
-            with retain:
-                todo = run.read_cache(cache, keys, bar) if cache else list(range(run.n))
-                _rate_from_here(bar, len(run.cached))
-                pending = None  # the batch on the device while the next one is prepared
-                try:
-                    for indices, batch, errs in self._batches(source, todo, run.timing):
-                        run.add_errors(errs)
-                        # a finished batch reaches the cache at once, and at the latest before the
-                        # next is launched: an interruption loses at most the batch in flight
-                        if pending is not None:
-                            done, pending = pending, None
-                            run.collect(*done, cache, keys)
-                        if batch is not None:
-                            if self.prep.size is None:
-                                run.first_shape = self._check_one_size(source, indices, batch, run.first_shape)
-                            t = time.perf_counter()
-                            pending = (indices, self._launch(batch, run.keep_logits, run.needs_host(cache),
-                                                             tuple(run.extra_stats), bool(run.extra_rows)))
-                            run.timing.compute += time.perf_counter() - t
-                            if pending[1].ready():  # always on a CPU
-                                done, pending = pending, None
-                                run.collect(*done, cache, keys)
-                        bar.update(len(indices) + len(errs))
-                finally:
-                    # also when interrupted or stopped by a bad image: the batch already computed
-                    # reaches the cache
-                    if pending is not None:
-                        run.collect(*pending, cache, keys)
-        finally:
-            bar.close()
-            if cache:
-                cache.close()
-                # locked or unusable: the warning said this run goes on without it (evaluate's
-                # second set included), so later extractions neither retry nor repeat it
-                self._cache_given_up = cache.given_up
-        return run.features()
+        job = Job(self, keep_features=keep_features, keep_logits=keep_logits, extra_layers=tuple(extra_layers),
+                  keep_extra=keep_extra)
+        return extract_together(source, [job], on_error=on_error, desc=desc)[0]
 
     def _check_one_size(self, source, indices, batch, first_shape):
         """Recipes without resizing (``pixels`` at native size) need every image at one size."""
@@ -469,8 +255,9 @@ class FeatureExtractor:
                                  f"{first_shape[1]}; resize mode {self.prep.name!r} needs one size")
         return first_shape
 
-    def _batches(self, source: ImageSource, indices: list[int], timing: "_Timing"):
-        """Yield ``(indices, batch, errors)`` in source order, batches pinned on CUDA.
+    def _batches(self, source: ImageSource, indices: list[int], timing: Timing, preps: tuple = ()):
+        """Yield ``(indices, [batch per recipe of preps], errors)`` in source order, batches pinned
+        on CUDA; ``preps``: the resize recipes of every network fed (default: this one's).
 
         Decoding processes: ``workers`` if fixed; else those this extractor already runs; else on
         an accelerator :func:`accelerator_workers`; else (a CPU) the first batch is decoded here
@@ -478,6 +265,7 @@ class FeatureExtractor:
         are decoded here (a process would only copy them)."""
         if not indices:
             return
+        preps = tuple(preps) or (self.prep,)
         size = self.batch_size
         chunks = [indices[b:b + size] for b in range(0, len(indices), size)]
         workers = self.workers if source.parallel_decode else 0
@@ -489,25 +277,25 @@ class FeatureExtractor:
             elif self.device.type != "cpu":
                 workers = accelerator_workers()
             else:
-                yield self._decode_here(source, chunks.pop(0), timing)
+                yield self._decode_here(source, chunks.pop(0), timing, preps)
                 workers = choose_workers(timing.decode, timing.compute, self.device.type)
         # the first chunk left is decoded here while the processes start on the next ones
         workers = min(workers, len(chunks) - 1)
-        job = _pickled(functools.partial(_decode_batch, source, self.prep)) if workers > 0 else None
+        job = pickled(functools.partial(decode_batch, source, preps)) if workers > 0 else None
         if job is None:
             for chunk in chunks:
-                yield self._decode_here(source, chunk, timing)
+                yield self._decode_here(source, chunk, timing, preps)
             return
         pool = self._decode_pool(workers)
         timing.workers = min(pool.size, len(chunks) - 1)
-        threads = torch.get_num_threads()
+        count = torch.get_num_threads()
         if self.device.type == "cpu" and self.workers is None:
             # chosen for a decoding share this large, the workers take their share of the cores;
             # a fixed --workers leaves the network its threads (on 2 cores, halving them for a
             # worker that decodes 3% of the time made Inception 1.7x slower, bench_e2e workers1)
-            threads = max(1, min(threads, usable_cores() - timing.workers))
-        with _threads(threads):
-            yield from self._from_pool(pool, job, source, chunks, timing)
+            count = max(1, min(count, usable_cores() - timing.workers))
+        with threads(count):
+            yield from self._from_pool(pool, job, source, chunks, timing, preps)
 
     def _decode_pool(self, workers: int) -> DecodePool:
         """This extractor's pool, with at least ``workers`` processes; a new one where a process
@@ -518,7 +306,8 @@ class FeatureExtractor:
         self._pool.grow(workers)
         return self._pool
 
-    def _from_pool(self, pool: DecodePool, payload: bytes, source: ImageSource, chunks: list, timing: "_Timing"):
+    def _from_pool(self, pool: DecodePool, payload: bytes, source: ImageSource, chunks: list, timing: Timing,
+                   preps: tuple):
         """``chunks`` decoded, in order: the first here, the rest by ``pool`` (``payload``: the
         pickled decoding function), at most ``PREFETCH_PER_WORKER`` per process queued or in hand."""
         job = pool.start_job(payload)
@@ -528,7 +317,7 @@ class FeatureExtractor:
             while sent < min(len(chunks), ahead):
                 pool.submit(job, sent, chunks[sent])
                 sent += 1
-            yield self._decode_here(source, chunks[0], timing)
+            yield self._decode_here(source, chunks[0], timing, preps)
             ready = {}
             for seq in range(1, len(chunks)):
                 t = time.perf_counter()
@@ -543,18 +332,18 @@ class FeatureExtractor:
         finally:
             pool.end_job(job)
 
-    def _decode_here(self, source: ImageSource, indices: list[int], timing: "_Timing"):
+    def _decode_here(self, source: ImageSource, indices: list[int], timing: Timing, preps: tuple):
         t = time.perf_counter()
-        decoded = self._pinned(_decode_batch(source, self.prep, indices))
+        decoded = self._pinned(decode_batch(source, preps, indices))
         timing.decode += time.perf_counter() - t
         return decoded
 
     def _pinned(self, decoded):
-        """On CUDA, a batch in pinned memory, so that its copy to the device does not block."""
-        indices, batch, errs = decoded
-        if self.device.type == "cuda" and isinstance(batch, torch.Tensor):
-            batch = batch.pin_memory()
-        return indices, batch, errs
+        """On CUDA, batches in pinned memory, so that their copy to the device does not block."""
+        indices, batches, errs = decoded
+        if self.device.type == "cuda":
+            batches = [b.pin_memory() if isinstance(b, torch.Tensor) else b for b in batches]
+        return indices, batches, errs
 
     def _hashes(self, source: ImageSource) -> list[str | None] | None:
         """Each item's cache key: the SHA-256 of its bytes; None for an item that cannot be read now
@@ -592,216 +381,111 @@ class FeatureExtractor:
                                  extractor=self._extractor_id())
 
 
-def _split(batch, size: int | None) -> list:
-    """A batch (tensor or list of images) in parts of at most ``size`` images (None: whole)."""
-    if size is None or len(batch) <= size:
-        return [batch]
-    return [batch[i:i + size] for i in range(0, len(batch), size)]
+@dataclass(frozen=True)
+class Job:
+    """One network's part of an extraction: what it keeps of each image besides the statistics."""
+
+    extractor: FeatureExtractor
+    keep_features: bool = True
+    keep_logits: bool = False
+    extra_layers: tuple[str, ...] = ()
+    keep_extra: bool = False
 
 
-@contextmanager
-def fp32_mode(precision: str):
-    """float32 products exact for the block (TF32 off for cuDNN and matmul) unless ``precision`` is
-    'tf32'; the caller's settings are restored afterwards. PyTorch lets cuDNN use TF32 by default:
-    on a GPU that moved FD by 4.9e-4 relative (issue 16), ~100x more than the batch size does."""
-    tf32 = precision == "tf32"
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-              torch.get_float32_matmul_precision())
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    # 'highest' also keeps oneDNN from bf16 products on a CPU
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+def extract_together(source, jobs: list[Job], *, on_error: str = "raise", desc: str | None = None) -> list[Features]:
+    """Every job's :class:`Features` of ``source`` from one decode: each image is read and decoded
+    once (by the first job's extractor and its decoding pool), then prepared by each network's
+    recipe and fed to it. Each network keeps its own statistics, per-image arrays, errors check and
+    cache; an image that is cached for one network is decoded only if another still needs it.
+    Order is the source's; an image that cannot be read is skipped (or refused) for all networks
+    alike, so that every network sees the same images."""
+    check_on_error(on_error)
+    source = open_source(source)
+    lead = jobs[0].extractor
+    timing = Timing()
+    runs = []
+    for job in jobs:
+        run = ExtractionRun(job.extractor, source, job.keep_features, job.keep_logits and job.extractor.spec.has_logits,
+                            on_error, timing)
+        run.want_extra(tuple(job.extra_layers), job.keep_extra)
+        runs.append(run)
+    bar = tqdm(total=len(source), desc=desc or _short(source.label), unit="img", disable=not lead.progress,
+               dynamic_ncols=True, leave=False)
+    on_cpu = [job.extractor for job in jobs if job.extractor.retain_memory and job.extractor.device.type == "cpu"]
+    retain = retained_memory(max(ex.retained_bytes() for ex in on_cpu)) if on_cpu else nullcontext()
+    caches: list[FeatureCache | None] = [None] * len(runs)
+    keys = None
     try:
-        yield
+        with retain:
+            t = time.perf_counter()
+            for k, run in enumerate(runs):
+                ex = run.ex
+                # the cache stores one layer (and logits) per image: runs with extra layers go
+                # without it rather than key rows by a layer set that other runs would never ask for
+                if ex.cache_dir and run.extra_stats:
+                    warnings.warn(f"the feature cache is not used for {', '.join(run.extra_stats)} (it keeps one "
+                                  "layer per image): these images are computed again on every run", ImgdistWarning,
+                                  stacklevel=3)
+                elif ex.cache_dir and not ex._cache_given_up:
+                    keys = keys if keys is not None else ex._hashes(source)
+                    caches[k] = ex._open_cache() if keys is not None else None
+            timing.hash = time.perf_counter() - t
+            wanted = [run.read_cache(cache, keys) if cache else list(range(run.n)) for run, cache in zip(runs, caches)]
+            todo = sorted(set().union(*wanted))
+            cached = len(source) - len(todo)  # images every network has from its cache
+            bar.update(cached)
+            _rate_from_here(bar, cached)
+            _feed(lead, source, runs, [set(w) for w in wanted], todo, caches, keys, timing, bar)
     finally:
-        # the flags first: setting matmul.allow_tf32 rewrites the precision string
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before[:2]
-        torch.set_float32_matmul_precision(before[2])
+        bar.close()
+        for run, cache in zip(runs, caches):
+            if cache:
+                cache.close()
+                # locked or unusable: the warning said this run goes on without it (evaluate's
+                # second set included), so later extractions neither retry nor repeat it
+                run.ex._cache_given_up = cache.given_up
+    return [run.features() for run in runs]
 
 
-@contextmanager
-def _threads(count: int):
-    """torch's intra-op threads set to ``count`` for the block."""
-    before = torch.get_num_threads()
-    if before != count:
-        torch.set_num_threads(count)
+def _feed(lead: FeatureExtractor, source: ImageSource, runs: list[ExtractionRun], wanted: list[set], todo: list[int],
+          caches: list, keys, timing: Timing, bar) -> None:
+    """Decode ``todo`` once and launch each network on the images it still needs. A finished batch
+    reaches its cache at once, and at the latest before the network's next batch is launched: an
+    interruption loses at most the batches in flight."""
+    preps = tuple(dict.fromkeys(run.ex.prep for run in runs))
+    recipe = [preps.index(run.ex.prep) for run in runs]
+    pending: list = [None] * len(runs)
     try:
-        yield
+        for indices, batches, errs in lead._batches(source, todo, timing, preps):
+            for run in runs:
+                run.add_errors(errs)
+            for k, run in enumerate(runs):
+                if pending[k] is not None:
+                    done, pending[k] = pending[k], None
+                    run.collect(*done, caches[k], keys)
+                batch = batches[recipe[k]]
+                positions = [j for j, i in enumerate(indices) if i in wanted[k]]
+                if batch is None or not positions:
+                    continue
+                mine, batch = [indices[j] for j in positions], select(batch, positions)
+                ex = run.ex
+                if ex.prep.size is None:
+                    run.first_shape = ex._check_one_size(source, mine, batch, run.first_shape)
+                t = time.perf_counter()
+                with fp32_mode(ex.precision):
+                    launched = ex._launch(batch, run.keep_logits, run.needs_host(caches[k]), tuple(run.extra_stats),
+                                          bool(run.extra_rows))
+                timing.compute += time.perf_counter() - t
+                pending[k] = (mine, launched)
+                if launched.ready():  # always on a CPU
+                    done, pending[k] = pending[k], None
+                    run.collect(*done, caches[k], keys)
+            bar.update(len(indices) + len(errs))
     finally:
-        if before != count:
-            torch.set_num_threads(before)
-
-
-class _Pending:
-    """A batch's outputs: on the device, where the statistics are accumulated, and, where the run
-    needs them on the host (kept features, logits, the cache), on their way there: on CUDA copied
-    into pinned host memory without blocking, with an event to wait for; elsewhere already there.
-    Whether the features are finite is decided on the device; only that flag always travels."""
-
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device, host: bool = True,
-                 extra: dict[str, torch.Tensor] | None = None, extra_host: bool = False):
-        self.on_device = tensors
-        self.extra_on_device = extra or {}
-        self.event = None
-        self._main = len(tensors) if host else 0
-        self._extra_names = tuple(self.extra_on_device) if extra_host else ()
-        checked = [tensors[0], *self.extra_on_device.values()]
-        finite = torch.stack([torch.isfinite(t).all() for t in checked]).all().reshape(1)
-        sent = (list(tensors) if host else []) + [self.extra_on_device[n] for n in self._extra_names] + [finite]
-        if device.type == "cuda":
-            self.host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in sent]
-            for host_t, t in zip(self.host, sent):
-                host_t.copy_(t, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-        else:
-            self.host = [t.cpu() for t in sent]
-
-    def ready(self) -> bool:
-        """Whether the device has finished the batch (always, off CUDA)."""
-        return self.event is None or self.event.query()
-
-    def finite(self) -> bool:
-        if self.event is not None:
-            self.event.synchronize()
-        return bool(self.host[-1].item())
-
-    def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(features, logits or None) on the host; (None, None) where they were not sent."""
-        if self.event is not None:
-            self.event.synchronize()
-        arrays = [h.numpy() for h in self.host[:self._main]]
-        if not arrays:
-            return None, None
-        return arrays[0], (arrays[1] if len(arrays) > 1 else None)
-
-    def extra(self) -> dict[str, np.ndarray]:
-        """The extra outputs sent to the host, by name (after :meth:`result`, which waits for them)."""
-        start = self._main
-        return {name: self.host[start + j].numpy() for j, name in enumerate(self._extra_names)}
-
-
-class _Run:
-    """The state of one :meth:`FeatureExtractor.extract`: per-image outputs in source order, the
-    streaming statistics, the errors, and what is checked across batches."""
-
-    def __init__(self, extractor: "FeatureExtractor", source: ImageSource, keep_features: bool,
-                 keep_logits: bool, on_error: str):
-        self.ex, self.source = extractor, source
-        self.n = len(source)
-        self.keep_features, self.keep_logits, self.on_error = keep_features, keep_logits, on_error
-        self.feats: list = [None] * self.n
-        self.logits: list = [None] * self.n
-        self.stats = GaussianStats(provenance=extractor.provenance)  # cached rows, on the host
-        self.device_stats = DeviceStats()                            # computed rows, on the device
-        self.errors: dict[int, tuple[str, str]] = {}
-        self.first_shape = self.dim = None
-        self.cached: list[int] = []
-        self.timing = _Timing()
-        self.extra_stats: dict[str, DeviceStats] = {}
-        self.extra_rows: dict[str, list] = {}
-
-    def want_extra(self, names: tuple[str, ...], keep: bool) -> None:
-        self.extra_stats = {name: DeviceStats() for name in names}
-        self.extra_rows = {name: [None] * self.n for name in names} if keep else {}
-
-    def needs_host(self, cache) -> bool:
-        """Whether computed features must come to the host (else only the statistics are kept)."""
-        return bool(self.keep_features or self.keep_logits or cache)
-
-    def read_cache(self, cache: FeatureCache, keys: list, bar) -> list[int]:
-        """Take every sound cached row; returns the indices still to compute.
-
-        In chunks: without ``keep_features``, memory stays O(d^2) however much is cached. Only
-        sound rows come back (rows without logits do not count when logits are needed)."""
-        t = time.perf_counter()
-        keyed = [i for i in range(self.n) if keys[i] is not None]
-        for start in range(0, len(keyed), CACHE_READ_CHUNK):
-            chunk = keyed[start:start + CACHE_READ_CHUNK]
-            rows = cache.get(list(dict.fromkeys(keys[i] for i in chunk)), self.keep_logits)
-            hits = []
-            for i in chunk:
-                row = rows.get(keys[i])
-                # at native size a row of another length is another image size: computing
-                # that image names it (one run needs one size)
-                if row is not None and (self.dim is None or len(row[0]) == self.dim):
-                    self.dim = len(row[0])
-                    hits.append(i)
-            for i in hits:
-                self.feats[i] = rows[keys[i]][0] if self.keep_features else None
-                self.logits[i] = rows[keys[i]][1] if self.keep_logits else None
-            if hits:
-                self.stats.update(np.stack([rows[keys[i]][0] for i in hits]))
-            self.cached += hits
-            bar.update(len(hits))
-        self.timing.cache_read = time.perf_counter() - t
-        done = set(self.cached)
-        return [i for i in range(self.n) if i not in done]
-
-    def add_errors(self, errs) -> None:
-        for i, err in errs:
-            self.errors[i] = err
-        if errs and self.on_error == "raise":
-            raise ImageError(*self.errors[min(i for i, _ in errs)])
-
-    def collect(self, indices: list[int], pending: _Pending, cache, keys) -> None:
-        """A finished batch's outputs into the statistics, the cache and the per-image lists."""
-        t = time.perf_counter()
-        feats, logits = pending.result()
-        self.timing.compute += time.perf_counter() - t
-        source = self.source
-        if not pending.finite():  # no number is ever built from NaN or infinity
-            first = source.name_of(indices[0])
-            if self.ex.precision == "fp16":
-                raise ImgdistError(f"{self.ex.spec.name}'s fp16 activations overflow (non-finite features; first "
-                                   f"image of the batch: {first}); use --precision bf16")
-            raise ImgdistError(f"{self.ex.spec.name} produced non-finite features (first image of the batch: {first})")
-        d = pending.on_device[0].shape[1]
-        if self.dim is not None and d != self.dim:
-            raise ImageError(source.name_of(indices[0]), f"gives {d} feature values, earlier images {self.dim}; "
-                                                         f"resize mode {self.ex.prep.name!r} needs one size")
-        self.dim = d
-        t = time.perf_counter()
-        self.device_stats.update(pending.on_device[0])
-        for name, values in pending.extra_on_device.items():
-            self.extra_stats[name].update(values)
-        for name, values in pending.extra().items():
-            for j, i in enumerate(indices):
-                self.extra_rows[name][i] = values[j]
-        self.timing.stats += time.perf_counter() - t
-        if cache:
-            have = [j for j, i in enumerate(indices) if keys[i] is not None]
-            cache.put([keys[indices[j]] for j in have], feats[have], None if logits is None else logits[have])
-        for j, i in enumerate(indices):
-            self.feats[i] = feats[j] if self.keep_features else None
-            self.logits[i] = logits[j] if self.keep_logits and logits is not None else None
-
-    def features(self) -> Features:
-        if self.device_stats.n:  # the one copy of the statistics to the host
-            self.stats.merge(self.device_stats.to_host(self.ex.provenance))
-        skipped = Skipped([self.errors[i] for i in sorted(self.errors)])
-        good = [i for i in range(self.n) if i not in self.errors]
-        extra = {name: ds.to_host(replace(self.ex.provenance, feature_layer=name))
-                 for name, ds in self.extra_stats.items()}
-        if not self.n:  # e.g. a torchrun rank whose shard of a small set is empty
-            spec = self.ex.spec
-            return Features(names=[], stats=self.stats, provenance=self.ex.provenance,
-                            features=np.zeros((0, self.ex.feature_dim), np.float32) if self.keep_features else None,
-                            logits=np.zeros((0, spec.num_classes), np.float32) if self.keep_logits else None,
-                            device=str(self.ex.device), timing=self.timing, extra=extra,
-                            extra_features={name: np.zeros((0, spec.extra_outputs[name]), np.float32)
-                                            for name in self.extra_rows})
-        if not good:
-            raise ImgdistError(f"{self.source.label}: none of the {self.n} images could be read "
-                               f"({skipped.summary()})")
-        return Features(
-            names=[self.source.name_of(i) for i in good], stats=self.stats, provenance=self.ex.provenance,
-            features=np.stack([self.feats[i] for i in good]).astype(np.float32) if self.keep_features else None,
-            logits=np.stack([self.logits[i] for i in good]).astype(np.float32) if self.keep_logits else None,
-            skipped=skipped, cached=len(self.cached), indices=good, device=str(self.ex.device),
-            timing=self.timing, extra=extra,
-            extra_features={name: np.stack([rows[i] for i in good]).astype(np.float32)
-                            for name, rows in self.extra_rows.items()})
+        # also when interrupted or stopped by a bad image: the batches already computed reach the cache
+        for k, run in enumerate(runs):
+            if pending[k] is not None:
+                run.collect(*pending[k], caches[k], keys)
 
 
 def _cache_root(cache: bool | str) -> str | None:

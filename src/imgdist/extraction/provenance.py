@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, fields
 from .. import __version__
 from ..errors import ProvenanceError
 
+#: the backbone name of features the user computed elsewhere (an N x d array): every feature metric
+#: runs on them, and they print as ``FD[user-features]``, never as FID
+USER_FEATURES = "user-features"
+
 #: fields that change the numbers; the imgdist version alone does not
 _KEY_FIELDS = ("backbone", "weights_sha256", "resize_mode", "feature_layer", "precision")
 

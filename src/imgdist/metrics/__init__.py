@@ -11,11 +11,13 @@
   2020), copies of training samples
 - :mod:`.realism` -- per-image realism score (Kynkäänniemi et al. 2019, eq. 3)
 - :mod:`.cmmd` -- CMMD, RBF-kernel MMD on CLIP embeddings (Jayasumana et al. 2024)
+- :mod:`.clip_score` -- CLIP score, image-prompt cosine (Hessel et al. 2021)
 - :mod:`.adm` -- the Inception Score and precision/recall as OpenAI's ADM evaluator computes them
 """
 
 from .adm import AdmPR, adm_inception_score, adm_precision_recall
 from .bootstrap import bootstrap_ci, bootstrap_replicates, fid_bootstrap_ci
+from .clip_score import clip_score, clip_score_per_image
 from .cmmd import cmmd
 from .fid_infinity import FIDInfinity, fid_infinity
 from .frechet import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
@@ -53,6 +55,8 @@ __all__ = [
     "authenticity",
     "bootstrap_ci",
     "bootstrap_replicates",
+    "clip_score",
+    "clip_score_per_image",
     "cmmd",
     "copies",
     "ct_score",

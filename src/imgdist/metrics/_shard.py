@@ -2,7 +2,7 @@
 
 The metric functions stay pure: they compute the blocks, subsets or subset sizes a
 :class:`Shard` assigns to this process (block ``i`` to process ``i % world``) into arrays that
-are zero elsewhere, and the shard's ``gather`` (injected by :mod:`imgdist.distributed`; every
+are zero elsewhere, and the shard's ``gather`` (injected by :mod:`imgdist.evaluation.distributed`; every
 process's array, in rank order) adds them up. Each entry then comes from the one process that
 owns it plus exact zeros, so the combined result has the bits a single process computes, in the
 same blocks with the same arithmetic.

@@ -49,6 +49,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SetTooSmall
+from .frechet import FID
+from .registry import FEATURES, Metric, Setting, Suite, register, register_suite
+from .sfid import SFID
+
 __all__ = ["ADM_BLOCK", "AdmPR", "adm_distance_block", "adm_inception_score", "adm_precision_recall",
            "adm_radii"]
 
@@ -356,3 +361,66 @@ def adm_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, exact: 
     return AdmPR(precision=float(fake_in.inside.mean()), recall=float(real_in.inside.mean()),
                  borderline_precision=fake_in.borderline(), borderline_recall=real_in.borderline(),
                  exact=bool(exact))
+
+
+# ---------------------------------------------------------------------- registration
+
+#: ADM's manifold estimate: each radius is the 3rd neighbour
+ADM_K = 3
+#: ADM's Inception Score: contiguous splits of 5,000 samples
+ADM_IS_SPLIT = 5000
+
+
+def _is_adm(run) -> float:
+    run.result.details["is_adm_split_size"] = ADM_IS_SPLIT
+    return adm_inception_score(run.fake.extra_features["logits_unbiased"], split_size=ADM_IS_SPLIT)
+
+
+def _adm_pr(run) -> dict:
+    """ADM's precision and recall: one pair of radius passes for both."""
+    exact = run.options.adm_exact
+    pr = run.once("adm_pr", lambda: adm_precision_recall(run.xr, run.xf, k=ADM_K, exact=exact))
+    run.result.details["adm_precision_recall"] = {
+        "k": ADM_K, "distances": "float64" if pr.exact else "float16 blocks, float32 where they overflow",
+        "borderline_precision": pr.borderline_precision, "borderline_recall": pr.borderline_recall}
+    return {name: value for name, value in ((PRECISION_ADM.name, pr.precision), (RECALL_ADM.name, pr.recall))
+            if name in run.chosen}
+
+
+def _need_adm_k(options, counts, chosen) -> None:
+    for side in ("real", "fake"):
+        n = counts.get(side)
+        if n is not None and n <= ADM_K:
+            raise SetTooSmall(f"precision-adm/recall-adm: the {side} set has {n} images; ADM's radius is each "
+                              f"image's {ADM_K}rd neighbour, so more than {ADM_K} are needed")
+
+
+_ADM = "Dhariwal & Nichol, Diffusion Models Beat GANs on Image Synthesis, NeurIPS 2021 (its evaluator)"
+_EXACT = Setting("adm_exact", False, "precision-adm/recall-adm (and --suite adm): distances in float64 instead of "
+                 "ADM's float16 blocks", kind="flag")
+def _function(sets, o) -> dict:
+    pr = adm_precision_recall(sets.real, sets.fake, k=ADM_K, exact=o.adm_exact)
+    return {PRECISION_ADM.name: pr.precision, RECALL_ADM.name: pr.recall}
+
+
+_PR = dict(compute=_adm_pr, lower_is_better=False, needs={FEATURES}, settings=(_EXACT,), check_sizes=_need_adm_k,
+           in_all=False, paper=_ADM, function=_function)
+IS_ADM = register(Metric(
+    "is-adm", "Inception Score as ADM's evaluator computes it: softmax of pool_3 @ W without bias over 1008 "
+    "classes, contiguous splits of 5,000", _is_adm, "IS_adm", "IS_adm", lower_is_better=False,
+    outputs=("logits_unbiased",), keeps_outputs=True, per_class=False, in_all=False, needs_real=False, order=110,
+    paper=_ADM, function=lambda sets, o: adm_inception_score(sets.extra["logits_unbiased"][1], split_size=ADM_IS_SPLIT)))
+PRECISION_ADM = register(Metric(
+    "precision-adm", "precision as ADM's evaluator estimates it (k = 3, squared distances in float16 blocks)",
+    label="precision_adm", order=111, **_PR))
+RECALL_ADM = register(Metric(
+    "recall-adm", "recall as ADM's evaluator estimates it (k = 3, squared distances in float16 blocks)",
+    label="recall_adm", order=112, **_PR))
+
+#: OpenAI's ADM evaluator (guided-diffusion ``evaluations/evaluator.py``): the table diffusion papers
+#: report, on the FID Inception with the TensorFlow graph's resize
+ADM_SUITE = register_suite(Suite(
+    "adm", (IS_ADM.name, FID.name, SFID.name, PRECISION_ADM.name, RECALL_ADM.name),
+    {IS_ADM.name: "Inception Score", FID.name: "FID", SFID.name: "sFID", PRECISION_ADM.name: "Precision",
+     RECALL_ADM.name: "Recall"}, backbone="inception", mode="tf",
+    help="the table of OpenAI's ADM evaluator: Inception Score, FID, sFID, precision, recall"))

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._arrays import as_features
 from .prdc import distance_blocks
+from .registry import CLIP, FEATURES, Metric, register
 
 __all__ = ["cmmd", "CMMD_SIGMA", "CMMD_SCALE"]
 
@@ -69,3 +70,26 @@ def cmmd(real, fake, *, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE, no
     k_yy = _kernel_mean(y, y, gamma, chunk_size, same=True)
     k_xy = _kernel_mean(x, y, gamma, chunk_size, same=False)
     return float(scale * (k_xx + k_yy - 2.0 * k_xy))
+
+
+# ---------------------------------------------------------------- registration
+
+#: CMMD as published: CLIP ViT-L/14 at 336 px, the reference code's resize
+CMMD_SPACE = ("clip-vit-l14-336", "cmmd")
+
+
+def _cmmd(run) -> float:
+    p = run.real_stats.provenance
+    if (p.backbone, p.resize_mode) != CMMD_SPACE:
+        run.result.warnings.append(
+            f"CMMD as published uses {CMMD_SPACE[0]} features in resize mode {CMMD_SPACE[1]}; this one is on "
+            f"{p.backbone} ({p.resize_mode}) and is not comparable with published CMMD values")
+    return cmmd(run.xr, run.xf)
+
+
+CMMD = register(Metric(
+    "cmmd", "1000 × MMD² with a Gaussian kernel (σ 10) on normalised CLIP embeddings (Jayasumana et al. 2024)",
+    _cmmd, "CMMD", lower_is_better=True, needs={FEATURES, CLIP}, published_on=CMMD_SPACE, space=CMMD_SPACE,
+    function=lambda sets, options: cmmd(sets.real, sets.fake),
+    order=60, paper="Jayasumana et al., Rethinking FID: Towards a Better Evaluation Metric for Image Generation, "
+                    "CVPR 2024"))

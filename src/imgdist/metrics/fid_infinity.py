@@ -38,6 +38,9 @@ from tqdm.auto import tqdm
 
 from ..checks import check_int, check_seed
 from ._shard import ALONE, Shard
+from ..checks import option
+from ..errors import SetTooSmall
+from .registry import FEATURES, Metric, Setting, register
 from .frechet import _as_cov, _as_mean, _check_samples, centred_factor, mean_cov, nuclear_trace
 
 __all__ = ["FIDInfinity", "default_sizes", "fid_infinity", "fit_inverse_n"]
@@ -200,3 +203,44 @@ def fid_infinity(
     return FIDInfinity(
         value=value, slope=slope, sizes=size_arr, fids=fids, r2=r2, residual_rms=rms
     )
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _fid_inf(run) -> float:
+    o = run.options
+    fit = fid_infinity(run.xr, run.xf, sizes=o.fid_inf_sizes, seed=o.seed, progress=run.progress, shard=run.shard)
+    run.result.details["fid_inf_fit"] = {"slope": fit.slope, "sizes": fit.sizes, "fids": fit.fids,
+                                         "r2": fit.r2, "residual_rms": fit.residual_rms}
+    return fit.value
+
+
+def _need_sizes(options, counts, chosen) -> None:
+    fake = counts.get("fake")
+    if fake is None:
+        return
+    if fake < 3:
+        raise SetTooSmall(f"fid-inf needs at least 3 fake images, got {fake}")
+    if options.fid_inf_sizes and max(options.fid_inf_sizes) > fake:
+        raise SetTooSmall(f"{option('fid_inf_sizes')} go up to {max(options.fid_inf_sizes)}, more than the "
+                          f"{fake} fake images")
+
+
+def _note(result) -> str | None:
+    fit = result.details.get("fid_inf_fit")
+    if not fit:
+        return None
+    return (f"{result.labels.get('fid-inf', 'FID_inf')}: line {fit['slope']:.4g}/N + intercept fitted over "
+            f"N = {int(fit['sizes'][0])}..{int(fit['sizes'][-1])} ({len(fit['sizes'])} sizes), R^2 {fit['r2']:.4f}")
+
+
+FID_INF = register(Metric(
+    "fid-inf", "FID extrapolated to N → ∞ by a line in 1/N (Chong & Forsyth 2020)", _fid_inf, "FID_inf", "FD_inf",
+    lower_is_better=True, needs={FEATURES}, aliases=("fid_inf", "fidinf"), covariance=True,
+    settings=(Setting("fid_inf_sizes", None, "FID-infinity: the set sizes of the fit", kind="sizes", minimum=2,
+                      cli=False), "seed"),
+    check_sizes=_need_sizes, note=_note, order=50,
+    function=lambda sets, o: fid_infinity(sets.real, sets.fake, sizes=o.fid_inf_sizes, seed=o.seed,
+                                          progress=False).value,
+    paper="Chong & Forsyth, Effectively Unbiased FID and Inception Score and Where to Find Them, CVPR 2020"))

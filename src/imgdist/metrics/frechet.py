@@ -39,6 +39,7 @@ import numpy as np
 import scipy.linalg
 
 from ._arrays import covariance_defect
+from .registry import Metric, register
 
 __all__ = ["centred_factor", "fid_from_features", "frechet_distance", "mean_cov", "nuclear_trace",
            "trace_sqrt_product"]
@@ -223,3 +224,26 @@ def fid_from_features(feats_real: np.ndarray, feats_fake: np.ndarray) -> float:
     diff = mu1 - mu2
     value = diff @ diff + np.einsum("ij,ij->", a, a) + np.einsum("ij,ij->", b, b) - 2.0 * nuclear_trace(a, b)
     return float(max(value, 0.0))
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _fid(run) -> float:
+    xr, xf = run.xr, run.xf
+    from_rows = xr is not None and xf is not None and not (run.real.stats_from_file or run.fake.stats_from_file)
+    if from_rows and min(len(xr), len(xf)) < xr.shape[1]:
+        # fewer images than dimensions: the same distance from the features, exactly and without
+        # any d x d decomposition (see fid_from_features)
+        run.real_stats.check_comparable(run.fake_stats, run.force)
+        return fid_from_features(xr, xf)
+    return run.real_stats.frechet_distance(run.fake_stats, force=run.force)
+
+
+FID = register(Metric(
+    "fid", "Fréchet distance of Gaussian fits (Heusel et al. 2017)", _fid, "FID", "FD",
+    lower_is_better=True, covariance=True, gaussian=True, default=True, order=10,
+    bootstrap=lambda xr, xf, options: fid_from_features(xr, xf),
+    function=lambda sets, options: fid_from_features(sets.real, sets.fake),
+    paper="Heusel et al., GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash "
+          "Equilibrium, NeurIPS 2017"))

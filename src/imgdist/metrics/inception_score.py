@@ -26,6 +26,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
+from ..errors import SetTooSmall
+from ..checks import option
+from .registry import LOGITS, Metric, Setting, register
+
 __all__ = ["inception_score"]
 
 
@@ -58,3 +62,24 @@ def inception_score(
         kl = (p_i * (log_p_i - log_marginal)).sum(axis=1)
         scores[i] = np.exp(kl.mean())
     return float(scores.mean()), float(scores.std())
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _is(run) -> None:
+    run.result.values["is"], run.result.stds["is"] = inception_score(run.fake.logits, splits=run.options.is_splits)
+
+
+def _need_is_splits(options, counts, chosen) -> None:
+    fake = counts.get("fake")
+    if fake is not None and options.is_splits > fake:
+        raise SetTooSmall(f"is: {option('is_splits')} {options.is_splits} is more than the {fake} fake images")
+
+
+IS = register(Metric(
+    "is", "Inception Score of the fakes (Salimans et al. 2016); backbones with a classifier", _is, "IS", "IS",
+    lower_is_better=False, needs={LOGITS}, settings=(Setting("is_splits", 10, "Inception Score: splits", minimum=1),),
+    check_sizes=_need_is_splits, needs_real=False, order=30,
+    function=lambda sets, o: inception_score(sets.fake_logits, splits=o.is_splits)[0],
+    paper="Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016"))

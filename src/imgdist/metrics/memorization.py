@@ -58,7 +58,10 @@ import numpy as np
 import scipy.sparse
 
 from ._arrays import as_features
+from ..checks import option
+from ..errors import SetTooSmall
 from .prdc import distance_blocks
+from .registry import FEATURES, REAL_TEST, Card, Metric, Section, Setting, register, register_group
 
 __all__ = [
     "CT",
@@ -89,7 +92,7 @@ def _same_dim(**sets: np.ndarray) -> None:
 
 # ---------------------------------------------------------------- neighbour passes
 
-class NoUsableCell(ValueError):
+class NoUsableCell(SetTooSmall, ValueError):
     """C_T cannot be computed: no k-means cell holds enough generated samples and a test sample."""
 
 
@@ -366,3 +369,166 @@ def ct_score(train, test, fake, n_cells: int = 20, min_fake_per_cell: int = 21, 
     value = float(np.dot(weight[used], z[used]) / weight[used].sum())
     return CT(value=value, z=z, weight=weight, used=used, fake_count=fake_count, test_count=test_count,
               train_count=train_count, min_fake_per_cell=min_fake_per_cell)
+
+
+# ---------------------------------------------------------------- registration
+
+#: C_T uses only cells with more than 20 fakes (the authors' tau = 20 / m)
+CT_MIN_FAKE_PER_CELL = 21
+
+
+#: the shared-pass key of each fake's nearest real (realism's pass fills it too, see realism_pass)
+NEAREST_KEY = "nearest-real"
+
+
+def real_nn(run, k: int | None = None) -> RealNeighbours:
+    """The real x real pass of one run at radius ``k``; None: any pass already made (authenticity
+    and copies need only each real's nearest other real, which every pass holds), else k = 1, so
+    that 2 reals suffice."""
+    if k is None:
+        k = next((key[1] for key in run.shared_keys() if isinstance(key, tuple) and key[0] == "real_nn"), 1)
+    return run.once(("real_nn", k), lambda: real_neighbours(run.xr, k=k))
+
+
+def fake_nearest(run) -> tuple[np.ndarray, np.ndarray]:
+    """Each fake's nearest real and the distance, once per run (realism's pass fills it where it ran
+    first: metrics run in table order, and realism's comes before these)."""
+    return run.once(NEAREST_KEY, lambda: nearest_real(run.xr, run.xf))
+
+
+def _authenticity(run) -> Authenticity:
+    return run.once("authenticity", lambda: authenticity(run.xr, run.xf, real_nn=real_nn(run),
+                                                         fake_nearest=fake_nearest(run)))
+
+
+def _copies(run) -> Copies:
+    return run.once("copies", lambda: copies(run.xr, run.xf, percentile=run.options.copies_percentile,
+                                             real_nn=real_nn(run), fake_nearest=fake_nearest(run)))
+
+
+def _copies_value(run) -> int:
+    c = _copies(run)
+    run.result.details["copies"] = {
+        "threshold": c.threshold, "percentile": c.percentile, "fraction": c.fraction,
+        # the closest first; the full list is in --per-image
+        "pairs": [{"fake": run.name_of("fake", i), "real": run.name_of("real", j), "distance": float(d)}
+                  for i, j, d in zip(c.fake_index[:100], c.real_index[:100], c.distance[:100])],
+        "fake_index": c.fake_index.tolist(), "real_index": c.real_index.tolist(),
+    }
+    return c.count
+
+
+def _is_copy(run) -> np.ndarray:
+    flags = np.zeros(len(run.xf), dtype=bool)
+    flags[_copies(run).fake_index] = True
+    return flags
+
+
+def _ct(run) -> float:
+    ct = ct_score(run.xr, run.real_test.features, run.xf, n_cells=run.options.ct_cells,
+                  min_fake_per_cell=CT_MIN_FAKE_PER_CELL, seed=run.options.seed)
+    run.result.counts["real_test"] = len(run.real_test.features)
+    run.result.details["ct"] = {"cells": ct.n_cells, "cells_used": int(ct.used.sum()),
+                                "fake_fraction_used": ct.fake_fraction_used, "z": ct.z, "weight": ct.weight,
+                                "fake_count": ct.fake_count, "test_count": ct.test_count,
+                                "min_fake_per_cell": ct.min_fake_per_cell}
+    return ct.value
+
+
+def _need_nearest_real(options, counts, chosen) -> None:
+    real = counts.get("real")
+    if real is not None and real < 2:
+        raise SetTooSmall("authenticity, copies and realism need at least 2 real images (each real's nearest "
+                          "other real)")
+
+
+def _need_ct_cells(options, counts, chosen) -> None:
+    """What C_T (Meehan et al. 2020) needs of its sets, known from their sizes alone.
+
+    A cell enters C_T only with ``CT_MIN_FAKE_PER_CELL`` (21) fakes: the authors' tau = 20 / m, the
+    size from which the normal approximation of the cell's Mann-Whitney Z is trusted. Fewer fakes
+    than that in all can fill no cell. The held-out images are the other sample of every cell's
+    test, weighted by their share: fewer than the same 21 in all leave every cell's Z resting on a
+    handful of images (one held-out image gave C_T 1.23), and fewer than ``ct_cells`` leave cells
+    without any by construction. So: real >= ct_cells, held-out >= max(21, ct_cells), fakes >= 21.
+    """
+    real, fake, test = counts.get("real"), counts.get("fake"), counts.get("real_test")
+    cells, floor = options.ct_cells, CT_MIN_FAKE_PER_CELL
+    if real is not None and cells > real:
+        raise SetTooSmall(f"ct: {option('ct_cells')} {cells} is more than the {real} real images")
+    if fake is not None and fake < floor:
+        raise SetTooSmall(f"ct: the fake set has {fake} images; C_T uses only k-means cells holding at least "
+                          f"{floor} fakes, so it needs at least {floor}")
+    if test is not None and test < max(floor, cells):
+        raise SetTooSmall(f"ct: the held-out set (--real-test) has {test} image(s); C_T compares each cell's "
+                          f"fakes with its held-out images and needs at least {max(floor, cells)} of them "
+                          f"(at least {floor}, and one per cell on average: {option('ct_cells')} {cells})")
+
+
+def _copies_note(result) -> str | None:
+    from ..formatting import format_value as fv
+
+    c = result.details.get("copies")
+    if c is None:
+        return None
+    first = "; ".join(f"{p['fake']} ~ {p['real']} ({fv(p['distance'])})" for p in c["pairs"][:3])
+    return (f"copies: {result.values.get('copies', 0)} of {result.counts.get('fake')} fakes ({c['fraction']:.2%}) "
+            f"are nearer a real than {fv(c['threshold'])}, percentile {c['percentile']:g} of the reals' distances "
+            "to their nearest other real" + (f"; closest: {first}" if first else ""))
+
+
+def _ct_note(result) -> str | None:
+    ct = result.details.get("ct")
+    if ct is None:
+        return None
+    return (f"C_T: {ct['cells_used']} of {ct['cells']} k-means cells used (>= {ct['min_fake_per_cell']} fakes "
+            f"each), {ct['fake_fraction_used']:.0%} of the fakes; < 0 means copying, > 0 underfitting "
+            "(Meehan et al. 2020)")
+
+
+def _report(ctx) -> Section:
+    """Near-copies of real (training) images first: the finding a user most needs to see."""
+    from ..formatting import format_value as fv
+
+    nearest = (ctx.cross.fake_nn, ctx.cross.fake_nn_dist)
+    found = copies(ctx.xr, ctx.xf, percentile=ctx.options.copies_percentile, real_nn=ctx.own, fake_nearest=nearest)
+    authentic = authenticity(ctx.xr, ctx.xf, real_nn=ctx.own, fake_nearest=nearest)
+    ct = ctx.result.details.get("ct")
+    ct_note = (f" C_T (Meehan et al. 2020): {fv(ctx.result.values[CT_TEST.name])} over {ct['cells_used']} of "
+               f"{ct['cells']} cells (strongly negative: copying; about 0: fine; positive: underfitting)."
+               if ct and CT_TEST.name in ctx.result.values else "")
+    note = (f"Fakes nearer a real image than {fv(found.threshold)}, percentile {found.percentile:g} of the reals' "
+            f"distances to their nearest other real: {found.count} of {found.n_fake}, closest first. Authenticity "
+            "(Alaa et al. 2022, the share of fakes farther from their nearest real than that real from its own "
+            f"nearest real): {fv(authentic.value)}.{ct_note}")
+    cards = tuple(Card((("fake", int(i)), ("real", int(j))), (("distance", d),))
+                  for i, j, d in zip(found.fake_index[:ctx.per_section], found.real_index[:ctx.per_section],
+                                     found.distance[:ctx.per_section]))
+    return Section("copies", "Copies of real images", note, cards, placement="top")
+
+
+_ALAA = ("Alaa et al., How Faithful is your Synthetic Data? Sample-level Metrics for Evaluating and Auditing "
+         "Generative Models, ICML 2022")
+AUTHENTICITY = register(Metric(
+    "authenticity", "share of fakes farther from their nearest real than that real from its own (Alaa et al. 2022); "
+    "low: copies", lambda run: _authenticity(run).value, "authenticity", lower_is_better=False, needs={FEATURES},
+    check_sizes=_need_nearest_real, per_image={"authentic": lambda run: _authenticity(run).authentic},
+    per_image_always=True, order=80, paper=_ALAA,
+    function=lambda sets, o: authenticity(sets.real, sets.fake).value))
+CT_TEST = register(Metric(
+    "ct", "the data-copying test C_T (Meehan et al. 2020); < 0 copying, > 0 underfitting", _ct, "C_T",
+    needs={FEATURES, REAL_TEST}, check_sizes=_need_ct_cells, note=_ct_note, order=81,
+    function=lambda sets, o: ct_score(sets.real, sets.real_test, sets.fake, n_cells=o.ct_cells,
+                                      min_fake_per_cell=CT_MIN_FAKE_PER_CELL, seed=o.seed).value,
+    settings=(Setting("ct_cells", 20, "C_T: k-means cells on the real set", minimum=1), "seed"),
+    paper="Meehan et al., A Non-Parametric Test to Detect Data-Copying in Generative Models, AISTATS 2020"))
+COPIES = register(Metric(
+    "copies", "fakes nearer a real than a low percentile of the reals' nearest-neighbour distances", _copies_value,
+    "copies", lower_is_better=True, needs={FEATURES}, check_sizes=_need_nearest_real, note=_copies_note,
+    settings=(Setting("copies_percentile", 1.0, "copies: a fake nearer a real than this percentile of the reals' "
+                      "nearest-neighbour distances counts as a copy", kind="number", minimum=0.0, maximum=100.0),),
+    per_image={"copy": _is_copy}, per_image_always=True, report=_report, order=82,
+    function=lambda sets, o: copies(sets.real, sets.fake, percentile=o.copies_percentile).count,
+    paper="none: imgdist's own rule, a threshold from the real set itself (the reals' nearest-neighbour "
+          "distances)"))
+register_group("memorization", (AUTHENTICITY.name, CT_TEST.name, COPIES.name))

@@ -35,7 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import as_features
+from ..checks import option
+from ..errors import SetTooSmall
+from .memorization import NEAREST_KEY, real_nn
 from .prdc import distance_blocks, knn_radii
+from .registry import FEATURES, Metric, register
 
 __all__ = ["Realism", "realism"]
 
@@ -96,3 +100,57 @@ def realism(real, fake, k: int = 3, prune_percentile: float = 50.0, chunk_size: 
         score[start:stop] = ratio.max(axis=1)
     return Realism(realism=score, nearest_real=nearest, distance=dist, inside=inside, k=k,
                    prune_percentile=float(prune_percentile), radius_threshold=threshold)
+
+
+# ---------------------------------------------------------------- registration
+
+#: reals with a radius above this percentile of the radii are left out (Kynkäänniemi et al.: the median)
+PRUNE_PERCENTILE = 50.0
+
+
+def realism_pass(run) -> Realism:
+    """The fake x real pass of one run at precision's ``pr_k`` (shared with the per-image table and
+    with memorization's nearest reals)."""
+    k = run.options.pr_k
+    r = run.once("realism", lambda: realism(run.xr, run.xf, k=k, prune_percentile=PRUNE_PERCENTILE,
+                                            real_radii=real_nn(run, k).radii))
+    run.once(NEAREST_KEY, lambda: (r.nearest_real, r.distance))  # memorization's metrics need no new pass
+    return r
+
+
+def _realism(run) -> float:
+    r = realism_pass(run)
+    run.result.details["realism"] = {"k": r.k, "prune_percentile": r.prune_percentile,
+                                     "share_at_least_1": float(np.mean(r.realism >= 1.0))}
+    return float(np.median(r.realism))
+
+
+def _need_k(options, counts, chosen) -> None:
+    real = counts.get("real")
+    if real is not None and real < 2:
+        raise SetTooSmall("authenticity, copies and realism need at least 2 real images (each real's nearest "
+                          "other real)")
+    if real is not None and options.pr_k >= real:
+        raise SetTooSmall(f"realism: {option('pr_k')} {options.pr_k} needs more than {options.pr_k} images per "
+                          f"set, and the real set has {real}")
+
+
+def _note(result) -> str | None:
+    r = result.details.get("realism")
+    if r is None:
+        return None
+    return (f"realism: median over fakes, k = {r['k']}, reals with a radius above percentile "
+            f"{r['prune_percentile']:g} left out; {r['share_at_least_1']:.1%} of fakes score >= 1")
+
+
+REALISM = register(Metric(
+    "realism", "median realism score of the fakes (Kynkäänniemi et al. 2019, eq. 3)", _realism, "realism_median",
+    lower_is_better=False, needs={FEATURES}, settings=("pr_k",), check_sizes=_need_k, note=_note, order=75,
+    per_image={"realism": lambda run: realism_pass(run).realism,
+               "nearest_real": lambda run: [run.name_of("real", j) for j in realism_pass(run).nearest_real],
+               "distance": lambda run: realism_pass(run).distance,
+               "inside_real_manifold": lambda run: realism_pass(run).inside},
+    per_image_always=True,
+    function=lambda sets, o: float(np.median(realism(sets.real, sets.fake, k=o.pr_k,
+                                                     prune_percentile=PRUNE_PERCENTILE).realism)),
+    paper="Kynkäänniemi et al., Improved Precision and Recall Metric for Assessing Generative Models, NeurIPS 2019"))

@@ -39,6 +39,7 @@ import scipy.linalg
 
 from ._arrays import as_features
 from .prdc import DEFAULT_BLOCK_BYTES
+from .registry import FEATURES, Metric, Section, register
 
 __all__ = ["vendi_from_spectrum", "vendi_score", "vendi_spectrum"]
 
@@ -114,3 +115,49 @@ def vendi_score(x, q: float = 1.0, chunk_size: int | None = None) -> float:
     :func:`vendi_from_spectrum` per order.
     """
     return vendi_from_spectrum(vendi_spectrum(x, chunk_size), q)
+
+
+# ---------------------------------------------------------------- registration
+
+#: the orders reported (Friedman & Dieng 2023; Pasarkar & Dieng 2024); q = 1 is the Vendi score
+ORDERS = (0.5, 1.0, 2.0, float("inf"))
+
+
+def orders_of(x, side: str) -> dict[str, float]:
+    """Vendi of one set at every order of :data:`ORDERS`, keyed ``'0.5'``, ``'1'``, ``'2'``, ``'inf'``."""
+    spectrum = vendi_spectrum(x, name=side)
+    return {("inf" if math.isinf(q) else f"{q:g}"): vendi_from_spectrum(spectrum, q) for q in ORDERS}
+
+
+def _vendi(run) -> dict:
+    """Vendi of the fakes and, for reference where there is a real set, of the reals, at every order."""
+    orders = {side: orders_of(x, side) for side, x in (("fake", run.xf), ("real", run.xr)) if x is not None}
+    run.result.details["vendi_orders"] = orders
+    return {"vendi": orders["fake"]["1"], **({"vendi-real": orders["real"]["1"]} if "real" in orders else {})}
+
+
+def _note(result) -> str | None:
+    from ..formatting import format_value as fv
+
+    lines = [f"Vendi of the {side} set by order q: " + ", ".join(f"q={q} {fv(v)}" for q, v in orders.items())
+             for side, orders in result.details.get("vendi_orders", {}).items()]
+    return "\n".join(lines) or None
+
+
+def _report(ctx) -> Section:
+    orders = ctx.result.details.get("vendi_orders") or {side: orders_of(x, side)
+                                                        for side, x in (("fake", ctx.xf), ("real", ctx.xr))}
+    header = ("set", *(f"q = {q}" for q in orders["fake"]))
+    return Section("diversity", "Diversity",
+                   "Vendi score (Friedman & Dieng 2023): the effective number of distinct images, from the "
+                   "eigenvalues of the cosine-similarity kernel; order q weighs rare modes (q < 1) or common "
+                   "ones (q > 1). A fake set far below the real one has collapsed onto fewer modes.",
+                   table=(header, *((side, *values.values()) for side, values in orders.items())))
+
+
+VENDI = register(Metric(
+    "vendi", "Vendi score: the effective number of distinct fakes (Friedman & Dieng 2023)", _vendi, "Vendi",
+    lower_is_better=False, needs={FEATURES}, extra_values={"vendi-real": "Vendi_real"}, note=_note,
+    report=_report, needs_real=False, order=70,
+    function=lambda sets, o: {"vendi": vendi_score(sets.fake), "vendi-real": vendi_score(sets.real)},
+    paper="Friedman & Dieng, The Vendi Score: A Diversity Evaluation Metric for Machine Learning, TMLR 2023"))

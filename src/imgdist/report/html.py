@@ -24,9 +24,12 @@ from html import escape
 import numpy as np
 from PIL import Image
 
+from dataclasses import dataclass
+
 from .. import __version__
-from .. import defaults as D
 from .. import metrics as M
+from ..evaluation.options import MetricOptions
+from ..metrics import registry as R
 from ..metrics.prdc import knn_radii
 from ..errors import ImageError, ImgdistError, one_line
 from ..files import atomic_write
@@ -56,20 +59,38 @@ font-size:.7em;overflow:hidden}
 """
 
 
-def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: int = D.PR_K, dc_k: int = D.DC_K,
-                 copies_percentile: float = D.COPIES_PERCENTILE, per_section: int = 12,
-                 thumb: int = 96, chunk_size: int | None = None, sample_seed: int | None = None) -> str:
+@dataclass
+class ReportContext:
+    """What a metric's ``report`` hook receives: the result, both sides' features, the settings, and
+    the neighbour passes the report made (the reals' ``pr_k``-NN neighbours, the cross passes)."""
+
+    result: object
+    xr: np.ndarray
+    xf: np.ndarray
+    options: MetricOptions
+    own: object
+    cross: object
+    per_section: int
+
+
+def write_report(path, result, real, fake, real_source, fake_source, *, per_section: int = 12,
+                 thumb: int = 96, chunk_size: int | None = None, sample_seed: int | None = None,
+                 options: MetricOptions | dict | None = None, **settings) -> str:
     """Write the HTML report of one evaluation to ``path``; returns the path.
 
     ``result``: the :class:`~imgdist.evaluation.run.Result`; ``real`` / ``fake``: the
     :class:`~imgdist.extraction.features.Features` it was computed from, with per-image ``features`` kept
     (``evaluate(..., return_features=True)``); ``real_source`` / ``fake_source``: the same sources
-    (anything :func:`~imgdist.extraction.sources.open_source` takes), for the thumbnails. ``pr_k`` / ``dc_k``:
-    the k of precision (the "farthest fakes" section) and of coverage (the "uncovered reals"
-    section), as in the evaluation; ``copies_percentile`` as in the ``copies`` metric. ``sample_seed``:
-    None shows the first
-    ``per_section`` fakes in section (a), an int a seeded random sample.
+    (anything :func:`~imgdist.extraction.sources.open_source` takes), for the thumbnails. The metric
+    settings as in the evaluation, by keyword or as ``options``: ``pr_k`` (the "farthest fakes"
+    section), ``dc_k`` (the "uncovered reals" section) and those the metrics' report sections read
+    (``copies_percentile``). ``sample_seed``: None shows the first ``per_section`` fakes in section
+    (a), an int a seeded random sample. Every metric with a ``report`` hook adds its section.
     """
+    if isinstance(options, dict):
+        options = MetricOptions(**options, **settings)
+    options = options or MetricOptions(**settings)
+    pr_k, dc_k = options.pr_k, options.dc_k
     for side, feats in (("real", real), ("fake", fake)):
         if getattr(feats, "features", None) is None:
             raise ImgdistError(f"the report needs per-image features, but the {side} side has none "
@@ -96,14 +117,12 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
     real_ratio = cross.real_nn_dist[uncovered] / np.where(dc_radii[uncovered] > 0, dc_radii[uncovered], 1.0)
     uncovered = uncovered[np.argsort(-real_ratio, kind="stable")]
 
-    # memorisation from the passes made above (the metric functions, given them, need no new pass)
-    nearest = (cross.fake_nn, cross.fake_nn_dist)
-    found = M.copies(xr, xf, percentile=copies_percentile, real_nn=own, fake_nearest=nearest)
-    authentic = M.authenticity(xr, xf, real_nn=own, fake_nearest=nearest)
-
-    parts = [_header(result, thumbs), _metric_table(result),
-             _copies_section(found, authentic, result, thumbs, per_section),
-             _plot_section(cross.fake_nn_dist, own.nn_distance)]
+    # the metrics' own sections, from the passes made above (given them, they need no new pass)
+    ctx = ReportContext(result, xr, xf, options, own, cross, per_section)
+    sections = [section for m in R.metrics() if m.report is not None for section in [m.report(ctx)] if section]
+    parts = [_header(result, thumbs), _metric_table(result)]
+    parts += [_metric_section(s, thumbs) for s in sections if s.placement == "top"]
+    parts.append(_plot_section(cross.fake_nn_dist, own.nn_distance))
 
     cards = [thumbs.card(("fake", i), ("real", int(cross.fake_nn[i])),
                          [("distance", cross.fake_nn_dist[i])]) for i in shown]
@@ -131,7 +150,8 @@ def write_report(path, result, real, fake, real_source, fake_source, *, pr_k: in
                           f"2020): {len(uncovered)} of {len(xr)}; showing up to {per_section}, farthest "
                           "(in radii) first. Left: real; right: its nearest fake.", cards))
 
-    parts.append(_diversity_section(xr, xf, result, sample_seed))
+    parts += [_metric_section(s, thumbs) for s in sections if s.placement != "top"]
+    parts.append(_spread_section(xr, xf, sample_seed))
     body = "\n".join(parts)
     doc = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -187,48 +207,34 @@ def _metric_table(result) -> str:
             + "</tbody></table>" + note)
 
 
-def _copies_section(found, authentic, result, thumbs, per_section: int) -> str:
-    """Near-copies of real (training) images first: the finding a user most needs to see."""
-    ct = result.details.get("ct")
-    ct_note = (f" C_T (Meehan et al. 2020): {escape(format_value(result.values['ct']))} over "
-               f"{ct['cells_used']} of {ct['cells']} cells (strongly negative: copying; about 0: fine; "
-               "positive: underfitting)." if ct and "ct" in result.values else "")
-    note = (f"Fakes nearer a real image than {escape(format_value(found.threshold))}, percentile "
-            f"{found.percentile:g} of the reals' distances to their nearest other real: {found.count} of "
-            f"{found.n_fake}, closest first. Authenticity (Alaa et al. 2022, the share of fakes farther from "
-            f"their nearest real than that real from its own nearest real): "
-            f"{escape(format_value(authentic.value))}.{ct_note}")
-    cards = [thumbs.card(("fake", int(i)), ("real", int(j)), [("distance", d)])
-             for i, j, d in zip(found.fake_index[:per_section], found.real_index[:per_section],
-                                found.distance[:per_section])]
-    return _section("copies", "Copies of real images", note, cards)
+def _metric_section(section: R.Section, thumbs) -> str:
+    """A metric's section (:class:`imgdist.metrics.registry.Section`): its sentence, its small
+    table, its thumbnail cards; every text escaped here."""
+    body = ""
+    if section.table:
+        header, *rows = section.table
+        head = "".join(f"<th>{escape(str(c))}</th>" for c in header)
+        cells = "".join("<tr>" + "".join(f"<td class=\"num\">{escape(format_value(v))}</td>"
+                                           if isinstance(v, (int, float, np.number)) else f"<td>{escape(str(v))}</td>"
+                                           for v in row) + "</tr>" for row in rows)
+        body = f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>\n"
+    cards = [thumbs.card(card.images[0], card.images[1], list(card.captions)) for card in section.cards]
+    grid = ("<div class=\"grid\">\n" + "\n".join(cards) + "\n</div>") if section.cards else \
+        ("" if section.table else "<p class=\"note\">(none)</p>")
+    return (f"<h2 id=\"{escape(section.key)}\">{escape(section.title)}</h2>\n<p class=\"note\">{escape(section.note)}"
+            f"</p>\n{body}{grid}")
 
 
-def _diversity_section(xr: np.ndarray, xf: np.ndarray, result, seed: int | None) -> str:
-    """Vendi of both sets at every order, and where the sets lie in the first two principal axes."""
-    orders = result.details.get("vendi_orders")
-    if not orders:
-        orders = {}
-        for side, x in (("fake", xf), ("real", xr)):
-            spectrum = M.vendi_spectrum(x, name=side)
-            orders[side] = {("inf" if np.isinf(q) else f"{q:g}"): M.vendi_from_spectrum(spectrum, q)
-                            for q in D.VENDI_ORDERS}
-    head = "".join(f"<th>q = {escape(q)}</th>" for q in orders["fake"])
-    rows = "".join(f"<tr><td>{side}</td>" + "".join(f"<td class=\"num\">{escape(format_value(v))}</td>"
-                                                   for v in values.values()) + "</tr>"
-                   for side, values in orders.items())
-    table = f"<table><thead><tr><th>set</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
-    note = ("Vendi score (Friedman &amp; Dieng 2023): the effective number of distinct images, from the "
-            "eigenvalues of the cosine-similarity kernel; order q weighs rare modes (q &lt; 1) or common ones "
-            "(q &gt; 1). A fake set far below the real one has collapsed onto fewer modes.")
+def _spread_section(xr: np.ndarray, xf: np.ndarray, seed: int | None) -> str:
+    """Where the two sets lie on their first two principal axes."""
     try:
         plot = (f"<img src=\"data:image/png;base64,{_pca_png(xr, xf, seed)}\" width=\"520\" "
                 "alt=\"real and fake features on their first two principal axes\">")
     except ImportError:
         plot = "<p class=\"note\">(install matplotlib for the plot: pip install matplotlib)</p>"
-    return (f"<h2 id=\"diversity\">Diversity</h2>\n<p class=\"note\">{note}</p>\n{table}\n"
-            "<p class=\"note\">Real and fake features on the first two principal axes of both sets together "
-            "(up to 5,000 points per set): fakes that fill only part of the real cloud miss modes.</p>\n" + plot)
+    return ("<h2 id=\"spread\">Where the sets lie</h2>\n<p class=\"note\">Real and fake features on the first two "
+            "principal axes of both sets together (up to 5,000 points per set): fakes that fill only part of the "
+            "real cloud miss modes.</p>\n" + plot)
 
 
 def _pca_png(xr: np.ndarray, xf: np.ndarray, seed: int | None, limit: int = 5000) -> str:
@@ -285,7 +291,7 @@ def _histogram_png(fake_to_real: np.ndarray, real_to_real: np.ndarray) -> str:
             color="#1f77b4")
     ax.hist(fake_to_real, bins=bins, alpha=0.55, density=True, label="fake → nearest real", color="#d62728")
     ax.set_xlabel("feature distance")
-    ax.set_ylabel("density")
+    ax.set_ylabel("share per unit of distance")
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

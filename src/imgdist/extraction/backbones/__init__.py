@@ -53,9 +53,26 @@ def load_backbone(backbone: str | Backbone, weights: str | os.PathLike | None = 
     return model
 
 
+def load_text_tower(backbone: str, weights: str | os.PathLike | None = None, *, progress: bool = True):
+    """The text tower of a registered CLIP / OpenCLIP backbone, read from the same weights file as
+    its image tower (resolved the same way), in eval mode with ``.weights_id`` set. It offers
+    ``encode_text(ids)`` and ``encode_prompts(prompts)`` (:class:`.clip.CLIPText`)."""
+    spec = get_spec(backbone)
+    if spec.text is None:
+        with_text = sorted(s.name for s in list_specs() if s.text is not None)
+        raise ImgdistError(f"backbone {spec.name!r} has no text tower; choose from {', '.join(with_text)}")
+    from ..weights import resolve_weights, sha256_file_cached
+
+    path = resolve_weights(spec.weights, weights, backbone=spec.name, progress=progress)
+    tower = spec.text(path)
+    tower.weights_id = sha256_file_cached(path)
+    return tower
+
+
 def _load_builtin() -> None:
     # imported lazily so that `import imgdist` stays cheap
-    from . import clip, dinov2, efficientnet, inception, pixels  # noqa: F401
+    from . import clip, dinov2, efficientnet, inception, openclip, pixels  # noqa: F401
 
 
-__all__ = ["Backbone", "BackboneSpec", "WeightsSpec", "register", "get_spec", "list_specs", "load_backbone"]
+__all__ = ["Backbone", "BackboneSpec", "WeightsSpec", "register", "get_spec", "list_specs", "load_backbone",
+           "load_text_tower"]

@@ -70,6 +70,10 @@ class BackboneSpec:
     #: peak fp32 activation memory per image in a batch, measured (0: unknown, not checked); lets a
     #: batch size that cannot fit be refused before the first batch instead of killed by the OS
     memory_mb_per_image: float = 0.0
+    #: builds the text tower from the same weights file (``text(path)`` -> a module with
+    #: ``encode_text(ids)`` and ``encode_prompts(prompts)``): CLIP and OpenCLIP, whose files hold
+    #: both towers; None for image-only backbones
+    text: Callable[..., nn.Module] | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_logits(self) -> bool:
@@ -182,14 +186,16 @@ def fold_batchnorm(parent: nn.Module, conv_name: str, bn_name: str) -> None:
     setattr(parent, bn_name, nn.Identity())
 
 
-def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: str | None = None) -> None:
+def load_weights_strict(model: nn.Module, path: str | Path, name: str, *,
+                        only: str | tuple[str, ...] | None = None) -> None:
     """Load a weights file into ``model`` strictly; any mismatch is a one-line :class:`WeightsError`
     naming the file, the expected architecture (``name``) and the first offending keys.
 
     The file may be a ``torch.save`` state dict (a ``{"state_dict": ...}`` wrapper is unwrapped) or
     a TorchScript archive, whose tensors are read without running its code
-    (:mod:`.checkpoint`). ``only``: a key prefix; tensors outside it are not part of the model and
-    are ignored (CLIP checkpoints also hold the text encoder). BatchNorm's ``num_batches_tracked``
+    (:mod:`.checkpoint`). ``only``: a key prefix, or a tuple of them; tensors outside are not part
+    of the model and are ignored (CLIP checkpoints hold an image and a text tower), and so is a
+    stored causal mask (``*attn_mask``) the model does not keep. BatchNorm's ``num_batches_tracked``
     counters may be absent (files saved by old PyTorch versions lack them; PyTorch fills them in).
 
     A ``model`` built on the ``meta`` device (no memory, no random initialisation: what the large
@@ -203,10 +209,13 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *, only: 
     except WeightsError as error:  # unreadable, truncated, not a weights file: say what was expected
         raise WeightsError(f"{error}; expected {name} weights") from None
     if only is not None:
-        kept = {k: v for k, v in state.items() if k.startswith(only)}
+        prefixes = (only,) if isinstance(only, str) else tuple(only)
+        wanted = model.state_dict()
+        kept = {k: v for k, v in state.items()
+                if k.startswith(prefixes) and (k in wanted or not k.endswith("attn_mask"))}
         if state and not kept:
-            raise WeightsError(f"{path}: not {name} weights: it holds no {only}* tensors (its keys look "
-                               f"like {', '.join(list(state)[:3])})")
+            raise WeightsError(f"{path}: not {name} weights: it holds no {'*, '.join(prefixes)}* tensors (its "
+                               f"keys look like {', '.join(list(state)[:3])})")
         state = kept
     check_state_dict(model, state, path, name)
     check_finite_tensors(state, path)

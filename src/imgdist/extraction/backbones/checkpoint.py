@@ -16,6 +16,10 @@ Two formats reach here:
   plain tensor attributes that ``state_dict()`` would leave out (CLIP's text attention mask);
   callers keep what their model has (CLIP: ``visual.*``) and check it strictly.
 
+A third format holds only tensors by design: ``.safetensors`` (an 8-byte header length, a JSON
+header naming each tensor's dtype, shape and byte range, then the raw bytes; OpenCLIP publishes its
+weights so). It is read with the ``safetensors`` package, which runs nothing from the file.
+
 Every failure is a one-line :class:`~imgdist.errors.WeightsError` that names the file and says what
 is wrong with it. PyTorch's own messages are not passed on: they advise loading with
 ``weights_only=False``, which imgdist never does.
@@ -31,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from ...errors import WeightsError
+from ...errors import WeightsError, one_line
 
-__all__ = ["check_finite_tensors", "read_tensors", "is_torchscript_archive"]
+__all__ = ["check_finite_tensors", "read_tensors", "is_torchscript_archive", "is_safetensors"]
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -55,6 +59,27 @@ def is_torchscript_archive(path: str | Path) -> bool:
             return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """A little-endian 64-bit header length that fits in the file, followed by a JSON object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = Path(path).stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # SafetensorError (header, truncation), OSError
+        raise WeightsError(f"{path}: cannot read this safetensors file ({one_line(error)}); it is damaged "
+                           "or cut short: fetch it again") from None
 
 
 def _zip_without_data_pkl(path: Path) -> bool:
@@ -90,11 +115,13 @@ def check_finite_tensors(state: dict[str, torch.Tensor], path) -> None:
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a weights file by dotted name (a ``torch.save`` state dict or a TorchScript
-    module's parameters and buffers), or a one-line :class:`WeightsError` naming the file."""
+    """All tensors of a weights file by dotted name (a ``torch.save`` state dict, a TorchScript
+    module's parameters and buffers, or a ``.safetensors`` file), or a one-line :class:`WeightsError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file (weights file not found)")
+    if is_safetensors(path):
+        return _read_safetensors(path)
     with open(path, "rb") as f:
         head = f.read(8)
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):

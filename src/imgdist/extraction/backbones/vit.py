@@ -38,7 +38,7 @@ from torch import nn
 from .base import Backbone
 
 __all__ = ["BlockLayout", "ViTConfig", "Block", "VisionTransformer", "interpolate_pos_embed",
-           "attention", "ACTIVATIONS"]
+           "attention", "causal_attention", "ACTIVATIONS"]
 
 OUTPUTS = ("pool", "spatial")
 
@@ -85,11 +85,20 @@ class ViTConfig:
     eps: float
     layout: BlockLayout
     bias: bool = True       # DINOv2 and CLIP both have biases on every linear layer
+    #: each token attends only to itself and the tokens before it: CLIP's text transformer, which
+    #: uses these blocks too (no patches there: ``patch`` and ``grid`` are 0)
+    causal: bool = False
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over N x heads x tokens x d tensors (a seam for benchmarks)."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`attention` where token i sees tokens 0..i only (CLIP's text transformer; the same as
+    OpenAI's additive mask of -inf above the diagonal)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 def _add_parameter(root: nn.Module, dotted: str, shape: tuple[int, ...]) -> None:
@@ -156,7 +165,7 @@ class Block(nn.Module):
         n, tokens, width = x.shape
         qkv = F.linear(self._norm(x, lay.norm1), self._p(lay.qkv_weight), self._p(lay.qkv_bias))
         q, k, v = qkv.reshape(n, tokens, 3, cfg.heads, width // cfg.heads).permute(2, 0, 3, 1, 4)
-        h = attention(q, k, v).transpose(1, 2).reshape(n, tokens, width)
+        h = (causal_attention if cfg.causal else attention)(q, k, v).transpose(1, 2).reshape(n, tokens, width)
         h = self._linear(h, lay.out)
         x = x + (h * self._p(lay.ls1) if lay.ls1 else h)
 

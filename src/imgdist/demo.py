@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
-from .. import defaults as D
-from ..errors import ImgdistError
-from ..formatting import format_table
-from .perturbations import (BLUR_RADII, NOISE_SIGMAS, RobustnessResult, add_noise, builtin_photo, perturbations,
+from . import defaults as D
+from .errors import ImgdistError
+from .formatting import format_table
+from .pairs.perturbations import (BLUR_RADII, NOISE_SIGMAS, RobustnessResult, add_noise, builtin_photo, perturbations,
                             robustness, shift)
 
 #: the lecture's pair: two 1 x 2-pixel RGB images, every value 150 apart (up in one pixel, down in
@@ -344,13 +344,14 @@ def run_demo(out=None, *, device: str = D.DEVICE, progress: bool = True, crops: 
     missing). ``crops``: images per set (more: steadier numbers, slower). ``echo``: called with
     each step's text as soon as it is done (the CLI passes ``print``).
     """
-    from ..checks import check_int, resolve_device
-    from ..evaluation.run import evaluate_features
-    from ..extraction.features import FeatureExtractor
-    from .pixel import compare_pixels
+    from .checks import check_int, resolve_device
+    from .evaluation.run import evaluate_features
+    from .extraction.features import FeatureExtractor
+    from .metrics import registry
+    from .pairs.pixel import compare_pixels
 
     started = time.perf_counter()
-    crops = check_int("crops", crops, 2 * D.PR_K)  # k-NN radii need more images than k
+    crops = check_int("crops", crops, 2 * registry.setting("pr_k").default)  # k-NN radii need more images than k
     output = _Output(out) if out is not None else None
     device = resolve_device(device)
     say = echo or (lambda text: None)
@@ -414,7 +415,7 @@ def _write(output: _Output, result: DemoResult, photo, other, sets, report_input
         result.robustness.plot(plot)
         files["robustness plot"] = plot
 
-    from ..report import write_report
+    from .report import write_report
 
     res, real, fake = report_inputs
     noise_dir = files[f"set noise{SET_NOISE}"]

@@ -9,7 +9,10 @@ Then the metrics' own heavy work is split too (:func:`evaluate_features_distribu
 distance blocks, the KID subsets and the FID-infinity subsets (:mod:`imgdist.metrics._shard`).
 gloo works on CPU, NCCL on GPU (each rank on ``cuda:LOCAL_RANK``). ``torchrun ... -m imgdist eval REAL
 FAKE`` runs the command line this way (:func:`init_from_environment`); ranks that do not all join
-within :func:`dist_timeout` seconds end as one line naming the missing ones.
+within :func:`dist_timeout` seconds end as one line naming the missing ones. From Python,
+``imgdist.evaluate(..., distributed=True)`` is the route (the same code as one process, each rank
+extracting its share through :class:`ShardSource` and :func:`gather_features`), and the streaming
+``Evaluator.compute()`` combines the ranks' states itself.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import defaults as D
-from .environment import env_int
-from .errors import ImgdistError, one_line
-from .evaluation.run import DEFAULT_METRICS, Evaluator, Result, evaluate_features, keeps_features
-from .evaluation.catalogue import Facts, MetricOptions, check_outputs, needs_logits, outputs_of, parse_metrics
-from .extraction.features import CACHE_READ_CHUNK as CHUNK_ROWS
-from .extraction.features import FeatureExtractor, Features
-from .metrics._shard import Shard
-from .extraction.sources import ImageSource, Skipped, open_source
-from .extraction.stats import GaussianStats
+from ..environment import env_int
+from ..errors import ImgdistError, one_line
+from ..extraction.features import CACHE_READ_CHUNK as CHUNK_ROWS
+from ..extraction.features import Features
+from ..extraction.sources import ImageSource, Skipped
+from ..extraction.stats import GaussianStats
+from ..metrics._shard import Shard
+from .compute import evaluate_features
+from .results import Result
 
 
 class ShardSource(ImageSource):
@@ -76,7 +78,7 @@ _JOINED = "imgdist/joined/"
 def dist_timeout(seconds=None) -> int:
     """The rendezvous timeout: ``seconds`` (``--dist-timeout``), else ``IMGDIST_DIST_TIMEOUT``, else
     :data:`DIST_TIMEOUT`."""
-    from .checks import check_int
+    from ..checks import check_int
 
     if seconds is not None:
         return check_int("dist_timeout", seconds, 1)
@@ -229,7 +231,7 @@ def init_from_environment(device: str, timeout: int | None = None) -> str:
 
     from torch.distributed.constants import default_pg_timeout
 
-    from .checks import resolve_device
+    from ..checks import resolve_device
 
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
@@ -310,16 +312,17 @@ def all_reduce_stats(stats: GaussianStats, device=None) -> GaussianStats:
     return total
 
 
-def _all_gather(obj) -> list:
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order."""
     parts: list = [None] * dist.get_world_size()
     dist.all_gather_object(parts, obj)
     return parts
 
 
-def _gather_features(features: Features, shard: ShardSource) -> Features:
+def gather_features(features: Features, shard: ShardSource) -> Features:
     """Every rank's shard features -> the whole set's, rows in source order."""
     positions = [shard.indices[i] for i in features.indices]
-    parts = _all_gather((positions, features.names, features.features, features.logits,
+    parts = all_gather_objects((positions, features.names, features.features, features.logits,
                          features.skipped.items, features.extra_features))
     order = np.argsort(np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]), kind="stable")
 
@@ -344,76 +347,33 @@ def process_shard() -> Shard:
     """This process's share of the metrics' work (:mod:`imgdist.metrics._shard`), gathering over
     the initialised process group."""
     _require_initialised()
-    return Shard(dist.get_rank(), dist.get_world_size(), gather=_all_gather)
+    return Shard(dist.get_rank(), dist.get_world_size(), gather=all_gather_objects)
 
 
-def evaluate_features_distributed(real, fake, *, metrics=DEFAULT_METRICS, provenance=None, progress=False,
+def evaluate_features_distributed(real, fake, *, metrics=None, provenance=None, progress=False,
                                   **metric_kwargs) -> Result:
     """:func:`imgdist.evaluate_features` on features every rank holds (N x d arrays, or
-    :class:`~imgdist.extraction.features.Features` gathered by :func:`evaluate_distributed`), with the work
+    :class:`~imgdist.extraction.features.Features` gathered by ``evaluate(..., distributed=True)``), with the work
     split over the ranks: the Gaussian statistics of each rank's rows are all-reduced, and the
-    k-NN distance blocks (precision, recall, density, coverage), the KID subsets and the
-    FID-infinity subsets are divided among the ranks and gathered. Every rank returns the result:
-    FD equal to one process's to rounding (statistics summed in another order), the rest exactly
-    where BLAS runs with the same thread count as that process (KID's kernel products round
-    differently with 1 and 2 threads: 1.4e-17 apart at 50k).
-    Metrics without a split (Vendi, CMMD, memorization, ...) are computed on every rank.
+    metrics' heavy work (the k-NN distance blocks, the KID subsets, the FID-infinity subsets, and
+    whatever else a metric splits through its shard) is divided among the ranks and gathered. Every
+    rank returns the result: FD equal to one process's to rounding (statistics summed in another
+    order), the rest exactly where BLAS runs with the same thread count as that process (KID's
+    kernel products round differently with 1 and 2 threads: 1.4e-17 apart at 50k).
     """
+    from ..extraction.provenance import USER_FEATURES, Provenance
+
     shard = process_shard()
+    provenance = provenance or Provenance(backbone=USER_FEATURES, feature_layer="pool", precision=None)
     sides = []
-    for x in (real, fake):
+    for name, x in (("real", real), ("fake", fake)):
         if isinstance(x, Features):
             sides.append(x)
             continue
         x = np.asarray(x)
         rows = [i for i in range(len(x)) if shard.owns(i // CHUNK_ROWS)]
-        local = Features.from_array(x, provenance=provenance, rows=rows)
+        local = Features.from_array(x, provenance=provenance, rows=rows, name=name)
         local.stats = all_reduce_stats(local.stats)
         sides.append(local)
     return evaluate_features(sides[0], sides[1], metrics=metrics, progress=progress and shard.rank == 0,
                              shard=shard, **metric_kwargs)
-
-
-def evaluate_distributed(real, fake, *, metrics=DEFAULT_METRICS, backbone="inception", weights=None,
-                         mode=None, dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE,
-                         workers=None, progress=False, cache=False, on_error="raise", **metric_kwargs) -> Result:
-    """:func:`imgdist.evaluate` with the images split over the ranks, and the metrics' work too
-    (see :func:`evaluate_features_distributed`); every rank returns the result."""
-    _require_initialised()
-    rank, world = dist.get_rank(), dist.get_world_size()
-    options = MetricOptions.from_keywords(metric_kwargs)
-    extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
-                                 precision=precision, batch_size=batch_size, workers=workers,
-                                 progress=progress and rank == 0, cache=cache)
-    # the same facts as one process's evaluate (images on both sides, no held-out set under torchrun)
-    chosen = parse_metrics(metrics, Facts.of(extractor.spec))
-    sources = [open_source(spec) for spec in (real, fake)]
-    options.check_sets(chosen, {"real": len(sources[0]), "fake": len(sources[1])},
-                       has_logits=extractor.spec.has_logits)
-    check_outputs(chosen, extractor.spec)
-    extra, keep_extra = outputs_of(chosen)
-    sides = []
-    for side, source in zip(("real", "fake"), sources):
-        shard = ShardSource(source, rank, world, block=extractor.batch_size)
-        keep = keeps_features(chosen, options, len(source), extractor.feature_dim)
-        local = extractor.extract(shard, keep_features=keep,
-                                  keep_logits=needs_logits(chosen) and side == "fake",
-                                  extra_layers=extra, keep_extra=keep_extra, on_error=on_error, desc=f"{side}, rank 0's share" if world > 1 else side)
-        sides.append(_gather_features(local, shard))
-    result = evaluate_features(sides[0], sides[1], metrics=chosen, options=options, shard=process_shard(),
-                               progress=progress and rank == 0)
-    result.details["device"] = str(extractor.device)
-    result.details["processes"] = world
-    return result
-
-
-def sync_evaluator(evaluator: Evaluator) -> None:
-    """Make every rank's :class:`Evaluator` hold the union of all ranks' updates (in place)."""
-    _require_initialised()
-    for state in (evaluator._real, evaluator._fake):
-        if state["frozen"]:
-            continue
-        state["stats"] = all_reduce_stats(state["stats"])
-        for key in ("feats", "logits"):
-            parts = _all_gather(np.concatenate(state[key]) if state[key] else None)
-            state[key] = [p for p in parts if p is not None]
