@@ -51,9 +51,9 @@ class Case:
 
 CASES = [
     # --- issue 25: the two that went through ---------------------------------------------------
-    Case("fid-inf-last-point", "src/imgdist/evaluation/catalogue.py",
-         'run.result.values["fid-inf"] = fit.value',
-         'run.result.values["fid-inf"] = fit.fids[-1]',
+    Case("fid-inf-last-point", "src/imgdist/metrics/fid_infinity.py",
+         "    return fit.value",
+         "    return fit.fids[-1]",
          ("tests/test_fid_infinity.py",),
          "evaluate's fid-inf is the fit's last point (FID at full N), not its intercept"),
     Case("frechet-fallback-abs", "src/imgdist/metrics/frechet.py",
