@@ -218,7 +218,7 @@ def run_pytest(copy: Path, tests, timeout: float) -> tuple[str, str, float]:
     seconds = time.monotonic() - start
     if proc.returncode == 0:
         return "passed", "", seconds
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.MULTILINE)  # ids may hold spaces
     if proc.returncode == 1 and failed:
         return "failed", failed[0], seconds
     tail = " | ".join(line for line in output.strip().splitlines()[-3:])
