@@ -203,10 +203,11 @@ def environment(copy: Path) -> dict:
     return env
 
 
-def run_pytest(copy: Path, tests, timeout: float) -> tuple[str, str, float]:
+def run_pytest(copy: Path, tests, timeout: float, deselect=()) -> tuple[str, str, float]:
     """(outcome, first failing test or a note, seconds) of pytest -x -q on ``tests`` in ``copy``."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+    skip = [arg for node in deselect for arg in ("--deselect", node)]
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *skip, *tests],
                             cwd=copy, env=environment(copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -236,6 +237,8 @@ def main(argv=None) -> int:
     parser.add_argument("--case", action="append", default=[], metavar="NAME", help="run only these cases")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per pytest run (default 900)")
     parser.add_argument("--list", action="store_true", help="list the cases and whether each applies")
+    parser.add_argument("--deselect", action="append", default=[], metavar="NODEID",
+                        help="leave out a test that fails without any mutation (say so when reporting)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the run of the unmutated copy (whose tests must pass for 'caught' to mean anything)")
     args = parser.parse_args(argv)
@@ -275,10 +278,10 @@ def main(argv=None) -> int:
                 return 2
             tests = sorted({t for c in cases for t in c.tests})
             print(f"baseline: {len(tests)} test file(s) on the unmutated copy ...", file=sys.stderr, flush=True)
-            outcome, detail, seconds = run_pytest(base, tests, args.timeout * 2)
+            outcome, detail, seconds = run_pytest(base, tests, args.timeout * 2, args.deselect)
             if outcome != "passed":
                 print(f"mutation_check: error: the unmutated tests do not pass ({outcome}: {detail}); "
-                      f"'caught' would mean nothing", file=sys.stderr)
+                      f"'caught' would mean nothing (fix it, or --deselect it and say so)", file=sys.stderr)
                 return 2
             print(f"baseline: passed in {seconds:.0f} s", file=sys.stderr, flush=True)
             shutil.rmtree(base)
@@ -289,7 +292,7 @@ def main(argv=None) -> int:
             target = copy / case.file
             target.write_text(target.read_text().replace(case.old, case.new, 1))
             print(f"[{i}/{len(cases)}] {case.name} ...", file=sys.stderr, flush=True)
-            outcome, detail, seconds = run_pytest(copy, case.tests, args.timeout)
+            outcome, detail, seconds = run_pytest(copy, case.tests, args.timeout, args.deselect)
             verdict = {"failed": "caught", "passed": "NOT CAUGHT"}.get(outcome, outcome)
             print(f"[{i}/{len(cases)}] {case.name}: {verdict} ({seconds:.0f} s) {detail}", file=sys.stderr, flush=True)
             rows.append((case, verdict, detail, seconds))
