@@ -301,7 +301,8 @@ def main(argv=None) -> int:
     print("| case | bug | file | result | caught by | s |")
     print("|---|---|---|---|---|---|")
     for case, verdict, detail, seconds in rows:
-        print(f"| {case.name} | {case.bug} | {case.file} | {verdict} | {detail.replace('|', '/')} | {seconds:.0f} |")
+        cells = [case.name, case.bug, case.file, verdict, detail, f"{seconds:.0f}"]
+        print("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     caught = sum(1 for _, verdict, _, _ in rows if verdict == "caught")
     print(f"\n{caught} of {len(rows)} caught")
     return 0 if caught == len(rows) else 1
