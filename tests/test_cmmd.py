@@ -149,7 +149,7 @@ def test_cmmd_selects_its_own_encoder(tmp_path, monkeypatch, capsys):
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "clip-vit-l14-336 weights not found" in err[0]
-    # CMMD beside other metrics: which backbone is meant must be said
+    # CMMD beside other metrics: each on its own network, from one decode (both weights needed here)
     assert main(["eval", str(tmp_path / "a.npy"), str(tmp_path / "a.npy"), "--metrics", "fid,cmmd"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cmmd needs CLIP features" in err[0]
+    assert len(err) == 1 and "inception weights not found" in err[0]

@@ -42,8 +42,29 @@ SETTINGS = dict(kid_subsets=5, kid_subset_size=10, is_splits=2, ct_cells=2)
 FRECHET_RTOL = 1e-9
 
 
+class ExactText(torch.nn.Module):
+    """A text tower whose embedding of a prompt is an exact function of its characters: ids are
+    the characters' codes (77 at most, the rest 0), the embedding the first D ids / 10."""
+
+    cfg = SimpleNamespace(embed_dim=D)
+
+    def tokenizer(self, prompts):
+        from imgdist.extraction.tokenizer import Tokens
+
+        ids = np.zeros((len(prompts), 77), dtype=np.int64)
+        for row, prompt in enumerate(prompts):
+            codes = [1 + ord(c) % 200 for c in prompt][:77]
+            ids[row, :len(codes)] = codes
+        return Tokens(ids, np.array([len(p) > 77 for p in prompts]))
+
+    def forward(self, ids):
+        return ids[:, :D].float() / 10.0
+
+
 class ExactNet(Backbone):
     """Features that are exact elementwise functions of the pixels, whatever the batch."""
+
+    text_tower = None  # set per instance (a module attribute would register it as a submodule)
 
     def forward(self, x, outputs=("pool",)):
         pool = x.flatten(1)
@@ -55,13 +76,19 @@ class ExactNet(Backbone):
 SPEC = BackboneSpec(name="exact-test-net", feature_dim=D, input_size=None,
                     modes={"native": Preprocessing("native", None, "none", mean=0.0, std=255.0)},
                     default_mode="native", build=lambda path=None: None, num_classes=CLASSES,
-                    extra_outputs={"sfid": D, "logits_unbiased": CLASSES})
+                    extra_outputs={"sfid": D, "logits_unbiased": CLASSES}, text=lambda path: ExactText())
 
 
 def exact_net() -> ExactNet:
     net = ExactNet()
     net.spec = SPEC
+    object.__setattr__(net, "text_tower", ExactText())
     return net.eval()
+
+
+def _prompts(n: int) -> list[str]:
+    """One prompt per fake; one longer than 77 characters (truncated)."""
+    return [f"image {i} " + "ab" * (i % 5) + ("x" * 90 if i == 4 else "") for i in range(n)]
 
 
 def tested() -> list[R.Metric]:
@@ -86,6 +113,7 @@ def data(tmp_path_factory):
     images["fake"][:2] = images["real"][[3, 7]]  # two copies, so that copies and authenticity count something
     for side, imgs in images.items():
         _write(root / side / "only", imgs)   # one class subfolder: the per-class route
+    (root / "prompts.txt").write_text("\n".join(_prompts(N_FAKE)) + "\n")  # one per line, in the fakes' order
     return root, images
 
 
@@ -95,7 +123,9 @@ def _sets(images) -> SimpleNamespace:
            for side in ("real", "fake", "test")}
     return SimpleNamespace(real=out["real"]["features"], fake=out["fake"]["features"],
                            fake_logits=out["fake"]["logits"], real_test=out["test"]["features"],
-                           extra={name: (out["real"][name], out["fake"][name]) for name in ("sfid", "logits_unbiased")})
+                           extra={name: (out["real"][name], out["fake"][name]) for name in ("sfid", "logits_unbiased")},
+                           fake_prompts=_prompts(N_FAKE),
+                           fake_text=ExactText()(torch.from_numpy(ExactText().tokenizer(_prompts(N_FAKE)).ids)).numpy())
 
 
 def _expected(metric: R.Metric, sets) -> dict:
@@ -125,15 +155,26 @@ def routes(data, tmp_path_factory):
     got = {}
     with _quiet():
         got["evaluate"] = imgdist.evaluate(root / "real", root / "fake", real_test=root / "test", metrics=names,
-                                           backbone=exact_net(), progress=False, workers=0, **SETTINGS).values
+                                           backbone=exact_net(), progress=False, workers=0,
+                                           prompts=root / "prompts.txt", **SETTINGS).values
         ev = imgdist.Evaluator(exact_net(), metrics=names, **SETTINGS)
+        prompts = _prompts(N_FAKE)
         for side, key in (("real", "real"), ("fake", "fake"), ("test", "real_test")):
+            at = 0
             for part in np.split(images[side], [7, 8, 19]):  # uneven batches, one of a single image
-                ev.update(**{key: part})
+                ev.update(**{key: part}, **({"prompts": prompts[at:at + len(part)]} if side == "fake" else {}))
+                at += len(part)
+        # a checkpoint: tensors and plain values only, restored into a new evaluator
+        state_path = tmp_path_factory.mktemp("state") / "ev.pt"
+        torch.save(ev.state_dict(), state_path)
+        restored = imgdist.Evaluator(exact_net(), metrics=names, **SETTINGS)
+        restored.load_state_dict(torch.load(state_path, weights_only=True))
         got["Evaluator"] = ev.compute().values
+        got["Evaluator, restored"] = restored.compute().values
         per_class = imgdist.evaluate(root / "real", root / "fake", real_test=root / "test",
                                      metrics=",".join(m.name for m in tested() if m.per_class),
-                                     backbone=exact_net(), progress=False, workers=0, per_class=True, **SETTINGS)
+                                     backbone=exact_net(), progress=False, workers=0, per_class=True,
+                                     prompts=root / "prompts.txt", **SETTINGS)
         got["per-class"] = per_class.per_class["only"].values
     out = tmp_path_factory.mktemp("ranks")
     mp.spawn(_rank, args=(2, str(out / "init"), str(root), names, str(out)), nprocs=2, join=True)
@@ -165,7 +206,8 @@ def _rank(rank, world, init, root, names, out):
     try:
         result = imgdist.evaluate(os.path.join(root, "real"), os.path.join(root, "fake"),
                                   real_test=os.path.join(root, "test"), metrics=names, backbone=exact_net(),
-                                  progress=False, workers=0, batch_size=8, distributed=True, **SETTINGS)
+                                  progress=False, workers=0, batch_size=8, distributed=True,
+                                  prompts=os.path.join(root, "prompts.txt"), **SETTINGS)
         with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
             json.dump(result.values, fh)
     finally:
@@ -184,9 +226,11 @@ def test_evaluate_features_on_arrays(name, data):
     sets = _sets(images)
     metric = R.get(name)
     expected = _expected(metric, sets)
-    if metric.needs & {R.LOGITS} or metric.outputs:
+    if metric.needs & {R.LOGITS, R.PROMPTS} or metric.outputs:
         real, fake = (imgdist.Features.from_array(x) for x in (sets.real, sets.fake))
         fake.logits = sets.fake_logits
+        fake.prompts, fake.text = sets.fake_prompts, sets.fake_text
+        fake.prompts_truncated = np.array([len(p) > 77 for p in sets.fake_prompts])
         for output, rows in sets.extra.items():
             for feats, part in ((real, rows[0]), (fake, rows[1])):
                 feats.extra[output] = imgdist.GaussianStats().update(part)

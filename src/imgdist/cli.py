@@ -43,14 +43,21 @@ _PAIR_NOTES = {
 }
 
 
-def _add_backbone_args(p: argparse.ArgumentParser, default: str | None, allow_none: bool = False) -> None:
+def _add_backbone_args(p: argparse.ArgumentParser, default: str | None, allow_none: bool = False,
+                       per_network: bool = False) -> None:
     shown = default or (f"the statistics file's backbone, else {D.EVAL_BACKBONE}; clip-vit-l14-336 for "
                         "--metrics cmmd")
     p.add_argument("--backbone", default=default,
                    help=f"feature network (default: {shown}): a name from 'imgdist backbones', or a "
                         "TorchScript file (custom backbone)" + ("; 'none' for pixel distances only" if allow_none else ""))
-    p.add_argument("--weights", default=None, help="weights file for the backbone (default: package, "
-                                                   "cache, or a verified download)")
+    if per_network:
+        p.add_argument("--weights", default=None, action="append",
+                       help="weights file for the backbone (default: package, cache, or a verified download); "
+                            "NAME=PATH for any network of the run (e.g. clip-vit-l14=ViT-L-14.pt beside "
+                            "inception=pt_inception.pth), repeatable")
+    else:
+        p.add_argument("--weights", default=None, help="weights file for the backbone (default: package, "
+                                                       "cache, or a verified download)")
     p.add_argument("--resize-mode", dest="mode", default=None,
                    help="how images become network input (e.g. pytorch-fid, tf, clean for inception); "
                         "default: the backbone's own")
@@ -82,7 +89,8 @@ def _backbone(args):
             return values if len(values) == 3 else values[0]
 
         if args.weights:
-            raise ImgdistError(f"--weights {args.weights}: a TorchScript backbone ({name}) carries its own weights")
+            raise ImgdistError(f"--weights {_weights(args.weights)}: a TorchScript backbone ({name}) carries its own "
+                               "weights")
         return custom_backbone(name, input_size=check_int("input_size", args.input_size, 8),
                                mean=floats(args.mean, "--mean"),
                                std=floats(args.std, "--std"), name=f"custom:{os.path.basename(name)}")
@@ -124,8 +132,30 @@ def _cmd_compare(args) -> int:
 
 # ---------------------------------------------------------------- eval / stats
 
+def _weights(given):
+    """``--weights``: one file (the run's backbone), or NAME=PATH per network; repeated plain files
+    or a mix are refused."""
+    if given is None or isinstance(given, str):
+        return given
+    named = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if sep and not os.path.exists(item):
+            if name in named:
+                raise ImgdistError(f"--weights {name}=...: given twice")
+            named[name] = path
+    if not named:
+        if len(given) > 1:
+            raise ImgdistError(f"--weights given {len(given)} times: give one file for the backbone, or NAME=PATH "
+                               "for each network")
+        return given[0]
+    if len(named) != len(given):
+        raise ImgdistError("--weights: give either one file (the backbone's) or NAME=PATH for each network, not both")
+    return named
+
+
 def _extractor_kwargs(args) -> dict:
-    return dict(weights=args.weights, mode=args.mode, dims=args.dims, device=args.device, precision=args.precision,
+    return dict(weights=_weights(args.weights), mode=args.mode, dims=args.dims, device=args.device, precision=args.precision,
                 batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress,
                 cache=(args.cache_dir or True) if not args.no_cache else False)
 
@@ -133,16 +163,19 @@ def _extractor_kwargs(args) -> dict:
 def _metric_kwargs(args) -> dict:
     from .metrics import registry
 
-    return {s.name: getattr(args, s.name) for s in registry.settings() if s.cli}
+    return {s.name: getattr(args, s.name) for s in registry.settings() if s.cli and hasattr(args, s.name)}
 
 
-def _add_setting_args(p: argparse.ArgumentParser) -> None:
-    """One flag per metric setting, generated from the metrics' own declarations."""
+def _add_setting_args(p: argparse.ArgumentParser, metrics=None) -> None:
+    """One flag per metric setting, generated from the metrics' own declarations (``metrics``: only
+    the settings these read, and the evaluation's own)."""
     from .metrics import registry
 
     types = {"int": int, "number": float, "optional-number": float, "fraction": float, "choice": str}
+    read = None if metrics is None else {n for m in metrics for n in m.setting_names} | {
+        s.name for s in registry.CORE_SETTINGS}
     for setting in registry.settings():
-        if not setting.cli:
+        if not setting.cli or (read is not None and setting.name not in read):
             continue
         if setting.kind == "flag":
             p.add_argument(setting.flag, dest=setting.name, action="store_true", help=setting.help_text())
@@ -153,20 +186,32 @@ def _add_setting_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_eval(args) -> int:
     from .evaluation.distributed import launched_by_torchrun
-    from .evaluation.run import evaluate
 
     if args.suite is not None:
         if launched_by_torchrun():
             raise ImgdistError(f"--suite {args.suite}: not available under torchrun; run imgdist eval in one process")
         return _eval_suite(args)
+    return _evaluate(args, args.real, args.fake)
+
+
+def _cmd_score(args) -> int:
+    return _evaluate(args, None, args.images)
+
+
+def _evaluate(args, real, fake) -> int:
+    """``eval`` and ``score``: one process, or one rank under torchrun (rank 0 prints and writes)."""
+    from .evaluation.distributed import launched_by_torchrun
+    from .evaluation.run import evaluate
+
+    report, per_class, real_test = (getattr(args, name, None) for name in ("report", "per_class", "real_test"))
     # outputs before any extraction
-    if args.report is not None:  # "" too: an empty name is an error, not "no report"
-        check_output(args.report, "--report", (".html", ".htm"))
+    if report is not None:  # "" too: an empty name is an error, not "no report"
+        check_output(report, "--report", (".html", ".htm"))
     if args.per_image is not None:
         check_output(args.per_image, "--per-image", ".csv")
     kwargs = _extractor_kwargs(args)
     distributed, rank = launched_by_torchrun(), 0
-    if distributed:  # this process is one rank; rank 0 prints and writes
+    if distributed:
         import torch.distributed as dist
 
         from .evaluation.distributed import init_from_environment
@@ -178,26 +223,26 @@ def _cmd_eval(args) -> int:
         with warnings.catch_warnings():
             if rank:  # one copy of each warning, from rank 0
                 warnings.simplefilter("ignore")
-            out = evaluate(args.real, args.fake, metrics=args.metrics, backbone=_backbone(args),
-                           real_test=args.real_test, per_image=bool(args.per_image), per_class=args.per_class,
-                           on_error=args.on_error, force=args.force, return_features=bool(args.report),
-                           distributed=distributed, **_metric_kwargs(args), **kwargs)
+            metrics = args.metrics if args.metrics is not None or real is not None else "all"
+            out = evaluate(real, fake, metrics=metrics, backbone=_backbone(args), real_test=real_test,
+                           per_image=bool(args.per_image), per_class=bool(per_class), prompts=args.prompts,
+                           on_error=args.on_error, force=getattr(args, "force", False),
+                           return_features=bool(report), distributed=distributed, **_metric_kwargs(args), **kwargs)
     finally:
         if distributed:
             dist.destroy_process_group()
     if rank:
         return 0
-    result = out[0] if args.report else out
-    if args.report:
+    result = out[0] if report else out
+    if report:
         from .report import write_report
 
-        write_report(args.report, result, out[1], out[2], args.real, args.fake,
-                     options=_metric_kwargs(args))
+        write_report(report, result, out[1], out[2], real, fake, options=_metric_kwargs(args))
     if args.per_image:
         result.per_image.write_csv(args.per_image)
     _print_result(result, args)
     # file notes beside --json on stderr, so that stdout stays one JSON document
-    for flag, path in (("report", args.report), ("per-image table", args.per_image)):
+    for flag, path in (("report", report), ("per-image table", args.per_image)):
         if path:
             print(f"{flag}: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
@@ -223,8 +268,11 @@ def _eval_suite(args) -> int:
     if given:
         raise ImgdistError(f"--suite {suite.name}: {', '.join(given)} would change nothing in its table (its "
                            f"metrics are {', '.join(suite.names.values())}); leave them out")
+    weights = _weights(args.weights)
+    if isinstance(weights, dict):
+        raise ImgdistError(f"--suite {suite.name}: one network ({suite.backbone}); give --weights PATH")
     result = evaluate_adm(args.real, args.fake, exact=args.adm_exact, batch_size=args.batch_size,
-                          device=args.device, weights=args.weights, progress=not args.no_progress,
+                          device=args.device, weights=weights, progress=not args.no_progress,
                           workers=args.workers, force=args.force)
     _print_result(result, args, table=adm_summary(result))
     return 0
@@ -389,6 +437,13 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
                    help="unreadable image: 'raise' stops (default), 'skip' skips and counts it")
 
 
+def _add_prompts_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", metavar="FILE", default=None,
+                   help="the generated images' prompts (for clip-score): a .csv with columns file,prompt, a .jsonl "
+                        "with keys file and prompt, or a .txt with one prompt per line in the images' order; "
+                        "without it, NAME.txt beside each image (LAION / WebDataset sidecars)")
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,8 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("real", help="real images, or their statistics .npz")
     p.add_argument("fake", help="generated images, or their statistics .npz")
     p.add_argument("--metrics", default=None,
-                   help=f"{metrics_help()} (default: {','.join(registry.default_metrics())})")
-    _add_backbone_args(p, None)
+                   help=f"{metrics_help()} (default: {','.join(registry.default_metrics())}); NAME@BACKBONE "
+                        "computes it on another network in the same pass (fid,fid@dinov2-vit-l14)")
+    _add_backbone_args(p, None, per_network=True)
     _add_extraction_args(p)
     _add_setting_args(p)
     p.add_argument("--real-test", metavar="SRC", default=None,
@@ -434,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "read only for ct; with --per-class, class subfolders give C_T per class)")
     p.add_argument("--per-image", metavar="PATH", default=None,
                    help="write a CSV with one row per fake: realism, nearest real, distance, inside the real "
-                        "manifold, authentic, copy")
+                        "manifold, authentic, copy, and the chosen metrics' own columns (clip_score, ...)")
+    _add_prompts_arg(p)
     p.add_argument("--per-class", action="store_true",
                    help="REAL and FAKE hold one subfolder per class: every metric per class, worst first, "
                         "and the class-averaged FD (intra-FID)")
@@ -451,6 +508,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under torchrun: how long a rank waits for all ranks to join before one line names "
                         "the missing ones (default: $IMGDIST_DIST_TIMEOUT, else 300)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("score", help="metrics of one set that need no real set (clip-score, is, vendi, ...)",
+                       description="The metrics that need no real set to compare with, on IMAGES: "
+                                   + ", ".join(m.name for m in registry.metrics() if not m.needs_real)
+                                   + " (default: every one that applies; clip-score with prompts).")
+    p.add_argument("images", help="generated images: folder, glob, archive or .npy/.npz")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated: " + ", ".join(m.name for m in registry.metrics() if not m.needs_real)
+                        + "; NAME@BACKBONE on another network (default: every one that applies)")
+    _add_backbone_args(p, None, per_network=True)
+    _add_extraction_args(p)
+    _add_setting_args(p, [m for m in registry.metrics() if not m.needs_real])
+    _add_prompts_arg(p)
+    p.add_argument("--per-image", metavar="PATH", default=None,
+                   help="write a CSV with one row per image: the chosen metrics' columns (clip_score, prompt, ...)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--dist-timeout", type=int, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for all ranks to join (default: 300)")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("stats", help="compute reference statistics (mu, sigma) once, reuse them in eval",
                        description="Gaussian statistics of SOURCE's features, saved as .npz with mu and "

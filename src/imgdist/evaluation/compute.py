@@ -209,7 +209,7 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         if message not in result.warnings:
             result.warnings.append(message)
     for key in result.values:
-        result.labels[key] = metric_label(key, provenance)
+        result.labels[key] = metric_label(key, provenance, options)
     return result
 
 

@@ -55,7 +55,10 @@ def subset(features: Features, rows: np.ndarray, gaussian: bool = True) -> Featu
     return dataclasses.replace(
         features, names=[features.names[i] for i in rows], stats=stats,
         features=x, logits=None if features.logits is None else features.logits[rows],
-        indices=[features.indices[i] for i in rows] if features.indices else [])
+        indices=[features.indices[i] for i in rows] if features.indices else [],
+        prompts=None if features.prompts is None else [features.prompts[i] for i in rows],
+        text=None if features.text is None else features.text[rows],
+        prompts_truncated=None if features.prompts_truncated is None else features.prompts_truncated[rows])
 
 
 def evaluate_per_class(real: Features, fake: Features, real_source: ImageSource, fake_source: ImageSource,

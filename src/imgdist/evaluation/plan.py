@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ImgdistError, SetTooSmall
 from ..metrics import registry as R
-from ..metrics.registry import CLIP, FEATURES, LOGITS, REAL_TEST
+from ..metrics.registry import CLIP, FEATURES, LOGITS, PROMPTS, REAL_TEST
 from .options import MetricOptions
 
 # ---------------------------------------------------------------- what a run has
@@ -33,16 +33,19 @@ class Facts:
     real_test: bool = False
     clip: bool = False
     outputs: frozenset = frozenset()   # the backbone's extra outputs (BackboneSpec.extra_outputs)
+    prompts: bool = False              # prompts are given, and the backbone has a text tower
 
     @classmethod
-    def of(cls, spec, *, stats_sides=(), real_test: bool = False) -> "Facts":
+    def of(cls, spec, *, stats_sides=(), real_test: bool = False, prompts: bool = False) -> "Facts":
         """The facts of a run on backbone ``spec`` (None: statistics files on both sides)."""
         return cls(has_logits=bool(spec and spec.has_logits), features=not stats_sides, real_test=real_test,
                    clip=bool(spec and spec.name.startswith("clip-")),
-                   outputs=frozenset(spec.extra_outputs) if spec else frozenset())
+                   outputs=frozenset(spec.extra_outputs) if spec else frozenset(),
+                   prompts=bool(prompts and spec is not None and getattr(spec, "text", None) is not None))
 
     def provides(self, metric: R.Metric) -> bool:
-        have = {LOGITS: self.has_logits, REAL_TEST: self.real_test, CLIP: self.clip, FEATURES: self.features}
+        have = {LOGITS: self.has_logits, REAL_TEST: self.real_test, CLIP: self.clip, FEATURES: self.features,
+                PROMPTS: self.prompts}
         return (all(have[need] for need in metric.needs) and set(metric.outputs) <= self.outputs
                 and (self.features or not (metric.needs & {LOGITS} or metric.outputs)))
 
@@ -159,7 +162,7 @@ def check_sets(chosen, options: MetricOptions, counts: dict[str, int], *, has_lo
                            "(real_test=...)")
     for side in stats_sides:
         missing = [e.name for e in entries
-                   if FEATURES in e.needs or e.outputs or (LOGITS in e.needs and side == "fake")]
+                   if FEATURES in e.needs or e.outputs or (e.needs & {LOGITS, PROMPTS} and side == "fake")]
         if missing or options.bootstrap:
             what = ", ".join(missing) + (" and " if missing and options.bootstrap else "") + \
                 ("bootstrap intervals" if options.bootstrap else "")
@@ -183,8 +186,15 @@ def check_sets(chosen, options: MetricOptions, counts: dict[str, int], *, has_lo
 
 
 def check_outputs(chosen, spec) -> None:
-    """Refuse, before extraction, metrics that read an output this backbone does not have."""
+    """Refuse, before extraction, metrics that read an output this backbone does not have (or its
+    text tower)."""
     for m in chosen:
+        if PROMPTS in R.get(m).needs and getattr(spec, "text", None) is None:
+            from ..extraction.backbones import list_specs
+
+            towers = ", ".join(s.name for s in list_specs() if s.text is not None)
+            raise ImgdistError(f"{m}: needs a text tower for the prompts, which {spec.name} does not have; "
+                               f"use a CLIP backbone ({towers}), e.g. {m}@{towers.split(', ')[0]}")
         missing = [o for o in R.get(m).outputs if o not in spec.extra_outputs]
         if missing:
             raise ImgdistError(f"{m}: needs the {', '.join(missing)} output, which {spec.name} does not have; "
@@ -219,6 +229,7 @@ class Keeps:
     logits: bool
     extra: tuple[str, ...]
     keep_extra: bool
+    text: bool = False          # the side's prompts through the text tower
 
 
 @dataclass(frozen=True)
@@ -263,24 +274,27 @@ class Plan:
         features is exact where the covariance route of singular matrices loses digits: 5.6e-5
         relative measured at N = 160, d = 2048). ``n`` None: the size is not known (streaming)."""
         small = n is not None and feature_dim is not None and n <= feature_dim
-        features = (self.needs(FEATURES) or self.options.bootstrap > 0 or small or side == "real_test"
+        text = self.needs(PROMPTS) and side == "fake"
+        features = (self.needs(FEATURES) or self.options.bootstrap > 0 or small or side == "real_test" or text
                     or self.return_features or self.per_image or self.per_class)
         return Keeps(features=features, logits=self.needs(LOGITS) and side == "fake", extra=self.outputs,
-                     keep_extra=self.keeps_outputs)
+                     keep_extra=self.keeps_outputs, text=text)
 
 
 def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats_sides: tuple[str, ...] = (),
               counts: dict[str, int] | None = None, real_test: bool = False, per_image: bool = False,
-              per_class: bool = False, return_features: bool = False, needs_real: bool = True) -> Plan:
+              per_class: bool = False, return_features: bool = False, needs_real: bool = True,
+              prompts: bool = False) -> Plan:
     """Resolve ``metrics`` against what the run has and make every check possible before extraction.
 
     ``spec``: the backbone (None: statistics on both sides); ``counts``: the known image counts per
     side (a statistics file without a count is left out); ``real_test``: a held-out set is given;
     ``needs_real`` False: there is no real set (``imgdist score``), so ``all`` means the metrics that
-    need none, and naming another is refused.
+    need none, and naming another is refused; ``prompts``: the fakes' prompts are given (``all``
+    then includes the metrics that read them, on a backbone with a text tower).
     """
     options = options or MetricOptions()
-    facts = Facts.of(spec, stats_sides=stats_sides, real_test=real_test)
+    facts = Facts.of(spec, stats_sides=stats_sides, real_test=real_test, prompts=prompts)
     if isinstance(metrics, Selection):
         chosen = metrics
     else:

@@ -94,19 +94,23 @@ def weights_warning(provenance: Provenance) -> str | None:
             f"[{provenance.backbone}:{tag}] and are not comparable with published values")
 
 
-def metric_label(metric: str, provenance: Provenance) -> str:
+def metric_label(metric: str, provenance: Provenance, options=None) -> str:
     """The name a number is printed under: the published name (``FID``, ``CMMD``) only on the
     metric's published features (``Metric.published_on``: the Inception pool features for most)
     computed with the published weights in fp32; otherwise the backbone, its weights (where not
     the published ones), its layer and a reduced precision are named, e.g.
-    ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``."""
+    ``FD[inception:d37b7cb1]``, ``KD[efficientnet-lite0]``, ``FD[inception,bf16]``. A setting the
+    metric marks ``in_label`` is named where ``options`` give it another value than its default
+    (``CLIPScore[clip-vit-l14,scale=2.5]``)."""
     tag = weights_tag(provenance)
     low = provenance.reduced_precision
     owner = R.owner(metric)
     published, generic = owner.labels(metric) if owner else (metric, metric)
     on = owner.published_on if owner else ("inception", None)
+    settings = [s for s in (owner.settings if owner else ()) if not isinstance(s, str) and s.in_label
+                and options is not None and getattr(options, s.name) != s.default]
     standard = (on is not None and provenance.backbone == on[0] and on[1] in (None, provenance.resize_mode)
-                and provenance.feature_layer == "pool" and tag is None and not low)
+                and provenance.feature_layer == "pool" and tag is None and not low and not settings)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
         return published
     name = (provenance.backbone or "unknown") + (f":{tag}" if tag else "")
@@ -114,6 +118,9 @@ def metric_label(metric: str, provenance: Provenance) -> str:
         name += f"/{provenance.feature_layer}"
     if low:
         name += f",{provenance.precision}"
+    for s in settings:
+        value = getattr(options, s.name)
+        name += f",{s.name.rsplit('_', 1)[-1]}={value:g}" if isinstance(value, float) else f",{s.name}={value}"
     return f"{generic}[{name}]"
 
 

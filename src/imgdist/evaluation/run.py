@@ -96,7 +96,7 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
              dims=None, device=D.DEVICE, precision="fp32", batch_size=D.BATCH_SIZE, workers=None,
              progress=True, cache=False, real_test=None, per_image: bool = False, per_class: bool = False,
              on_error="raise", force=False, extractor: FeatureExtractor | None = None,
-             return_features: bool = False, distributed: bool = False, **settings):
+             return_features: bool = False, distributed: bool = False, prompts=None, **settings):
     """Compare a real set with a generated set.
 
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
@@ -119,6 +119,9 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     :func:`imgdist.report.write_report`); both sides must then be images.
     ``distributed``: run as one rank of an initialised ``torch.distributed`` process group
     (torchrun): each rank extracts its share of every set and every rank returns the result.
+    ``prompts``: the fakes' prompts for the metrics that read them (``clip-score``): a ``.csv``
+    (``file,prompt``), ``.jsonl`` or ``.txt`` file; None: ``NAME.txt`` beside each image (read only
+    where such a metric is chosen).
 
     Every argument, the statistics files and the set sizes are checked before any extraction.
     """
@@ -149,8 +152,13 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     plans = [make_plan(space.request, options, spec=None if both_stats else _spec_of(space.backbone),
                        stats_sides=stats_sides, counts=counts, real_test=real_test is not None,
                        per_image=per_image, per_class=per_class, return_features=return_features and k == 0,
-                       needs_real=real is not None)
+                       needs_real=real is not None, prompts=prompts is not None)
              for k, space in enumerate(spaces)]
+    fake_prompts = None
+    if any(plan.needs(R.PROMPTS) for plan in plans):  # every prompt found (or one line), before the work
+        from ..extraction.prompts import read_prompts
+
+        fake_prompts = read_prompts(inputs["fake"], prompts)
     unused_test = "real_test" in inputs and not any(plan.real_test for plan in plans)
     if unused_test:  # only C_T reads the held-out set: not minutes of extraction for nothing
         del inputs["real_test"]
@@ -175,6 +183,9 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
 
         shard = process_shard()
     sided = extract_sides(plans, inputs, extractors, on_error=on_error, shard=shard)
+    for plan, ext, sides in zip(plans, extractors, sided):
+        if plan.needs(R.PROMPTS):
+            _embed_prompts(sides["fake"], fake_prompts, ext, shard)
     results = []
     for k, (plan, sides) in enumerate(zip(plans, sided)):
         if extractors:
@@ -204,6 +215,14 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     if shard.world > 1:
         result.details["processes"] = shard.world
     return (result, sided[0]["real"], sided[0]["fake"]) if return_features else result
+
+
+def _embed_prompts(fake: Features, prompts: list[str], ext: FeatureExtractor, shard) -> None:
+    """Each kept fake's prompt, through the backbone's text tower (shared out over torchrun's ranks)."""
+    from ..extraction.text import embed_prompts
+
+    fake.prompts = [prompts[i] for i in fake.indices]
+    fake.text, fake.prompts_truncated = embed_prompts(ext.text_tower(), fake.prompts, shard)
 
 
 def score(images, *, metrics=None, **kwargs) -> Result:

@@ -37,7 +37,8 @@ class Space:
 
 def split_request(asked: Request, backbone, mode, dims, weights, default_backbone) -> list[Space]:
     """The run's spaces, the run's own first. ``backbone``: the user's (None: not named);
-    ``default_backbone``: the run's backbone when none is named (a statistics file's, Inception)."""
+    ``default_backbone``: the run's backbone when none is named (a statistics file's, Inception);
+    ``weights``: a file for the run's backbone, or ``{backbone name: file}`` for any of the run's."""
     own: dict[tuple, set] = {}
     primary = set()
     for name in asked.names:
@@ -49,19 +50,33 @@ def split_request(asked: Request, backbone, mode, dims, weights, default_backbon
     spaces = []
     if primary or asked.everything:
         spaces.append(Space(backbone if backbone is not None else default_backbone, mode,
-                            Request(frozenset(primary), asked.everything), dims=dims, weights=weights,
-                            user_options=True))
+                            Request(frozenset(primary), asked.everything), dims=dims,
+                            weights=None if isinstance(weights, dict) else weights, user_options=True))
     for (name, own_mode), names in sorted(own.items()):
         spaces.append(Space(name, own_mode, Request(frozenset(names), False)))
     for net, names in sorted(asked.at.items()):
         spaces.append(Space(net, None, Request(frozenset(names), False), suffix=f"@{net}"))
+    by_name = weights if isinstance(weights, dict) else None
+    if by_name is not None:
+        for space in spaces:
+            space.weights = by_name.get(_name(space.backbone))
+        unused = sorted(set(by_name) - {_name(space.backbone) for space in spaces})
+        if unused:
+            raise ImgdistError(f"--weights {unused[0]}=...: this run uses no {unused[0]} network (it uses "
+                               f"{', '.join(_name(space.backbone) for space in spaces)})")
+        weights = None
     if not spaces[0].user_options and (mode is not None or dims is not None or weights is not None):
         if len(spaces) > 1:
             raise ImgdistError("--resize-mode, --dims and --weights apply to the run's backbone, and this run has "
-                               f"{len(spaces)} networks, none of them named with --backbone: name it")
-        spaces[0].mode, spaces[0].dims, spaces[0].weights, spaces[0].user_options = \
-            mode or spaces[0].mode, dims, weights, True
+                               f"{len(spaces)} networks, none of them named with --backbone: name it (or give "
+                               "--weights NAME=PATH per network)")
+        spaces[0].mode, spaces[0].dims, spaces[0].user_options = mode or spaces[0].mode, dims, True
+        spaces[0].weights = weights if weights is not None else spaces[0].weights
     return spaces
+
+
+def _name(backbone) -> str:
+    return backbone if isinstance(backbone, str) else backbone.spec.name
 
 
 def merge(results: list[Result], spaces: list[Space]) -> Result:

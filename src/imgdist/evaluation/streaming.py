@@ -22,7 +22,7 @@ from ..extraction.features import FeatureExtractor, Features
 from ..extraction.provenance import Provenance
 from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
-from ..metrics.registry import REAL_TEST
+from ..metrics.registry import PROMPTS, REAL_TEST
 from .compute import evaluate_features
 from .options import MetricOptions
 from .plan import make_plan, request
@@ -43,6 +43,9 @@ class _Side:
         self.logits: list[np.ndarray] = []
         self.extra: dict[str, GaussianStats] = {}
         self.extra_features: dict[str, list[np.ndarray]] = {}
+        self.prompts: list[str] = []
+        self.text: list[np.ndarray] = []
+        self.truncated: list[np.ndarray] = []
 
     def rows(self, parts: list) -> np.ndarray | None:
         return np.concatenate(parts) if parts else None
@@ -62,7 +65,7 @@ class Evaluator:
     held-out set of C_T. Every metric is available, or refused here with the reason.
     """
 
-    def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=("fid",), real_stats=None, weights=None, mode=None,
+    def __init__(self, backbone=D.EVAL_BACKBONE, *, metrics=None, real_stats=None, weights=None, mode=None,
                  dims=None, device=D.DEVICE, precision="fp32", **settings):
         options = MetricOptions.from_keywords(settings)
         self.extractor = FeatureExtractor(backbone, weights=weights, mode=mode, dims=dims, device=device,
@@ -71,6 +74,8 @@ class Evaluator:
         if real_stats is not None:
             frozen = real_stats if isinstance(real_stats, GaussianStats) else GaussianStats.load(real_stats)
             frozen.provenance.check_compatible(self.extractor.provenance, "real statistics vs the backbone")
+        if metrics is None:  # the default metrics (with statistics up front: those that need no features)
+            metrics = [m for m in R.default_metrics() if frozen is None or R.FEATURES not in R.get(m).needs]
         asked = request(metrics)
         # a held-out set only where a metric named explicitly reads one ('all' leaves C_T out)
         held_out = any(REAL_TEST in R.get(name).needs for name in asked.names)
@@ -98,9 +103,16 @@ class Evaluator:
         self.extractor.to(device)
         return self
 
-    def update(self, real=None, fake=None, real_test=None) -> None:
+    def update(self, real=None, fake=None, real_test=None, prompts=None) -> None:
         """Embed a batch of each given side: uint8 N x H x W x C arrays or N x C x H x W tensors
-        (float in [0, 1] is rounded to uint8, as saving would)."""
+        (float in [0, 1] is rounded to uint8, as saving would). ``prompts``: one per fake image,
+        for the metrics that read them (``clip-score``)."""
+        wants_prompts = self.plan.needs(PROMPTS)
+        if fake is not None and wants_prompts and (prompts is None or len(prompts) != len(fake)):
+            raise ImgdistError(f"{', '.join(m for m in self.metrics if PROMPTS in R.get(m).needs)}: update(fake=..., "
+                               "prompts=[...]) needs one prompt per fake image")
+        if prompts is not None and not wants_prompts:
+            raise ImgdistError("update(prompts=...): no chosen metric reads prompts (clip-score does)")
         for side, images in (("real", real), ("fake", fake), ("real_test", real_test)):
             if images is None:
                 continue
@@ -120,6 +132,13 @@ class Evaluator:
                 state.extra.setdefault(name, GaussianStats(provenance=self.extractor.provenance)).update(out[name])
                 if keeps.keep_extra:
                     state.extra_features.setdefault(name, []).append(out[name])
+            if keeps.text:
+                from ..extraction.text import embed_prompts
+
+                text, truncated = embed_prompts(self.extractor.text_tower(), [str(p) for p in prompts])
+                state.prompts += [str(p) for p in prompts]
+                state.text.append(text)
+                state.truncated.append(truncated)
 
     def merge(self, other: "Evaluator") -> None:
         """Fold another evaluator's updates in (same backbone and metrics)."""
@@ -137,6 +156,9 @@ class Evaluator:
                 mine.extra.setdefault(name, GaussianStats(provenance=stats.provenance)).merge(stats)
             for name, parts in theirs.extra_features.items():
                 mine.extra_features.setdefault(name, []).extend(parts)
+            mine.prompts += theirs.prompts
+            mine.text += theirs.text
+            mine.truncated += theirs.truncated
 
     def state_dict(self) -> dict:
         """The state as tensors and plain values (``torch.save`` it with a checkpoint)."""
@@ -147,7 +169,9 @@ class Evaluator:
             out[side] = {"frozen": s.frozen, "stats": _stats_state(s.stats),
                          "features": _tensor(s.rows(s.features)), "logits": _tensor(s.rows(s.logits)),
                          "extra": {name: _stats_state(st) for name, st in s.extra.items()},
-                         "extra_features": {name: _tensor(s.rows(parts)) for name, parts in s.extra_features.items()}}
+                         "extra_features": {name: _tensor(s.rows(parts)) for name, parts in s.extra_features.items()},
+                         "prompts": list(s.prompts), "text": _tensor(s.rows(s.text)),
+                         "prompts_truncated": _tensor(s.rows(s.truncated))}
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -185,6 +209,17 @@ class Evaluator:
                 rows = _rows_from(t, s.stats.n, f"{where} ({side} {name})")
                 if rows is not None:
                     s.extra_features[name] = [rows]
+            prompts = part.get("prompts") or []
+            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts) or \
+                    len(prompts) not in (0, s.stats.n):
+                raise ImgdistError(f"{where} ({side} prompts): a list of one string per image was expected")
+            if prompts:
+                s.prompts = prompts
+                s.text = [_rows_from(part.get("text"), s.stats.n, f"{where} ({side} text)")]
+                flags = part.get("prompts_truncated")
+                if not isinstance(flags, torch.Tensor) or flags.shape != (s.stats.n,) or flags.dtype != torch.bool:
+                    raise ImgdistError(f"{where} ({side} prompts_truncated): one flag per image was expected")
+                s.truncated = [flags.numpy()]
             sides[side] = s
         self._sides = sides
 
@@ -222,6 +257,10 @@ class Evaluator:
             for name in sorted(s.extra_features):
                 parts = all_gather_objects(s.rows(s.extra_features[name]))
                 merged.extra_features[name] = [p for p in parts if p is not None]
+            for key in ("text", "truncated"):
+                parts = all_gather_objects(s.rows(getattr(s, key)))
+                setattr(merged, key, [p for p in parts if p is not None])
+            merged.prompts = [p for part in all_gather_objects(s.prompts) for p in part]
             out[side] = merged
         return out
 
@@ -237,7 +276,8 @@ def _features(s: _Side) -> Features | GaussianStats:
         return s.stats
     return Features(names=[], stats=s.stats, provenance=s.stats.provenance, features=s.rows(s.features),
                     logits=s.rows(s.logits), extra=dict(s.extra),
-                    extra_features={name: s.rows(parts) for name, parts in s.extra_features.items()})
+                    extra_features={name: s.rows(parts) for name, parts in s.extra_features.items()},
+                    prompts=s.prompts or None, text=s.rows(s.text), prompts_truncated=s.rows(s.truncated))
 
 
 def _tensor(x: np.ndarray | None) -> torch.Tensor:

@@ -37,6 +37,11 @@ class Features:
     #: ``stats`` (and ``extra``) were read from a file, not accumulated from ``features`` (an ADM
     #: reference batch's stored mu/sigma beside its images): distances use them, never the rows
     stats_from_file: bool = False
+    #: each image's prompt (text-to-image runs), its text tower embedding and whether the tokenizer
+    #: truncated it (longer than the tower's context)
+    prompts: list[str] | None = None
+    text: np.ndarray | None = None
+    prompts_truncated: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)

@@ -98,6 +98,7 @@ class FeatureExtractor:
         check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
         self.model = load_backbone(backbone, weights, progress=progress)
+        self._weights, self._text_tower = weights, None
         self.progress = progress
         self.fused = bool(fuse and hasattr(self.model, "fuse"))
         if self.fused:
@@ -223,12 +224,26 @@ class FeatureExtractor:
         source = open_source(images)
         return collate([self.prep.prepare(source.load(i)) for i in range(len(source))])
 
+    def text_tower(self):
+        """The backbone's text tower (CLIP, OpenCLIP), from the same weights, on this device; a
+        built network may carry its own (``model.text_tower``)."""
+        if self._text_tower is None:
+            tower = getattr(self.model, "text_tower", None)
+            if tower is None:
+                from .backbones import load_text_tower
+
+                tower = load_text_tower(self.spec.name, self._weights, progress=self.progress)
+            self._text_tower = tower.to(self.device).eval()
+        return self._text_tower
+
     def to(self, device) -> "FeatureExtractor":
         """Run the network on ``device`` from now on (the decoding pool, if any, is kept)."""
         device = torch.device(resolve_device(str(device)))
         if self.precision != "fp32" and device.type == "cpu":
             check_cpu_precision(self.precision)
         self.model = self.model.to(device)
+        if self._text_tower is not None:
+            self._text_tower = self._text_tower.to(device)
         self.device = device
         return self
 

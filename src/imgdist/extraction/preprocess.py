@@ -240,7 +240,8 @@ def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool) -> torch.T
     if shorter_side:
         top, left = _center_box(height, width, size)
         out = out[top:top + size, left:left + size]
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+    # a copy: Pillow's array is read-only, and torch warns about every non-writable one
+    return torch.from_numpy(np.array(out, dtype=np.uint8, order="C")).permute(2, 0, 1)
 
 
 def _tf1_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -38,7 +38,9 @@ LOGITS = "logits"
 REAL_TEST = "real_test"
 #: CLIP image embeddings (a ``clip-*`` backbone): only then part of ``all``
 CLIP = "clip"
-NEEDS = (FEATURES, LOGITS, REAL_TEST, CLIP)
+#: each fake's prompt, embedded by the backbone's text tower (``run.fake.text``, ``run.fake.prompts``)
+PROMPTS = "prompts"
+NEEDS = (FEATURES, LOGITS, REAL_TEST, CLIP, PROMPTS)
 
 #: the entry-point group through which other packages add metrics
 ENTRY_POINT_GROUP = "imgdist.metrics"
@@ -64,6 +66,8 @@ class Setting:
     maximum: float | None = None
     choices: tuple = ()
     cli: bool = True
+    #: printed in the metric's label where it is not the default (``CLIPScore[clip-vit-l14,scale=2.5]``)
+    in_label: bool = False
 
     def __post_init__(self):
         if self.kind not in ("int", "number", "fraction", "flag", "choice", "optional-number", "sizes"):

@@ -65,6 +65,8 @@ class ReportContext:
     the neighbour passes the report made (the reals' ``pr_k``-NN neighbours, the cross passes)."""
 
     result: object
+    real: object               # the Features (names, prompts, text where the run had them)
+    fake: object
     xr: np.ndarray
     xf: np.ndarray
     options: MetricOptions
@@ -118,14 +120,14 @@ def write_report(path, result, real, fake, real_source, fake_source, *, per_sect
     uncovered = uncovered[np.argsort(-real_ratio, kind="stable")]
 
     # the metrics' own sections, from the passes made above (given them, they need no new pass)
-    ctx = ReportContext(result, xr, xf, options, own, cross, per_section)
+    ctx = ReportContext(result, real, fake, xr, xf, options, own, cross, per_section)
     sections = [section for m in R.metrics() if m.report is not None for section in [m.report(ctx)] if section]
     parts = [_header(result, thumbs), _metric_table(result)]
     parts += [_metric_section(s, thumbs) for s in sections if s.placement == "top"]
     parts.append(_plot_section(cross.fake_nn_dist, own.nn_distance))
 
     cards = [thumbs.card(("fake", i), ("real", int(cross.fake_nn[i])),
-                         [("distance", cross.fake_nn_dist[i])]) for i in shown]
+                         numbers=[("distance", cross.fake_nn_dist[i])]) for i in shown]
     how = "a seeded random sample of" if sample_seed is not None else "the first"
     parts.append(_section("nearest", "(a) Nearest real neighbour of each fake",
                           f"Left: fake; right: its nearest real image in feature space. Showing {how} "
@@ -133,8 +135,8 @@ def write_report(path, result, real, fake, real_source, fake_source, *, per_sect
                           "training images.", cards))
 
     cards = [thumbs.card(("fake", i), ("real", int(cross.fake_ratio_real[i])),
-                         [("ratio", cross.fake_ratio[i]),
-                          ("distance", _dist(xf[i], xr[cross.fake_ratio_real[i]]))]) for i in far]
+                         numbers=[("ratio", cross.fake_ratio[i]),
+                                  ("distance", _dist(xf[i], xr[cross.fake_ratio_real[i]]))]) for i in far]
     outside = int((cross.fake_ratio >= 1).sum())
     parts.append(_section("farthest", "(b) Fakes farthest from the real manifold",
                           f"Fakes with the largest ratio min over reals x of d(fake, x) / r<sub>{pr_k}</sub>(x), "
@@ -143,8 +145,8 @@ def write_report(path, result, real, fake, real_source, fake_source, *, per_sect
                           f"counted by precision with k = {pr_k}): {outside} of {n_fake} fakes.", cards))
 
     cards = [thumbs.card(("real", i), ("fake", int(cross.real_nn[i])),
-                         [("distance to nearest fake", cross.real_nn_dist[i]),
-                          (f"{dc_k}-NN radius", dc_radii[i])]) for i in uncovered[:per_section]]
+                         numbers=[("distance to nearest fake", cross.real_nn_dist[i]),
+                                  (f"{dc_k}-NN radius", dc_radii[i])]) for i in uncovered[:per_section]]
     parts.append(_section("uncovered", "(c) Real images no fake covers",
                           f"Reals whose {dc_k}-NN ball holds no fake (the misses of coverage, Naeem et al. "
                           f"2020): {len(uncovered)} of {len(xr)}; showing up to {per_section}, farthest "
@@ -218,7 +220,7 @@ def _metric_section(section: R.Section, thumbs) -> str:
                                            if isinstance(v, (int, float, np.number)) else f"<td>{escape(str(v))}</td>"
                                            for v in row) + "</tr>" for row in rows)
         body = f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>\n"
-    cards = [thumbs.card(card.images[0], card.images[1], list(card.captions)) for card in section.cards]
+    cards = [thumbs.card(*card.images, numbers=list(card.captions)) for card in section.cards]
     grid = ("<div class=\"grid\">\n" + "\n".join(cards) + "\n</div>") if section.cards else \
         ("" if section.table else "<p class=\"note\">(none)</p>")
     return (f"<h2 id=\"{escape(section.key)}\">{escape(section.title)}</h2>\n<p class=\"note\">{escape(section.note)}"
@@ -353,13 +355,13 @@ class _Thumbnails:
             return f"<span class=\"missing\">{side} {name}: unreadable now</span>"
         return f"<img src=\"{uri}\" alt=\"{side} {name}\" title=\"{side} {name}\">"
 
-    def card(self, left: tuple[str, int], right: tuple[str, int], numbers: list[tuple[str, float]]) -> str:
-        (ls, li), (rs, ri) = (left[0], int(left[1])), (right[0], int(right[1]))
+    def card(self, *images: tuple[str, int], numbers: list[tuple[str, object]]) -> str:
+        """One or two images side by side, their names, then the captions (numbers or text)."""
+        shown = [(side, int(i)) for side, i in images]
         caption = "<br>".join(
-            [f"<span class=\"lbl\">{ls}:</span> {escape(self.short(ls, li))}",
-             f"<span class=\"lbl\">{rs}:</span> {escape(self.short(rs, ri))}"]
+            [f"<span class=\"lbl\">{side}:</span> {escape(self.short(side, i))}" for side, i in shown]
             + [f"<span class=\"lbl\">{escape(label)}:</span> {escape(format_value(value))}" for label, value in numbers])
-        return (f"<figure><div class=\"pair\">{self.img(ls, li)}{self.img(rs, ri)}</div>"
+        return (f"<figure><div class=\"pair\">{''.join(self.img(side, i) for side, i in shown)}</div>"
                 f"<figcaption>{caption}</figcaption></figure>")
 
 
