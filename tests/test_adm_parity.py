@@ -14,13 +14,11 @@ Tolerances: FID and sFID 1e-6 relative; IS 1e-6 relative; precision and recall e
 samples imgdist reports as within float16 rounding of a radius (``borderline_*``); the spatial
 map 1e-5 as ``max |ours - theirs| / max |theirs|``, as in ``test_inception.py``.
 
-The IS, precision/recall and ``sfid`` checks need ``imgdist.metrics.adm`` and skip (saying so)
-where it is not there yet; the others run on any imgdist.
+The IS and precision/recall checks take ``imgdist.metrics.adm`` through the ``adm`` fixture: a
+missing module skips them locally and fails them in CI (``needs.py``).
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pytest
@@ -29,6 +27,7 @@ import torch
 from adm_inputs import digest, make_inputs
 from imgdist.extraction.backbones import inception
 from imgdist.metrics import frechet_distance
+from needs import require_module
 from stand_in_weights import KEYS_FILE, parity_images, save_stand_in
 
 FIXTURES = KEYS_FILE.parent
@@ -36,9 +35,11 @@ REL_FD = 1e-6
 REL_IS = 1e-6
 REL_MAP = 1e-5
 
-HAVE_ADM = importlib.util.find_spec("imgdist.metrics.adm") is not None
-needs_adm = pytest.mark.skipif(not HAVE_ADM, reason="imgdist.metrics.adm (the ADM suite) is not "
-                               "in this imgdist yet")
+
+
+@pytest.fixture(scope="module")
+def adm():
+    return require_module("imgdist.metrics.adm", "the ADM suite's metric functions")
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +90,11 @@ def test_frechet_distance_from_float64_statistics_matches_the_evaluator(inputs, 
 # Inception Score: compute_inception_score
 
 
-@needs_adm
 @pytest.mark.parametrize("split,key", [(5000, "is"), ("small", "is_split200")])
-def test_inception_score_matches_the_evaluator(inputs, evaluator, split, key):
-    from imgdist.metrics.adm import adm_inception_score
-
+def test_inception_score_matches_the_evaluator(adm, inputs, evaluator, split, key):
     split_size = int(evaluator["is_split_small"]) if split == "small" else split
     logits = inputs["sample_pool"].astype(np.float64) @ inputs["classifier"].astype(np.float64)
-    ours = adm_inception_score(logits, split_size=split_size)
+    ours = adm.adm_inception_score(logits, split_size=split_size)
     assert rel(ours, float(evaluator[key])) < REL_IS, (ours, float(evaluator[key]))
 
 
@@ -137,21 +135,18 @@ def test_the_evaluator_differs_from_exact_only_near_a_radius(inputs, evaluator, 
         assert len(flipped_samples) == len(flipped_refs) == 0
 
 
-@needs_adm
 @pytest.mark.parametrize("prefix", ["", "large_"])
 @pytest.mark.parametrize("exact", [False, True])
-def test_precision_recall_match_the_evaluator_up_to_borderline(inputs, evaluator, prefix, exact):
-    from imgdist.metrics.adm import adm_precision_recall
-
+def test_precision_recall_match_the_evaluator_up_to_borderline(adm, inputs, evaluator, prefix, exact):
     ref, sample = inputs[f"ref_pool{prefix and '_large'}"], inputs[f"sample_pool{prefix and '_large'}"]
-    ours = adm_precision_recall(ref, sample, k=3, exact=exact)
+    ours = adm.adm_precision_recall(ref, sample, k=3, exact=exact)
     assert ours.exact == exact
     # counts, not fractions: each differing decision moves a fraction by 1/N
     diff_samples = abs(round(ours.precision * len(sample)) - int(evaluator[f"{prefix}sample_in"].sum()))
     diff_refs = abs(round(ours.recall * len(ref)) - int(evaluator[f"{prefix}ref_in"].sum()))
     if exact:
         # exact has no borderline of its own: use the float16 run's, which bounds both
-        bound = adm_precision_recall(ref, sample, k=3, exact=False)
+        bound = adm.adm_precision_recall(ref, sample, k=3, exact=False)
         assert ours.borderline_precision == ours.borderline_recall == 0
     else:
         bound = ours
@@ -162,18 +157,15 @@ def test_precision_recall_match_the_evaluator_up_to_borderline(inputs, evaluator
                                                  float(evaluator[f"{prefix}recall"]))
 
 
-@needs_adm
-def test_borderline_counts_cover_the_real_flips(inputs, evaluator):
+def test_borderline_counts_cover_the_real_flips(adm, inputs, evaluator):
     """The borderline counts bound the decisions float16 really flipped (evaluator vs float64).
 
     They are worst-case bounds, per distance: at these sizes 359 of 3,000 samples and 125 of 2,500
     reference points against 18 and 2 real flips (squared norms ~600 against radii ~50 put every
     distance's float16 error band at a few percent of a radius), so they are only required to
     cover the flips and to leave most decisions settled."""
-    from imgdist.metrics.adm import adm_precision_recall
-
     ref, sample = inputs["ref_pool"], inputs["sample_pool"]
-    ours = adm_precision_recall(ref, sample, k=3)
+    ours = adm.adm_precision_recall(ref, sample, k=3)
     in_ref_ball, in_sample_ball, *_ = exact_membership(ref, sample)
     flips_samples = int((in_ref_ball.any(1) != evaluator["sample_in"]).sum())
     flips_refs = int((in_sample_ball.any(0) != evaluator["ref_in"]).sum())
@@ -218,7 +210,6 @@ def test_mixed_6_conv_map_matches_torch_fidelity(stand_in_model, tf_batch, spati
     assert rel_err(torch.cat(seen).numpy(), spatial_peers["tfid_mixed_6_conv"]) < REL_MAP
 
 
-@needs_adm
 def test_sfid_output_is_the_first_7_channels_in_hwc_order(stand_in_model, tf_batch, spatial_peers):
     with torch.no_grad():
         ours = stand_in_model(tf_batch, ("sfid",))["sfid"].numpy()

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from imgdist.cli import main
+from needs import require_module
 
 BLOCKED = ("skimage", "sklearn", "matplotlib")
 
@@ -254,7 +255,7 @@ def test_out_files_without_matplotlib(demo_run):
 
 def test_json_with_plot(tmp_path, capsys, one_thread):
     """In-process, with matplotlib present and few crops: --json and the plot."""
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     out = tmp_path / "demo"
     assert main(["demo", "--json", "--out", str(out), "--crops", "8", "--no-progress", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -13,7 +13,6 @@ tolerance 1e-5 (the issue's requirement). The stand-in network separates the tes
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -24,13 +23,20 @@ from imgdist.extraction.backbones import dinov2
 from imgdist.extraction.backbones.base import check_state_dict
 from imgdist.extraction.backbones.vit import ViTConfig, interpolate_pos_embed
 from imgdist.errors import WeightsError
-from vit_stand_in import (FIXTURES, KEYS_FILE, images_digest, parity_images, raw_inputs, stand_in_state_dict,
-                          vit_keys, weights_digest)
+from vit_stand_in import (KEYS_FILE, images_digest, parity_images, raw_inputs, stand_in_state_dict, vit_keys,
+                          vit_peers, weights_digest)
 
 TOL = 1e-5
-PEERS = FIXTURES / "vit_peers.npz"
 MODES = {"tf": "tf", "dgm-eval": "dgm", "edm2": "edm2", "clean": "clean"}  # ours -> fixture name
 NAMES = {"s": "dinov2-vit-s14", "b": "dinov2-vit-b14", "l": "dinov2-vit-l14", "g": "dinov2-vit-g14"}
+SMALL_RAW_SIZES = (224, 126, 518)
+BASE_RAW_SIZES = (224, 126)
+#: the entries of vit_peers.npz these tests read (the ``peers`` fixture holds no others)
+PEER_KEYS = frozenset(
+    ["versions", "images_sha256", "dinov2_swiglu_raw224", "dinov2_l_raw224", "dinov2_l_tf"]
+    + [f"weights_dinov2_{arch}" for arch in ("s", "b", "l", "swiglu")]
+    + [f"dinov2_s_raw{size}" for size in SMALL_RAW_SIZES] + [f"dinov2_b_raw{size}" for size in BASE_RAW_SIZES]
+    + [f"dinov2_{arch}_{key}" for arch in "sb" for key in MODES.values()])
 
 
 def rel_err(ours: np.ndarray, theirs: np.ndarray) -> float:
@@ -40,7 +46,7 @@ def rel_err(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def peers():
-    return dict(np.load(PEERS))
+    return vit_peers(PEER_KEYS)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +71,16 @@ def model_s(weights_s):
 
 
 def in_memory(arch: str, peers) -> dinov2.DinoV2:
-    """A model holding the stand-in weights without a file round trip (for the bigger ones)."""
+    """A model holding the stand-in weights without a file round trip (for the bigger ones), built
+    on the meta device like ``dinov2.build`` with a file: no random initialisation to overwrite."""
     state = stand_in_state_dict(f"dinov2_{arch}")
     assert weights_digest(state) == str(peers[f"weights_dinov2_{arch}"])
-    model = dinov2.build(None, NAMES[arch])
+    with torch.device("meta"):
+        model = dinov2.DinoV2(dinov2._VARIANTS[NAMES[arch]].config)
     check_state_dict(model, state, "stand-in", NAMES[arch])
-    model.load_state_dict(state)
-    return model
+    model.load_state_dict(state, assign=True)
+    model.spec = dinov2.SPECS[NAMES[arch]]
+    return model.eval().requires_grad_(False)
 
 
 def features(model, images, mode: str) -> np.ndarray:
@@ -182,7 +191,7 @@ def test_truncated_and_foreign_files(tmp_path, weights_s):
 # the network against the authors' DinoVisionTransformer
 
 
-@pytest.mark.parametrize("size", [224, 126, 518])
+@pytest.mark.parametrize("size", SMALL_RAW_SIZES)
 def test_small_network_matches_the_authors_code(model_s, peers, size):
     """224 and 126 px resample the 37 x 37 position grid (to 16 and 9), 518 px uses it as is."""
     with torch.no_grad():
@@ -259,20 +268,23 @@ def test_small_model_modes_match_their_references(model_s, images, peers, mode):
 def test_base_model_matches_the_authors_code_and_torch_fidelity(images, peers):
     model = in_memory("b", peers)
     with torch.no_grad():
-        for size in (224, 126):  # both resample the 37 x 37 position grid
+        for size in BASE_RAW_SIZES:  # both resample the 37 x 37 position grid
             assert rel_err(model(raw_inputs(size))["pool"].numpy(), peers[f"dinov2_b_raw{size}"]) < TOL, size
     for mode in MODES:
         assert rel_err(features(model, images, mode), peers[f"dinov2_b_{MODES[mode]}"]) < TOL, mode
 
 
-@pytest.mark.skipif(os.environ.get("IMGDIST_TEST_LARGE") != "1", reason="ViT-L/14 parity: set IMGDIST_TEST_LARGE=1")
+@pytest.mark.slow
 def test_large_model_matches_torch_fidelity(images, peers):
-    if "dinov2_l_tf" not in peers:
-        pytest.skip("fixture made without --large")
+    """ViT-L/14, trimmed so that it runs by default: one batch of two, the first raw input (the
+    network alone) and the first photograph in mode tf (torch-fidelity's dinov2-vit-l-14). Every
+    mode on all six images is checked on the small and base models, which share the code."""
     model = in_memory("l", peers)
+    batch = torch.cat([raw_inputs(224, 1), model.spec.preprocessing("tf")(images[:1])])
     with torch.no_grad():
-        assert rel_err(model(raw_inputs(224))["pool"].numpy(), peers["dinov2_l_raw224"]) < TOL
-    assert rel_err(features(model, images, "tf"), peers["dinov2_l_tf"]) < TOL
+        ours = model(batch)["pool"].numpy()
+    assert rel_err(ours[:1], peers["dinov2_l_raw224"][:1]) < TOL
+    assert rel_err(ours[1:], peers["dinov2_l_tf"][:1]) < TOL
 
 
 def test_modes_really_differ(peers):

@@ -6,8 +6,6 @@ sample photos, TensorFlow's documented "SAME" padding rule, and explicit F.pad +
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -17,8 +15,9 @@ from imgdist.extraction.backbones import efficientnet as eff
 from imgdist.extraction.backbones.base import WeightsSpec
 from imgdist.errors import WeightsError
 from imgdist.extraction.weights import package_file
+from needs import INSTALL_TEST_EXTRAS, missing, require_module
 
-data = pytest.importorskip("skimage.data")
+data = require_module("skimage.data")
 
 LITE0 = eff.SPECS["efficientnet-lite0"]
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
@@ -28,7 +27,7 @@ COFFEE_CLASSES = {967, 968}  # espresso, cup
 def _weights(spec):
     path = package_file(spec.weights)
     if path is None:
-        pytest.skip(f"{spec.weights.package} is not installed")
+        missing(f"{spec.weights.package}'s weights file", INSTALL_TEST_EXTRAS)
     return path
 
 
@@ -155,9 +154,7 @@ def test_larger_lite_sizes(name, photos):
     assert model._conv_head.weight.shape == (1280, {"efficientnet-lite1": 320,
                                                     "efficientnet-lite2": 352}[name], 1, 1)
     assert model._conv_stem.weight.shape == (32, 3, 3, 3)
-    if importlib.util.find_spec(spec.weights.package_path.split("/")[0]) is None:
-        pytest.skip(f"{spec.weights.package} is not installed")
-    model = spec.build(package_file(spec.weights))
+    model = spec.build(_weights(spec))
     (cat, coffee), _ = _top(model, spec, [photos["chelsea"], photos["coffee"]])
     assert cat in CAT_CLASSES and coffee in COFFEE_CLASSES
 

@@ -21,6 +21,7 @@ from imgdist.errors import ImgdistError, SourceError
 from imgdist.evaluation.run import Evaluator, Result, evaluate, evaluate_features, metric_label, parse_metrics
 from imgdist.extraction.provenance import Provenance
 from imgdist.extraction.stats import GaussianStats
+from needs import require_module
 
 SIZE = 6
 PIX = dict(backbone="pixels", mode="native", progress=False)
@@ -192,7 +193,7 @@ def test_inception_score_needs_logits(real, fake):
 
 
 def _photo_crops(n=20, size=96):
-    data = pytest.importorskip("skimage.data")
+    data = require_module("skimage.data")
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     rng = np.random.default_rng(0)
     crops = []

@@ -7,6 +7,7 @@ import pytest
 
 from imgdist.metrics import FIDInfinity, fid_infinity, frechet_distance
 from imgdist.metrics.fid_infinity import default_sizes, fit_inverse_n
+from needs import require_module
 
 
 def test_fit_recovers_exact_line():
@@ -73,6 +74,27 @@ def test_features_or_statistics_and_seeding():
     assert fid_infinity(real, fake, seed=4).value != fid_infinity(real, fake, seed=5).value
 
 
+def test_evaluate_reports_the_intercept_of_the_fit():
+    """The evaluation route stores fid_infinity's intercept and its fit, not one of the fitted points
+    (the last, FID at the full size, is another number: issue 25's mutation went unnoticed)."""
+    from imgdist.evaluation.run import evaluate_features
+    from imgdist.extraction.features import Features
+
+    rng = np.random.default_rng(8)
+    real = rng.standard_normal((300, 6)).astype(np.float32)  # what Features keeps: no rounding between
+    fake = (1.2 * rng.standard_normal((240, 6)) + 0.3).astype(np.float32)
+    sizes = (60, 120, 180, 240)
+    result = evaluate_features(Features.from_array(real), Features.from_array(fake), metrics="fid-inf",
+                               fid_inf_sizes=sizes, seed=3)
+    fit = fid_infinity(real, fake, sizes=sizes, seed=3, progress=False)
+    assert abs(fit.value - fit.fids[-1]) > 0.01 * fit.value  # the test can tell them apart
+    assert result.values["fid-inf"] == pytest.approx(fit.value, rel=1e-12)
+    details = result.details["fid_inf_fit"]
+    assert (details["slope"], details["r2"]) == pytest.approx((fit.slope, fit.r2), rel=1e-12)
+    np.testing.assert_array_equal(details["sizes"], sizes)
+    np.testing.assert_allclose(details["fids"], fit.fids, rtol=1e-12)
+
+
 def test_errors():
     real, fake = np.zeros((10, 3)), np.ones((10, 3))
     with pytest.raises(ValueError):
@@ -102,7 +124,7 @@ def _slow_route(real, fake, sizes, trials=1, seed=0):
 
 def _exact_fid(real, sub):
     """50-digit Fréchet distance of two feature sets (eigenvalues of S1 S2 in mpmath)."""
-    mpmath = pytest.importorskip("mpmath")
+    mpmath = require_module("mpmath")
     mpmath.mp.dps = 50
 
     def stats(z):

@@ -5,6 +5,7 @@ import pytest
 import scipy.linalg
 
 from imgdist.metrics import fid_from_features, frechet_distance, mean_cov, trace_sqrt_product
+from needs import require_module
 
 
 def _rotation(d, rng):
@@ -119,9 +120,35 @@ def test_constant_feature_and_zero_covariance():
     x[:, 3] = 1.0  # a constant feature: singular covariance
     y = rng.standard_normal((60, 10))
     got = fid_from_features(x, y)
-    assert np.isfinite(got) and got >= 0
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    expected = np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(s1) + np.trace(s2) - 2 * _svd_trace_sqrt(x, y)
+    assert got == pytest.approx(expected, rel=1e-10)
     zero = np.zeros((10, 10))
     assert frechet_distance(np.zeros(10), zero, np.ones(10), zero) == pytest.approx(10.0)
+
+
+def test_singular_fallback_clips_negative_eigenvalues_to_zero():
+    """Neither covariance has a Cholesky factor (S2 has a zero row, S1 an eigenvalue of -1e-7, inside
+    the accepted rounding), so sqrt(S1) comes from eigh. Its negative eigenvalue must count as 0,
+    not as |-1e-7|: S2's variance 1e6 along that direction would make the latter add
+    sqrt(1e-7 * 1e6) = 0.32 to tr sqrt(S1 S2). Both commute (one rotation R of coordinates 1..3), so
+    tr sqrt(S1 S2) = sum sqrt(a_i b_i) over the eigenvalue pairs, the negative one taken as 0."""
+    rng = np.random.default_rng(17)
+    rot = _rotation(3, rng)
+    a, b = np.array([1.0, 0.5, -1e-7]), np.array([3.0, 0.25, 1e6])
+    s1, s2 = np.zeros((4, 4)), np.zeros((4, 4))
+    s1[0, 0] = 2.0  # S2's zero variance there
+    s1[1:, 1:], s2[1:, 1:] = (rot * a) @ rot.T, (rot * b) @ rot.T
+    s1, s2 = 0.5 * (s1 + s1.T), 0.5 * (s2 + s2.T)
+    for s in (s1, s2):
+        with pytest.raises(np.linalg.LinAlgError):
+            scipy.linalg.cholesky(s, lower=True)
+    trace = np.sqrt(3.0) + np.sqrt(0.125)
+    # 1e-6: the square roots of the zero eigenvalues' rounding (~1e-16 of 3) add ~1e-8 each
+    assert trace_sqrt_product(s1, s2) == pytest.approx(trace, abs=1e-6)
+    assert trace_sqrt_product(s2, s1) == pytest.approx(trace, abs=1e-6)
+    expected = np.trace(s1) + np.trace(s2) - 2.0 * trace
+    assert frechet_distance(np.zeros(4), s1, np.zeros(4), s2) == pytest.approx(expected, abs=1e-6)
 
 
 def test_symmetric_and_accepts_asymmetric_rounding():
@@ -175,7 +202,7 @@ def test_fid_from_features_low_rank_route_matches_covariance_route(n1, n2, d):
 def test_fid_from_features_low_rank_route_against_50_digit_reference():
     # rank-deficient covariances: float64 eigen-routes lose ~sqrt(eps) on the zero eigenvalues;
     # 50-digit arithmetic gives the exact value to compare the nuclear-norm route with
-    mpmath = pytest.importorskip("mpmath")
+    mpmath = require_module("mpmath")
     mpmath.mp.dps = 50
     rng = np.random.default_rng(3)
     x = rng.normal(size=(9, 16))
@@ -264,7 +291,10 @@ def test_the_api_refuses_what_a_statistics_file_may_not_hold():
     for lam, ok in ((-0.5 * PSD_RTOL * 10, True), (-2 * PSD_RTOL * 10, False)):
         s = np.diag([10.0, 1.0, lam])
         if ok:
-            assert np.isfinite(frechet_distance(np.zeros(3), s, np.ones(3), eye))
+            # the accepted negative eigenvalue counts as 0 in tr sqrt(S I) = sqrt 10 + 1 + 0 (as |lam|
+            # it would add sqrt(5e-6) = 2.2e-3)
+            expected = 3.0 + (11.0 + lam) + 3.0 - 2.0 * (np.sqrt(10.0) + 1.0)
+            assert frechet_distance(np.zeros(3), s, np.ones(3), eye) == pytest.approx(expected, rel=1e-12)
         else:
             with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
                 frechet_distance(np.zeros(3), s, np.ones(3), eye)

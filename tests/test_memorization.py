@@ -2,7 +2,6 @@
 and C_T's behaviour on Fashion-MNIST (Meehan et al. 2020: copying < 0, independent ~ 0, underfit > 0)."""
 
 import gzip
-import os
 import struct
 
 import numpy as np
@@ -20,8 +19,7 @@ from imgdist.metrics import (
     realism,
 )
 from imgdist.pairs.perturbations import add_noise
-
-FASHION = "/usr/share/datasets/fashion-mnist"
+from needs import require_fashion_mnist, require_module
 
 
 def _sets(seed, n_real=70, n_fake=45, d=5):
@@ -164,7 +162,7 @@ def test_kmeans_is_a_lloyd_fixed_point():
 
 
 def test_kmeans_finds_separated_blobs_like_scikit_learn():
-    sklearn_cluster = pytest.importorskip("sklearn.cluster")
+    sklearn_cluster = require_module("sklearn.cluster")
     x, truth = _blobs(11)
     _, labels = kmeans(x, 4, seed=0)
     ref = sklearn_cluster.KMeans(4, n_init=10, random_state=0).fit(x).labels_
@@ -253,7 +251,7 @@ def test_ct_refuses_when_no_cell_qualifies():
 # ---------------------------------------------------------------- C_T on Fashion-MNIST
 
 def _idx(name):
-    with gzip.open(os.path.join(FASHION, name), "rb") as fh:
+    with gzip.open(require_fashion_mnist(name), "rb") as fh:
         data = fh.read()
     ndim = data[3]
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
@@ -263,8 +261,6 @@ def _idx(name):
 @pytest.fixture(scope="module")
 def fashion():
     """Pixel-space features (28 x 28 = 784 values on 0..255) of disjoint train / held-out subsets."""
-    if not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
-        pytest.skip("Debian's Fashion-MNIST is not installed")
     rng = np.random.default_rng(0)
     train = _idx("train-images-idx3-ubyte.gz")
     test = _idx("t10k-images-idx3-ubyte.gz")

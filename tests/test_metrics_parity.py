@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 from imgdist.metrics import frechet_distance, inception_score, kid, kid_full, mmd2_unbiased, polynomial_kernel, prdc
+from needs import require_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "metrics_peers.npz"
 
 
 @pytest.fixture(scope="module")
 def peers():
-    if not FIXTURE.exists():
-        pytest.skip("run tools/peers/make_metric_fixtures.py in the peers environment first")
-    with np.load(FIXTURE) as z:
+    with np.load(require_file(FIXTURE, "committed; tools/peers/make_metric_fixtures.py makes it")) as z:
         return {k: z[k] for k in z.files}
 
 

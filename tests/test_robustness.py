@@ -18,8 +18,9 @@ from PIL import Image
 import imgdist
 from imgdist.cli import main
 from imgdist.pairs.perturbations import add_noise, blur, shift
+from needs import require_module
 
-data = pytest.importorskip("skimage.data")
+data = require_module("skimage.data")
 
 PERTURBATIONS = ["shift1", "shift2", "shift4", "shift8", "noise5", "noise10", "noise20", "blur1", "blur2", "blur4"]
 METRICS = {"sum_abs_diff", "mse", "1-ssim", "feature_l2", "feature_cosine", "feature_spatial"}

@@ -47,7 +47,6 @@ def test_update_in_batches_matches_numpy():
 
 
 def test_update_accepts_torch_and_float32_in_float64():
-    torch = pytest.importorskip("torch")
     x = _rows(40, 5).astype(np.float32)
     stats = GaussianStats().update(torch.from_numpy(x[:17])).update(x[17:])
     ref = x.astype(np.float64)

@@ -82,6 +82,14 @@ def stand_in_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
+def vit_peers(keys) -> dict[str, np.ndarray]:
+    """The entries ``keys`` of ``fixtures/vit_peers.npz``, and only those: a test module passes the
+    keys it compares (its ``PEER_KEYS``), so reading any other fails, and ``test_vit_e2e.py`` checks
+    that the modules' lists together hold every entry of the file."""
+    with np.load(FIXTURES / "vit_peers.npz") as data:
+        return {key: data[key] for key in keys}
+
+
 def weights_digest(state: dict) -> str:
     h = hashlib.sha256()
     for name, tensor in state.items():
@@ -94,14 +102,13 @@ def weights_digest(state: dict) -> str:
 # --- images -----------------------------------------------------------------------------------
 
 def _require_fashion_mnist(name: str) -> Path:
-    """The IDX file, or a pytest skip where Debian's dataset-fashion-mnist is not installed (CI
-    installs it; the fixture scripts need it and fail with the path)."""
-    path = FASHION_MNIST / name
-    if not path.exists() and "pytest" in sys.modules:
-        import pytest
+    """The IDX file; under pytest a missing one skips the test, or fails it in CI (``needs.py``).
+    The fixture scripts, which run without pytest, fail with the path."""
+    if "pytest" in sys.modules:
+        from needs import require_fashion_mnist
 
-        pytest.skip(f"{path} missing: apt-get install dataset-fashion-mnist")
-    return path
+        return require_fashion_mnist(name)
+    return FASHION_MNIST / name
 
 
 def _idx_images(kind: str) -> np.ndarray:
