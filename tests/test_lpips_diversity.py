@@ -116,3 +116,31 @@ def test_unreadable_and_mixed_sizes(model, folder, tmp_path):
         lpips_diversity(images[:1], model)
     with pytest.raises(ImgdistError, match="lpips_pairs \\(--lpips-pairs\\) must be at least 1"):
         lpips_diversity(images, model, pairs=0)
+
+
+def test_as_a_metric_of_score_and_eval(tmp_path, capsys):
+    """``--metrics lpips-diversity`` in ``score`` and ``eval`` gives what the function gives, with
+    the interval, labelled by its network and weights."""
+    import json
+
+    from imgdist.cli import main
+
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(9):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    weights = tmp_path / "squeeze.pth"
+    torch.save(S.lpips_state_dict("squeeze"), weights)
+    expected = lpips_diversity(str(folder), "squeeze", weights=str(weights), pairs=20, seed=0, bootstrap=200)
+    args = ["--metrics", "lpips-diversity", "--lpips-net", "squeeze", "--lpips-weights", str(weights),
+            "--lpips-pairs", "20", "--bootstrap", "200", "--json", "--no-progress", "--no-cache", "--workers", "0"]
+    assert main(["score", str(folder), *args]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (label, item), = data["metrics"].items()
+    assert label.startswith("LPIPS_diversity[net=squeeze,weights=") and item["better"] == "higher"
+    assert item["value"] == pytest.approx(expected.value, rel=1e-12)
+    assert item["ci"] == pytest.approx(list(expected.interval), rel=1e-12)
+    assert main(["eval", str(folder), str(folder), *args[:-5], "--json", "--backbone", "pixels", "--no-progress",
+                 "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"][label]["value"] == pytest.approx(expected.value, rel=1e-12)

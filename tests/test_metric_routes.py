@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE, N_REAL, N_FAKE, N_TEST, CLASSES = 4, 170, 170, 24, 10
 D = 3 * SIZE * SIZE
 #: settings that fit these small sets (what every route is given)
-SETTINGS = dict(kid_subsets=5, kid_subset_size=10, is_splits=2, ct_cells=2)
+SETTINGS = dict(kid_subsets=5, kid_subset_size=10, is_splits=2, ct_cells=2, fwd_level=2)
 #: the Fréchet distances: statistics summed in another order per route
 FRECHET_RTOL = 1e-9
 
@@ -96,6 +96,17 @@ def tested() -> list[R.Metric]:
     return [m for m in R.metrics() if m.function is not None]
 
 
+def _asked(metric: R.Metric) -> str:
+    """How the routes name a metric: on the test network, or on its own space where the network
+    lacks what it reads (FWD's wavelet packets: ``fwd@wavelets``)."""
+    return metric.name if set(metric.outputs) <= set(SPEC.extra_outputs) else f"{metric.name}@{metric.space[0]}"
+
+
+def _streams(metric: R.Metric) -> bool:
+    """Whether the streaming Evaluator takes it (it has one network: not a metric of another space)."""
+    return "@" not in _asked(metric)
+
+
 def _images(n, seed, level):
     rng = np.random.default_rng(seed)
     return np.clip(np.rint(level + rng.normal(0, 45, (n, SIZE, SIZE, 3))), 0, 255).astype(np.uint8)
@@ -122,7 +133,15 @@ def _sets(images) -> SimpleNamespace:
     ex = imgdist.FeatureExtractor(exact_net(), progress=False)
     out = {side: ex.embed_outputs(images[side], logits=True, extra=("sfid", "logits_unbiased"))
            for side in ("real", "fake", "test")}
+    from imgdist.extraction.wavelets import haar_packets
+
+    def packets(x):  # FWD's Gaussians computed here: Haar packets of x / 255, numpy's mean and covariance
+        coefficients = haar_packets(torch.from_numpy(x).permute(0, 3, 1, 2).double() / 255.0, SETTINGS["fwd_level"])
+        c = coefficients.numpy()
+        return c.mean(axis=0), np.stack([np.cov(c[:, p], rowvar=False) for p in range(c.shape[1])])
+
     return SimpleNamespace(real=out["real"]["features"], fake=out["fake"]["features"],
+                           packets={side: packets(images[side]) for side in ("real", "fake")},
                            fake_logits=out["fake"]["logits"], real_test=out["test"]["features"],
                            extra={name: (out["real"][name], out["fake"][name]) for name in ("sfid", "logits_unbiased")},
                            fake_prompts=_prompts(N_FAKE),
@@ -130,10 +149,12 @@ def _sets(images) -> SimpleNamespace:
 
 
 def _expected(metric: R.Metric, sets) -> dict:
-    """The metric's own values (a function may give those of the metrics sharing its pass too)."""
+    """The metric's own values (a function may give those of the metrics sharing its pass too),
+    under the keys the routes give them (``fwd@wavelets``)."""
     out = metric.function(sets, MetricOptions(**SETTINGS))
     out = out if isinstance(out, dict) else {metric.name: out}
-    return {key: out[key] for key in metric.keys}
+    suffix = _asked(metric)[len(metric.name):]
+    return {key + suffix: out[key] for key in metric.keys}
 
 
 def _check(metric: R.Metric, got: dict, expected: dict, route: str) -> None:
@@ -142,7 +163,7 @@ def _check(metric: R.Metric, got: dict, expected: dict, route: str) -> None:
         if isinstance(value, (int, np.integer)):
             assert got[key] == value, f"{route}: {key} {got[key]} != {value}"
         else:
-            rtol = FRECHET_RTOL if metric.gaussian or metric.outputs == ("sfid",) else 1e-12
+            rtol = FRECHET_RTOL if metric.gaussian or metric.covariance and metric.outputs else 1e-12
             assert got[key] == pytest.approx(value, rel=rtol, abs=1e-15), f"{route}: {key}"
 
 
@@ -151,14 +172,15 @@ def _check(metric: R.Metric, got: dict, expected: dict, route: str) -> None:
 @pytest.fixture(scope="module")
 def routes(data, tmp_path_factory):
     root, images = data
-    names = ",".join(m.name for m in tested())
+    names = ",".join(_asked(m) for m in tested())
+    streamed = ",".join(_asked(m) for m in tested() if _streams(m))
     sets = _sets(images)
     got = {}
     with _quiet():
         got["evaluate"] = imgdist.evaluate(root / "real", root / "fake", real_test=root / "test", metrics=names,
                                            backbone=exact_net(), progress=False, workers=0,
                                            prompts=root / "prompts.txt", **SETTINGS).values
-        ev = imgdist.Evaluator(exact_net(), metrics=names, **SETTINGS)
+        ev = imgdist.Evaluator(exact_net(), metrics=streamed, **SETTINGS)
         prompts = _prompts(N_FAKE)
         for side, key in (("real", "real"), ("fake", "fake"), ("test", "real_test")):
             at = 0
@@ -168,7 +190,7 @@ def routes(data, tmp_path_factory):
         # a checkpoint: tensors and plain values only, restored into a new evaluator
         state_path = tmp_path_factory.mktemp("state") / "ev.pt"
         torch.save(ev.state_dict(), state_path)
-        restored = imgdist.Evaluator(exact_net(), metrics=names, **SETTINGS)
+        restored = imgdist.Evaluator(exact_net(), metrics=streamed, **SETTINGS)
         restored.load_state_dict(torch.load(state_path, weights_only=True))
         got["Evaluator"] = ev.compute().values
         got["Evaluator, restored"] = restored.compute().values
@@ -216,8 +238,15 @@ def _rank(rank, world, init, root, names, out):
 
 
 def test_every_registered_metric_has_a_pure_function():
-    missing = [m.name for m in R.metrics() if m.function is None]
+    """Every metric but those that run a network of their own on the images (LPIPS diversity, whose
+    routes tests/test_lpips_diversity.py checks against its function) is compared here."""
+    missing = [m.name for m in R.metrics() if m.function is None and R.IMAGES not in m.needs]
     assert not missing, f"register a function= for {missing}: the tester compares every route with it"
+
+
+def test_the_wavelet_space_refuses_the_streaming_evaluator():
+    with pytest.raises(imgdist.ImgdistError, match="fwd: needs the packets output"):
+        imgdist.Evaluator(exact_net(), metrics="fwd")
 
 
 @pytest.mark.parametrize("name", [m.name for m in tested()])
@@ -227,7 +256,15 @@ def test_evaluate_features_on_arrays(name, data):
     sets = _sets(images)
     metric = R.get(name)
     expected = _expected(metric, sets)
-    if metric.needs & {R.LOGITS, R.PROMPTS} or metric.outputs:
+    if "@" in _asked(metric):  # another space: its statistics as that space's extraction gives them
+        from imgdist.extraction.wavelet_space import WaveletExtractor
+
+        root, _ = data
+        ex = WaveletExtractor(level=SETTINGS["fwd_level"], progress=False, workers=0)
+        real, fake = (ex.extract(str(root / side), keep_features=False) for side in ("real", "fake"))
+        got = {k + _asked(metric)[len(metric.name):]: v
+               for k, v in imgdist.evaluate_features(real, fake, metrics=name, **SETTINGS).values.items()}
+    elif metric.needs & {R.LOGITS, R.PROMPTS} or metric.outputs:
         real, fake = (imgdist.Features.from_array(x) for x in (sets.real, sets.fake))
         fake.logits = sets.fake_logits
         fake.prompts, fake.text = sets.fake_prompts, sets.fake_text
@@ -250,7 +287,7 @@ def test_routes(name, routes):
     metric = R.get(name)
     expected = _expected(metric, sets)
     for route, values in got.items():
-        if route == "per-class" and not metric.per_class:
-            assert name not in values
+        if (route == "per-class" and not metric.per_class) or (route.startswith("Evaluator") and not _streams(metric)):
+            assert not set(expected) & set(values)
             continue
         _check(metric, values, expected, route)

@@ -198,7 +198,8 @@ def _add_setting_args(p: argparse.ArgumentParser, metrics=None) -> None:
     the settings these read, and the evaluation's own)."""
     from .metrics import registry
 
-    types = {"int": int, "number": float, "optional-number": float, "fraction": float, "choice": str}
+    types = {"int": int, "number": float, "optional-number": float, "optional-int": int, "fraction": float,
+             "choice": str, "path": str}
     read = None if metrics is None else {n for m in metrics for n in m.setting_names} | {
         s.name for s in registry.CORE_SETTINGS}
     for setting in registry.settings():

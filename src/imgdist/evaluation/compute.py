@@ -41,6 +41,9 @@ class MetricRun:
     chosen: tuple[str, ...] = ()
     #: this process's share of the metrics' heavy work (torchrun)
     shard: Shard = ALONE
+    #: the fakes' images (metrics that run a network of their own on them) and the run's device
+    fake_source: object = None
+    device: str = "cpu"
     _shared: dict = field(default_factory=dict)
 
     @property
@@ -130,7 +133,8 @@ def as_side(x, name: str) -> Features | GaussianStats | None:
 
 def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricOptions | None = None,
                       progress: bool = False, real_test=None, per_image: bool = False,
-                      shard: Shard = ALONE, skip_unfit: bool = False, **option_kwargs) -> Result:
+                      shard: Shard = ALONE, skip_unfit: bool = False, fake_source=None, device: str = "cpu",
+                      **option_kwargs) -> Result:
     """The metrics from already extracted features, statistics, or plain N x d arrays.
 
     ``real`` / ``fake``: :class:`~imgdist.extraction.features.Features`, :class:`GaussianStats`, or
@@ -139,7 +143,8 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
     ``vendi``, ...). Metric settings as keywords (``kid_subsets``, ``pr_k``, ...) or as ``options``.
     ``progress``: progress bars for metrics that can take a while (FID-infinity). ``real_test``:
     held-out real features (C_T). ``per_image``: fill ``result.per_image``. ``shard``: this
-    process's share of the heavy work (torchrun; results are the same). ``skip_unfit``: a metric
+    process's share of the heavy work (torchrun; results are the same). ``fake_source``: the fakes'
+    images, for metrics that read them (lpips-diversity), and ``device`` where they run. ``skip_unfit``: a metric
     the sets turn out too small for (no usable C_T cell) is left out and named in
     ``result.details['left_out']`` instead of failing the run (per-class evaluation).
     """
@@ -158,6 +163,10 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
                                           real_test=real_test is not None,
                                           clip=bool(backbone and backbone.startswith("clip-")),
                                           outputs=frozenset(outputs)))
+    without = [m for m in chosen if R.IMAGES in R.get(m).needs and fake_source is None]
+    if without:
+        raise ImgdistError(f"{', '.join(without)}: needs the fakes' images, not their features: use imgdist.evaluate "
+                           "or imgdist score")
     if real is None:
         needing = [m for m in chosen if R.get(m).needs_real]
         if needing:
@@ -188,7 +197,7 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         result.warnings.append(warning)
 
     run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test,
-                    chosen=chosen, shard=shard)
+                    chosen=chosen, shard=shard, fake_source=fake_source, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:

@@ -335,12 +335,37 @@ def gather_features(features: Features, shard: ShardSource) -> Features:
     names = [n for p in parts for n in p[1]]
     extra_rows = {name: np.concatenate([p[5][name] for p in parts if len(p[5][name])])[order]
                   for name in sorted(features.extra_features)}
-    return Features(names=[names[i] for i in order], stats=all_reduce_stats(features.stats),
+    extra = {name: _all_reduce_any(features.extra[name]) for name in sorted(features.extra)}
+    stats = (all_reduce_stats(features.stats) if features.stats._scatter is not None or not features.extra
+             else _count_and_mean(extra, features))
+    return Features(names=[names[i] for i in order], stats=stats,
                     provenance=features.provenance, features=rows(2), logits=rows(3),
                     skipped=Skipped([item for p in parts for item in p[4]]), cached=features.cached,
-                    indices=sorted(i for p in parts for i in p[0]),
-                    extra={name: all_reduce_stats(features.extra[name]) for name in sorted(features.extra)},
-                    extra_features=extra_rows)
+                    indices=sorted(i for p in parts for i in p[0]), extra=extra, extra_features=extra_rows)
+
+
+def _all_reduce_any(stats):
+    """Every rank's statistics of an output merged in rank order: Gaussian statistics, or FWD's
+    per-packet ones."""
+    from ..extraction.packet_stats import PacketStats
+
+    if not isinstance(stats, PacketStats):
+        return all_reduce_stats(stats)
+    parts = all_gather_objects(None if not stats.n else tuple(t.cpu().numpy() if hasattr(t, "cpu") else t
+                                                              for t in stats.state))
+    total = None
+    for part in parts:  # rank order
+        if part is None:
+            continue
+        here = PacketStats.from_state(*part, device=stats.device)
+        total = here if total is None else total.merge(here)
+    return total if total is not None else stats
+
+
+def _count_and_mean(extra: dict, features: Features):
+    from ..extraction.wavelet_space import summary
+
+    return summary(next(iter(extra.values())), features.provenance)
 
 
 def process_shard() -> Shard:

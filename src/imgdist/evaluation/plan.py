@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ImgdistError, SetTooSmall
 from ..metrics import registry as R
-from ..metrics.registry import CLIP, FEATURES, LOGITS, PROMPTS, REAL_TEST
+from ..metrics.registry import CLIP, FEATURES, IMAGES, LOGITS, PROMPTS, REAL_TEST
 from .options import MetricOptions
 
 # ---------------------------------------------------------------- what a run has
@@ -45,7 +45,7 @@ class Facts:
 
     def provides(self, metric: R.Metric) -> bool:
         have = {LOGITS: self.has_logits, REAL_TEST: self.real_test, CLIP: self.clip, FEATURES: self.features,
-                PROMPTS: self.prompts}
+                PROMPTS: self.prompts, IMAGES: self.features}
         return (all(have[need] for need in metric.needs) and set(metric.outputs) <= self.outputs
                 and (self.features or not (metric.needs & {LOGITS} or metric.outputs)))
 
@@ -162,7 +162,7 @@ def check_sets(chosen, options: MetricOptions, counts: dict[str, int], *, has_lo
                            "(real_test=...)")
     for side in stats_sides:
         missing = [e.name for e in entries
-                   if FEATURES in e.needs or e.outputs or (e.needs & {LOGITS, PROMPTS} and side == "fake")]
+                   if FEATURES in e.needs or e.outputs or (e.needs & {LOGITS, PROMPTS, IMAGES} and side == "fake")]
         if missing or options.bootstrap:
             what = ", ".join(missing) + (" and " if missing and options.bootstrap else "") + \
                 ("bootstrap intervals" if options.bootstrap else "")
@@ -189,16 +189,21 @@ def check_outputs(chosen, spec) -> None:
     """Refuse, before extraction, metrics that read an output this backbone does not have (or its
     text tower)."""
     for m in chosen:
-        if PROMPTS in R.get(m).needs and getattr(spec, "text", None) is None:
+        entry = R.get(m)
+        if PROMPTS in entry.needs and getattr(spec, "text", None) is None:
             from ..extraction.backbones import list_specs
 
             towers = ", ".join(s.name for s in list_specs() if s.text is not None)
             raise ImgdistError(f"{m}: needs a text tower for the prompts, which {spec.name} does not have; "
                                f"use a CLIP backbone ({towers}), e.g. {m}@{towers.split(', ')[0]}")
-        missing = [o for o in R.get(m).outputs if o not in spec.extra_outputs]
+        missing = [o for o in entry.outputs if o not in spec.extra_outputs]
         if missing:
+            from ..extraction.backbones import list_specs
+
+            having = [s.name for s in list_specs() if set(missing) <= set(s.extra_outputs)]
             raise ImgdistError(f"{m}: needs the {', '.join(missing)} output, which {spec.name} does not have; "
-                               "use --backbone inception")
+                               f"{' or '.join(having) or 'no backbone'} has it (leave --backbone out, or name "
+                               f"{m}@{having[0] if having else '...'})")
 
 
 def per_class_metrics(chosen, options: MetricOptions, counts: dict[str, int]) -> list[str]:

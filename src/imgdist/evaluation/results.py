@@ -93,6 +93,8 @@ def metric_label(metric: str, provenance: Provenance, options=None) -> str:
     # a metric on another output of the network (sFID's maps, ADM's unbiased logits) reads nothing of
     # the chosen feature layer: --dims changes none of its numbers, and its label names no layer
     layer = "pool" if owner is not None and owner.outputs else provenance.feature_layer
+    if on is not None and on[0] == "*":  # a network of its own (LPIPS): only its settings are named
+        return published + (f"[{','.join(_setting_tag(s, options) for s in settings)}]" if settings else "")
     standard = (on is not None and provenance.backbone == on[0] and on[1] in (None, provenance.resize_mode)
                 and layer == "pool" and tag is None and not low and not settings)
     if standard:  # statistics without provenance are FD[unknown]: 3072-d pixel files are no FID either
@@ -103,9 +105,19 @@ def metric_label(metric: str, provenance: Provenance, options=None) -> str:
     if low:
         name += f",{provenance.precision}"
     for s in settings:
-        value = getattr(options, s.name)
-        name += f",{s.name.rsplit('_', 1)[-1]}={value:g}" if isinstance(value, float) else f",{s.name}={value}"
+        name += "," + _setting_tag(s, options)
     return f"{generic}[{name}]"
+
+
+def _setting_tag(setting, options) -> str:
+    """``scale=2.5``, ``net=vgg``, ``weights=1a2b3c4d`` (a file by the start of its SHA-256)."""
+    value = getattr(options, setting.name)
+    short = setting.name.rsplit("_", 1)[-1]
+    if setting.kind == "path":
+        from ..extraction.weights import sha256_file_cached
+
+        return f"{short}={sha256_file_cached(value)[:8]}"
+    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
 
 
 @dataclass

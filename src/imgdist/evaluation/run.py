@@ -172,8 +172,8 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
 
     extractors = [] if both_stats else [
         extractor if extractor is not None else
-        FeatureExtractor(space.backbone, weights=space.weights, mode=space.mode, dims=space.dims, device=device,
-                         precision=precision, batch_size=batch_size, workers=workers, progress=progress, cache=cache)
+        _extractor(space, options, weights=space.weights, mode=space.mode, dims=space.dims, device=device,
+                   arithmetic=precision, batch_size=batch_size, workers=workers, progress=progress, cache=cache)
         for space in spaces]
     for ext in extractors[:1]:  # statistics files serve the run's own network
         for side in stats_sides:  # made like the images will be, before the work
@@ -191,12 +191,14 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
             _embed_prompts(sides["fake"], fake_prompts, ext, shard)
     results = []
     for k, (plan, sides) in enumerate(zip(plans, sided)):
-        if extractors:
+        if extractors and getattr(extractors[k], "network", True):
             check_spread(sides, inputs, extractors[k].spec.name)
         result = evaluate_features(sides.get("real"), sides["fake"], metrics=plan.metrics, options=options,
                                    force=force, progress=progress and shard.rank == 0,
                                    real_test=sides.get("real_test"), per_image=(per_image and k == 0) or
-                                   ("chosen" if per_image else False), shard=shard)
+                                   ("chosen" if per_image else False), shard=shard,
+                                   fake_source=None if isinstance(inputs["fake"], GaussianStats) else inputs["fake"],
+                                   device=str(extractors[k].device) if extractors else "cpu")
         if per_class:
             from .per_class import evaluate_per_class
 
@@ -218,6 +220,25 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     if shard.world > 1:
         result.details["processes"] = shard.world
     return (result, sided[0]["real"], sided[0]["fake"]) if return_features else result
+
+
+def _extractor(space: Space, options: MetricOptions, *, arithmetic: str, **kwargs) -> FeatureExtractor:
+    """A space's extractor: its network, or FWD's wavelet packets (set by the fwd settings);
+    ``arithmetic``: the network's precision."""
+    from ..extraction.backbones.wavelets import NAME
+
+    if space.backbone != NAME:
+        return FeatureExtractor(space.backbone, precision=arithmetic, **kwargs)
+    from ..extraction.wavelet_space import WaveletExtractor
+
+    given = [flag for flag, key in (("--weights", "weights"), ("--dims", "dims")) if kwargs.get(key) is not None]
+    if arithmetic != "fp32":
+        given.append("--precision")
+    if given:
+        raise ImgdistError(f"{', '.join(given)}: the wavelet space (fwd) has no network, weights or layers to set")
+    return WaveletExtractor(wavelet=options.fwd_wavelet, level=options.fwd_level, resize=options.fwd_resize,
+                            device=kwargs["device"], batch_size=kwargs["batch_size"], workers=kwargs["workers"],
+                            progress=kwargs["progress"])
 
 
 def _embed_prompts(fake: Features, prompts: list[str], ext: FeatureExtractor, shard) -> None:

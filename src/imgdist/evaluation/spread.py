@@ -23,7 +23,7 @@ from .side_checks import content_digest
 
 def collapsed(stats: GaussianStats) -> tuple[float, float] | None:
     """``(spread, |mu|)`` where a set of >= 2 images has (next to) no spread, else None."""
-    if stats is None or stats.n < 2 or stats.dim is None:
+    if stats is None or stats.n < 2 or stats.dim is None or stats._scatter is None:
         return None
     n, mean, scatter = stats.state
     spread = float(np.sqrt(max(np.trace(scatter), 0.0) / (n - 1)))

@@ -231,6 +231,10 @@ class FeatureExtractor:
         source = open_source(images)
         return collate([self.prep.prepare(source.load(i)) for i in range(len(source))])
 
+    def new_run(self, source, keep_features: bool, keep_logits: bool, on_error: str, timing) -> ExtractionRun:
+        """The state of one extraction of ``source`` by this extractor."""
+        return ExtractionRun(self, source, keep_features, keep_logits, on_error, timing)
+
     def text_tower(self):
         """The backbone's text tower (CLIP, OpenCLIP), from the same weights, on this device; a
         built network may carry its own (``model.text_tower``)."""
@@ -427,8 +431,8 @@ def extract_together(source, jobs: list[Job], *, on_error: str = "raise", desc: 
     timing = Timing()
     runs = []
     for job in jobs:
-        run = ExtractionRun(job.extractor, source, job.keep_features, job.keep_logits and job.extractor.spec.has_logits,
-                            on_error, timing)
+        run = job.extractor.new_run(source, job.keep_features, job.keep_logits and job.extractor.spec.has_logits,
+                                    on_error, timing)
         run.want_extra(tuple(job.extra_layers), job.keep_extra)
         runs.append(run)
     bar = tqdm(total=len(source), desc=desc or _short(source.label), unit="img", disable=not lead.progress,

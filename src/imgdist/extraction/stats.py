@@ -118,6 +118,14 @@ class GaussianStats:
         return stats
 
     @classmethod
+    def count_and_mean(cls, n: int, mean, provenance: Provenance | None = None) -> "GaussianStats":
+        """A set's count and mean, without a covariance (a space whose statistics are not one
+        Gaussian, FWD's packets). ``sigma`` raises; such statistics cannot be merged or saved."""
+        stats = cls(provenance=provenance)
+        stats.n, stats._mean = int(n), np.asarray(mean, dtype=np.float64)
+        return stats
+
+    @classmethod
     def without_covariance(cls, features, provenance: Provenance | None = None) -> "GaussianStats":
         """The count, dimension and mean of a set, without its d x d scatter: for sets no chosen
         metric reads a Gaussian of (the scatter of one class cost 50 ms at d = 2048 in --per-class).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .frechet import frechet_distance
+from .registry import Metric, Setting, register
 
 __all__ = ["fwd", "packet_distances"]
 
@@ -39,3 +40,31 @@ def packet_distances(mu1, sigma1, mu2, sigma2) -> np.ndarray:
 def fwd(mu1, sigma1, mu2, sigma2) -> float:
     """The Fréchet Wavelet Distance between two sets' packet Gaussians (see the module docstring)."""
     return float(np.mean(packet_distances(mu1, sigma1, mu2, sigma2)))
+
+
+# ---------------------------------------------------------------- registration
+
+#: FWD's feature space: the Haar packets of the image (no network)
+FWD_SPACE = ("wavelets", None)
+
+
+def _fwd(run) -> float:
+    real, fake = run.real.extra["packets"], run.fake.extra["packets"]
+    o = run.options
+    run.result.details["fwd"] = {"wavelet": o.fwd_wavelet, "level": o.fwd_level, "resize": o.fwd_resize,
+                                 "packets": real.packets, "coefficients_per_packet": real.dim}
+    return real.fwd(fake)
+
+
+FWD = register(Metric(
+    "fwd", "the Fréchet Wavelet Distance: mean over Haar wavelet packets of their Fréchet distances, no network "
+    "(Veeramacheneni et al. 2025)", _fwd, "FWD", "FWD", lower_is_better=True, covariance=True,
+    outputs=("packets",), per_class=False, published_on=FWD_SPACE, space=FWD_SPACE, order=105,
+    settings=(Setting("fwd_wavelet", "haar", "FWD: the wavelet (only Haar)", kind="choice", choices=("haar",)),
+              Setting("fwd_level", 4, "FWD: packet levels (4^level packets)", minimum=1, in_label=True),
+              Setting("fwd_resize", None, "FWD: resize every image to this side first (Pillow bilinear, as "
+                      "pytorchfwd's --resize; default: the images' own size, which must be one)", kind="optional-int",
+                      minimum=1, in_label=True)),
+    function=lambda sets, o: fwd(*sets.packets["real"], *sets.packets["fake"]),
+    paper="Veeramacheneni et al., Fréchet Wavelet Distance: A Domain-Agnostic Metric for Image Generation, "
+          "ICLR 2025"))

@@ -40,7 +40,9 @@ REAL_TEST = "real_test"
 CLIP = "clip"
 #: each fake's prompt, embedded by the backbone's text tower (``run.fake.text``, ``run.fake.prompts``)
 PROMPTS = "prompts"
-NEEDS = (FEATURES, LOGITS, REAL_TEST, CLIP, PROMPTS)
+#: the fakes' images themselves (``run.fake_source``): metrics that run a network of their own on them
+IMAGES = "images"
+NEEDS = (FEATURES, LOGITS, REAL_TEST, CLIP, PROMPTS, IMAGES)
 
 #: the entry-point group through which other packages add metrics
 ENTRY_POINT_GROUP = "imgdist.metrics"
@@ -55,13 +57,14 @@ class Setting:
 
     ``kind``: ``int`` (at least ``minimum``), ``number`` (in ``[minimum, maximum]``), ``fraction``
     (strictly between 0 and 1), ``flag`` (True/False), ``choice`` (one of ``choices``),
-    ``optional-number`` (None: the metric's own choice, else a number as ``number``), ``sizes``
+    ``optional-number`` / ``optional-int`` (None: the metric's own choice, else a number as
+    ``number`` / an integer as ``int``), ``sizes``
     (a Python-only list of at least two set sizes)."""
 
     name: str
     default: object
     help: str
-    kind: str = "int"
+    kind: str = "int"   # int, number, fraction, flag, choice, optional-number, optional-int, path, sizes
     minimum: float = 0
     maximum: float | None = None
     choices: tuple = ()
@@ -70,7 +73,8 @@ class Setting:
     in_label: bool = False
 
     def __post_init__(self):
-        if self.kind not in ("int", "number", "fraction", "flag", "choice", "optional-number", "sizes"):
+        if self.kind not in ("int", "number", "fraction", "flag", "choice", "optional-number", "optional-int", "path",
+                             "sizes"):
             raise ValueError(f"setting {self.name}: unknown kind {self.kind!r}")
         if not self.name.isidentifier():
             raise ValueError(f"setting {self.name!r}: the name must be a Python identifier (it is a keyword)")
@@ -91,6 +95,14 @@ class Setting:
                                 float("inf") if self.maximum is None else self.maximum)
         if kind == "optional-number":
             return None
+        if kind == "optional-int":
+            return None if value is None else check_int(self.name, value, int(self.minimum))
+        if kind == "path":  # None, or an existing file
+            import os
+
+            if value is not None and not os.path.isfile(value):
+                raise ImgdistError(f"{option(self.name)} {value}: no such file")
+            return None if value is None else os.fspath(value)
         if kind == "flag":
             if type(value).__name__ not in ("bool", "bool_"):
                 raise ImgdistError(f"{option(self.name)} must be True or False, got {value!r}")

@@ -71,7 +71,7 @@ def load_text_tower(backbone: str, weights: str | os.PathLike | None = None, *, 
 
 def _load_builtin() -> None:
     # imported lazily so that `import imgdist` stays cheap
-    from . import clip, dinov2, efficientnet, inception, openclip, pixels  # noqa: F401
+    from . import clip, dinov2, efficientnet, inception, openclip, pixels, wavelets  # noqa: F401
 
 
 __all__ = ["Backbone", "BackboneSpec", "WeightsSpec", "register", "get_spec", "list_specs", "load_backbone",

@@ -96,7 +96,7 @@ def _zero_where_identical(distances: torch.Tensor, a: torch.Tensor, b: torch.Ten
 def distances_to(model: PerceptualNet, image, others, device: str | torch.device = "cpu") -> np.ndarray:
     """``model``'s distance from ``image`` (H x W x 3 uint8) to each of ``others`` (same size),
     float64; ``image`` runs through the network once."""
-    from ..features import fp32_mode
+    from ..precision import fp32_mode
 
     a = as_uint8_batch(image)
     others = list(others)
@@ -118,7 +118,7 @@ def distances_to(model: PerceptualNet, image, others, device: str | torch.device
 def pair_distances(model: PerceptualNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``model``'s distance of each pair ``(a[i], b[i])``, uint8 ``N x 3 x H x W`` tensors already on
     the model's device, in one pass: both sides through the network as one batch."""
-    from ..features import fp32_mode
+    from ..precision import fp32_mode
 
     n = len(a)
     with fp32_mode("fp32"):

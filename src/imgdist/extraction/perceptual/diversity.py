@@ -93,8 +93,8 @@ def bootstrap_mean_interval(values: np.ndarray, n_boot: int = BOOTSTRAP, ci: flo
     return float(lo), float(hi)
 
 
-def lpips_diversity(source, model: LPIPS | str = "alex", *, pairs: int = PAIRS, seed: int | None = D.SEED,
-                    bootstrap: int = BOOTSTRAP, ci: float = D.CI, weights=None, device: str = D.DEVICE,
+def lpips_diversity(source, model: LPIPS | str = "alex", *, pairs: int = PAIRS, seed: int | None = 0,
+                    bootstrap: int = BOOTSTRAP, ci: float = 0.95, weights=None, device: str = D.DEVICE,
                     batch_size: int | None = None, workers: int | None = None, on_error: str = "raise",
                     progress: bool = False, pool=None) -> Diversity:
     """The LPIPS diversity of ``source`` (any image source; see the module docstring).
@@ -155,8 +155,9 @@ def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, devic
             skipped: Skipped, pool=None) -> dict[int, torch.Tensor]:
     """Each of ``indices`` decoded once: index -> uint8 ``3 x H x W`` (unreadable ones left out
     with ``on_error='skip'``)."""
-    from ..features import _decode_batch, _pickled, accelerator_workers
+    from ..batches import decode_batch, pickled
     from ..decode_pool import DecodePool
+    from ..scheduling import accelerator_workers
 
     chunks = [indices[k:k + _DECODE_CHUNK].tolist() for k in range(0, len(indices), _DECODE_CHUNK)]
     if workers is None:
@@ -165,7 +166,7 @@ def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, devic
     out: dict[int, torch.Tensor] = {}
 
     def take(decoded) -> None:
-        done, batch, errors = decoded
+        done, (batch,), errors = decoded  # one recipe: native size
         for i, err in errors:
             if on_error == "raise":
                 raise ImageError(*err)
@@ -173,10 +174,10 @@ def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, devic
         for i, image in zip(done, batch if batch is not None else []):
             out[i] = image
 
-    payload = _pickled(functools.partial(_decode_batch, source, _NATIVE)) if workers else None
+    payload = pickled(functools.partial(decode_batch, source, (_NATIVE,))) if workers else None
     if payload is None:
         for chunk in chunks:
-            take(_decode_batch(source, _NATIVE, chunk))
+            take(decode_batch(source, (_NATIVE,), chunk))
         return out
     own = pool is None
     pool = DecodePool() if own else pool
