@@ -128,7 +128,7 @@ def as_side(x, name: str) -> Features | GaussianStats | None:
         raise ImgdistError(f"{name}: features must be an N x d array of numbers, got "
                            f"{'shape ' + str(x.shape) if x.dtype.kind in 'fiu' else x.dtype}")
     provenance = Provenance(backbone=USER_FEATURES, feature_layer="pool", precision=None)
-    return Features.from_array(x, provenance=provenance, name=name)
+    return Features.from_array(x, provenance=provenance, name=name, names=[f"{name}[{i}]" for i in range(len(x))])
 
 
 def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricOptions | None = None,

@@ -9,6 +9,7 @@ every set, the shares are gathered, and the metrics' heavy work is split. The st
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from .. import defaults as D
@@ -18,7 +19,7 @@ from ..extraction.sources import ImageSource, check_on_error, open_source
 from ..extraction.stats import GaussianStats, is_stats_file
 from ..metrics import registry as R
 from ..metrics._shard import ALONE
-from .compute import evaluate_features, known_counts
+from .compute import as_side, evaluate_features, known_counts
 from .options import MetricOptions
 from .plan import Plan, make_plan, parse_metrics, request
 from .results import Result, metric_label, weights_tag
@@ -41,8 +42,9 @@ def compute_stats(source, backbone=D.EVAL_BACKBONE, *, on_error="raise", **kwarg
     return extractor.extract(source, keep_features=False, on_error=on_error).stats
 
 
-def open_input(spec) -> GaussianStats | ImageSource:
-    """A side of an evaluation: statistics (validated on load) or a source of images.
+def open_input(spec) -> GaussianStats | ImageSource | Features:
+    """A side of an evaluation: statistics (validated on load), a source of images, or, for a
+    ``.npy`` / ``.npz`` holding a 2-D array, N x d features computed elsewhere (user features).
 
     An ADM batch (``arr_0`` images plus stored ``mu``/``sigma``) is its images: every metric uses
     them, and the stored statistics (ADM's TensorFlow graph, another network than most runs use)
@@ -53,6 +55,14 @@ def open_input(spec) -> GaussianStats | ImageSource:
         warnings.warn(f"{spec}: an ADM batch: its arr_0 images are used for every metric and its stored "
                       "mu/sigma/mu_s/sigma_s are not (they belong to ADM's evaluator; use --suite adm for them)",
                       ImgdistWarning, stacklevel=3)
+    if isinstance(spec, (str, os.PathLike)) and os.fspath(spec).lower().endswith((".npy", ".npz")) \
+            and os.path.isfile(spec):
+        from ..extraction.sources import array_file_source, load_array_file
+
+        array = load_array_file(os.fspath(spec))
+        if array.ndim == 2:  # N x d: features, not images
+            return as_side(array, os.fspath(spec))
+        return array_file_source(os.fspath(spec), array)
     return open_source(spec)
 
 
@@ -137,7 +147,9 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
                 raise ImgdistError(f"{what} needs a real set; without one only the metrics that need no real set "
                                    "can be computed")
     if real_test is not None:
-        inputs["real_test"] = open_source(real_test)
+        inputs["real_test"] = open_input(real_test)
+    if any(isinstance(obj, Features) for obj in inputs.values()):
+        return _user_features(inputs, asked, options, locals())
     stats_sides = tuple(side for side, obj in inputs.items() if isinstance(obj, GaussianStats))
     both_stats = len(stats_sides) == 2
     if extractor is not None:
@@ -247,6 +259,27 @@ def _embed_prompts(fake: Features, prompts: list[str], ext: FeatureExtractor, sh
 
     fake.prompts = [prompts[i] for i in fake.indices]
     fake.text, fake.prompts_truncated = embed_prompts(ext.text_tower(), fake.prompts, shard)
+
+
+def _user_features(inputs: dict, asked, options: MetricOptions, given: dict) -> Result:
+    """Every side an N x d feature matrix computed elsewhere: the metrics on them, labelled as user
+    features (never as FID), with nothing to extract."""
+    mixed = [side for side, obj in inputs.items() if not isinstance(obj, Features)]
+    if mixed:
+        first = next(obj for obj in inputs.values() if isinstance(obj, Features))
+        raise ImgdistError(f"{first.names[0].rsplit('[', 1)[0]} is an N x d feature matrix, and the {mixed[0]} side is "
+                           "not: features computed elsewhere can only be compared with features of the same network")
+    unused = [flag for flag, key in (("--backbone", "backbone"), ("--weights", "weights"), ("--resize-mode", "mode"),
+                                     ("--dims", "dims"), ("--prompts", "prompts")) if given.get(key) is not None]
+    unused += [flag for flag, key in (("--per-class", "per_class"), ("--report", "return_features"))
+               if given.get(key)]
+    if asked.at:
+        unused.append("NAME@BACKBONE")
+    if unused:
+        raise ImgdistError(f"{', '.join(unused)}: the sides are features computed elsewhere (N x d arrays), which "
+                           "no network, layer or image option can change; they print as user features")
+    return evaluate_features(inputs.get("real"), inputs["fake"], metrics=asked, options=options,
+                             real_test=inputs.get("real_test"), per_image=given["per_image"], force=given["force"])
 
 
 def score(images, *, metrics=None, **kwargs) -> Result:

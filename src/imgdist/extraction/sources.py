@@ -265,7 +265,7 @@ def _open_path(path: str, background) -> ImageSource:
                 raise SourceError(f"{path}: no images found in archive")
             return source
         if lower.endswith((".npy", ".npz")):
-            return ArraySource(_normalise_array_layout(load_array_file(path), path), path, background)
+            return array_file_source(path, load_array_file(path), background)
         return FileSource([path], path, background)
     if os.path.lexists(path) and not any(ch in path for ch in "*?["):
         # a FIFO, a socket, a broken link ... named as the whole source: there is nothing to skip it
@@ -300,6 +300,11 @@ def load_array_file(path: str) -> np.ndarray:
     if key is None:
         raise SourceError(f"{path}: several arrays ({', '.join(keys)}) and none named 'images' or 'arr_0'")
     return read_member(path, key)
+
+
+def array_file_source(path: str, array: np.ndarray, background=DEFAULT_BACKGROUND) -> "ArraySource":
+    """The images of an array file already read (``load_array_file``)."""
+    return ArraySource(_normalise_array_layout(array, path), path, background)
 
 
 def _normalise_array_layout(array: np.ndarray, label: str) -> np.ndarray:
