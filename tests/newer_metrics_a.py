@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from imgdist.metrics._shard import Shard
+from needs import require_file
 
 FIXTURE = Path(__file__).parent / "fixtures" / "newer_metrics_a.npz"
 
@@ -17,8 +18,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "newer_metrics_a.npz"
 def load_fixture() -> dict[str, np.ndarray]:
     """tests/fixtures/newer_metrics_a.npz, made by tools/peers/make_newer_metrics_fixtures_a.py
     (the rke-score package and naive transcriptions of the authors' formulas; nothing from imgdist)."""
-    if not FIXTURE.exists():
-        pytest.skip("run tools/peers/make_newer_metrics_fixtures_a.py in the peers environment first")
+    require_file(FIXTURE, "run tools/peers/make_newer_metrics_fixtures_a.py in the peers environment")
     with np.load(FIXTURE) as z:
         return {k: z[k] for k in z.files}
 

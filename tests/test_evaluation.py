@@ -231,7 +231,8 @@ def test_parse_metrics():
     assert parse_metrics("KID, fid ,dc") == ("fid", "kid", "density", "coverage")
     assert parse_metrics(["is", "fid_inf"]) == ("is", "fid-inf")
     every = {"fid", "kid", "is", "precision", "recall", "density", "coverage", "fid-inf", "vendi",
-             "authenticity", "copies", "realism"}
+             "authenticity", "copies", "realism", "rarity", "p-precision", "p-recall", "precision-cover",
+             "recall-cover", "rke", "sw"}
     # 'all': every metric that applies -- C_T only with a held-out set, IS only with logits,
     # only FID from a statistics file
     assert set(parse_metrics("all")) == every

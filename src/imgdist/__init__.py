@@ -9,6 +9,7 @@ _EXPORTS = {
     "compare": "pairs.compare", "compare_many": "pairs.compare", "Comparison": "pairs.compare",
     "pixel_distances": "pairs.pixel", "compare_pixels": "pairs.pixel", "PixelDistances": "pairs.pixel",
     "evaluate": "evaluation.run", "evaluate_features": "evaluation.run", "compute_stats": "evaluation.run",
+    "score": "evaluation.run",
     "Evaluator": "evaluation.run", "Result": "evaluation.run", "MetricOptions": "evaluation.options",
     "FeatureExtractor": "extraction.features", "extract_features": "extraction.features", "Features": "extraction.features",
     "GaussianStats": "extraction.stats", "Provenance": "extraction.provenance",

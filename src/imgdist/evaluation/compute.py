@@ -23,7 +23,7 @@ from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
 from ..metrics._shard import ALONE, Shard
 from .options import MetricOptions
-from .plan import Facts, check_sets, parse_metrics
+from .plan import Facts, Selection, check_sets, fit_all, parse_metrics, request
 from .results import PerImage, Result, metric_label, weights_warning
 
 
@@ -163,6 +163,11 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
                                           real_test=real_test is not None,
                                           clip=bool(backbone and backbone.startswith("clip-")),
                                           outputs=frozenset(outputs)))
+    fitted = []
+    if not isinstance(metrics, Selection):
+        chosen, fitted = fit_all(request(metrics), chosen, options,
+                                 known_counts({side: _count(obj) for side, obj in (("real", real), ("fake", fake))
+                                               if obj is not None}, {"real": real, "fake": fake}))
     without = [m for m in chosen if R.IMAGES in R.get(m).needs and fake_source is None]
     if without:
         raise ImgdistError(f"{', '.join(without)}: needs the fakes' images, not their features: use imgdist.evaluate "
@@ -186,7 +191,7 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         provenance = real_stats.provenance if real_stats.provenance.known else fake_stats.provenance
         _check_dims(real_stats, fake_stats)
 
-    result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes))
+    result = Result(values={}, labels={}, provenance=provenance, warnings=list(notes) + fitted)
     result.counts = {side: known.get(side) for side in ("real", "fake") if side in counts}  # None: not recorded
     for side, obj in (("real", real), ("fake", fake), ("real_test", real_test)):
         if isinstance(obj, Features) and len(obj.skipped):

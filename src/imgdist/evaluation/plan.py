@@ -86,12 +86,13 @@ def request(metrics) -> Request:
     aliases, known = R.aliases(), set(R.names())
     chosen, everything, at = set(), False, {}
     for raw in names:
-        name, _, net = str(raw).strip().lower().partition("@")
+        name, at_sign, net = str(raw).strip().lower().partition("@")
+        net = net.strip()
+        if at_sign and not net:
+            raise ImgdistError(f"metric {raw!r}: name the network after '@' (e.g. fid@dinov2-vit-l14)")
         if not name:
             continue
-        target = at.setdefault(net.strip(), set()) if net.strip() else chosen
-        if net and not net.strip():
-            raise ImgdistError(f"metric {raw!r}: name the network after '@' (e.g. fid@dinov2-vit-l14)")
+        target = at.setdefault(net, set()) if net else chosen
         if name == "all":
             if net:
                 raise ImgdistError(f"{raw!r}: 'all' depends on the run's backbone; name the metrics for {net}")
@@ -183,6 +184,23 @@ def check_sets(chosen, options: MetricOptions, counts: dict[str, int], *, has_lo
         if e.check_sizes is not None and e.check_sizes not in done:
             done.add(e.check_sizes)  # shared rules (precision and recall) say it once
             e.check_sizes(options, counts, set(chosen))
+
+
+def fit_all(asked: Request, chosen: Selection, options: MetricOptions, counts: dict) -> tuple[Selection, list[str]]:
+    """``all`` means every metric that applies, and a metric the set sizes rule out does not: those
+    ``all`` brought in (not those named) are left out, and a note says which and why."""
+    if not asked.everything:
+        return chosen, []
+    named, keep, notes = asked.names, [], []
+    for m in chosen:
+        if m not in named:
+            try:
+                check_sets([m], options, counts)
+            except SetTooSmall as exc:
+                notes.append(f"all: {m} left out, the sets are too small for it ({exc})")
+                continue
+        keep.append(m)
+    return Selection(keep), notes
 
 
 def check_outputs(chosen, spec) -> None:
@@ -321,10 +339,14 @@ def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats
     uses_test = real_test and any(REAL_TEST in R.get(m).needs for m in chosen)
     if not uses_test:
         counts.pop("real_test", None)
+    notes = []
+    if not isinstance(metrics, Selection):
+        chosen, notes = fit_all(request(metrics), chosen, options, counts)
     check_sets(chosen, options, counts, has_logits=facts.has_logits, stats_sides=stats_sides)
     if spec is not None:
         check_outputs(chosen, spec)
-    plan = Plan(chosen, options, spec, tuple(stats_sides), uses_test, per_image, per_class, return_features)
+    plan = Plan(chosen, options, spec, tuple(stats_sides), uses_test, per_image, per_class, return_features,
+                tuple(notes))
     if per_image:  # the table's columns have size rules of their own (realism's k-NN radius)
         extra = [m.name for m in plan.per_image_metrics if m.name not in chosen]
         check_sets(extra, options, counts)

@@ -222,7 +222,7 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
             result.warnings += class_notes
         results.append(result)
     result = merge(results, spaces)
-    result.warnings += [note for note in notes if note]
+    result.warnings += [note for note in notes if note] + [n for plan in plans for n in plan.notes]
     if unused_test:
         readers = ", ".join(m.name for m in R.metrics() if R.REAL_TEST in m.needs)
         result.warnings.append(f"--real-test {real_test} was not read: only {readers} use(s) held-out real images, "
