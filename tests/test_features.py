@@ -16,6 +16,7 @@ import imgdist
 from imgdist.errors import ImageError
 import imgdist.extraction.collect as collect_module
 import imgdist.extraction.features as features_module
+import imgdist.extraction.together as together_module
 from imgdist.extraction.features import FeatureExtractor
 from imgdist.extraction.stats import GaussianStats
 
@@ -234,7 +235,7 @@ def test_progress_rate_and_eta_are_the_networks_not_the_caches(tmp_path, monkeyp
 
     shown = {}
 
-    class Recording(features_module.tqdm):
+    class Recording(together_module.tqdm):
         def update(self, n=1):
             out = super().update(n)
             d = self.format_dict
@@ -243,7 +244,7 @@ def test_progress_rate_and_eta_are_the_networks_not_the_caches(tmp_path, monkeyp
             return out
 
     monkeypatch.setattr(FeatureExtractor, "_launch", slow)
-    monkeypatch.setattr(features_module, "tqdm", Recording)
+    monkeypatch.setattr(together_module, "tqdm", Recording)
     feats = _extract(str(tmp_path / "all"), cache=cache, batch_size=2, progress=True)
     assert feats.cached == 32 and sorted(shown) == [32, 34, 36, 38, 40]
     assert 0.6 < shown[34] < 5, shown  # counting the cached rows in the rate shows ~0.1 s
@@ -303,7 +304,8 @@ def test_one_decode_feeds_several_networks(folder, tmp_path, monkeypatch):
     """Two networks with different resize recipes from one decode: each image is read once, and
     each network's features equal its own extraction's; an image one network has cached is decoded
     only for the other."""
-    from imgdist.extraction.features import FeatureExtractor, Job, extract_together
+    from imgdist.extraction.features import FeatureExtractor
+    from imgdist.extraction.together import Job, extract_together
     from imgdist.extraction.sources import FileSource
 
     loads = []

@@ -14,7 +14,8 @@ import warnings
 
 from .. import defaults as D
 from ..errors import ImgdistError, ImgdistWarning
-from ..extraction.features import FeatureExtractor, Features, Job, extract_together
+from ..extraction.features import FeatureExtractor, Features
+from ..extraction.together import Job, extract_together
 from ..extraction.sources import ImageSource, check_on_error, open_source
 from ..extraction.stats import GaussianStats, is_stats_file
 from ..metrics import registry as R

@@ -89,3 +89,16 @@ def relative_asymmetry(s: np.ndarray) -> float:
     """``max|S - S^T| / max|S|`` of a square matrix (0 for the zero matrix)."""
     scale = float(np.max(np.abs(s))) if s.size else 0.0
     return float(np.max(np.abs(s - s.T))) / scale if scale > 0 else 0.0
+
+
+def nonempty(x, name: str) -> np.ndarray:
+    a = as_features(x, name)
+    if len(a) == 0:
+        raise ValueError(f"{name} holds no samples")
+    return a
+
+
+def same_dim(**sets: np.ndarray) -> None:
+    dims = {name: a.shape[1] for name, a in sets.items()}
+    if len(set(dims.values())) > 1:
+        raise ValueError("feature dimensions differ: " + ", ".join(f"{k} {v}" for k, v in dims.items()))
