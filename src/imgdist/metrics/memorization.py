@@ -263,7 +263,7 @@ def _report(ctx) -> Section:
     nearest = (ctx.cross.fake_nn, ctx.cross.fake_nn_dist)
     found = copies(ctx.xr, ctx.xf, percentile=ctx.options.copies_percentile, real_nn=ctx.own, fake_nearest=nearest)
     authentic = authenticity(ctx.xr, ctx.xf, real_nn=ctx.own, fake_nearest=nearest)
-    ct = ctx.result.details.get("ct")
+    ct = ctx.result.details.get(CT_TEST.name)  # C_T's details, where it ran
     ct_note = (f" C_T (Meehan et al. 2020): {fv(ctx.result.values[CT_TEST.name])} over {ct['cells_used']} of "
                f"{ct['cells']} cells (strongly negative: copying; about 0: fine; positive: underfitting)."
                if ct and CT_TEST.name in ctx.result.values else "")
