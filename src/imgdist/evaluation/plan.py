@@ -273,6 +273,13 @@ class Plan:
     def entries(self) -> list[R.Metric]:
         return [R.get(m) for m in self.metrics]
 
+    def reads(self, side: str) -> bool:
+        """Whether any chosen metric reads ``side`` (a network that only gives the CLIP score never
+        sees the real images)."""
+        if side == "real":
+            return any(m.needs_real for m in self.entries) or self.per_class or self.return_features
+        return side == "fake" or (side == "real_test" and self.real_test)
+
     def needs(self, kind: str) -> bool:
         return any(kind in m.needs for m in self.entries)
 

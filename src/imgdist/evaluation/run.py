@@ -205,7 +205,7 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     results = []
     for k, (plan, sides) in enumerate(zip(plans, sided)):
         if extractors and getattr(extractors[k], "network", True):
-            check_spread(sides, inputs, extractors[k].spec.name)
+            check_spread(sides, {side: obj for side, obj in inputs.items() if side in sides}, extractors[k].spec.name)
         result = evaluate_features(sides.get("real"), sides["fake"], metrics=plan.metrics, options=options,
                                    force=force, progress=progress and shard.rank == 0,
                                    real_test=sides.get("real_test"), per_image=(per_image and k == 0) or
@@ -302,18 +302,20 @@ def extract_sides(plans: list[Plan], inputs: dict, extractors: list[FeatureExtra
     try:
         for side, obj in inputs.items():
             if isinstance(obj, GaussianStats):
-                for sides in sided:
-                    sides[side] = obj
+                for plan, sides in zip(plans, sided):
+                    if plan.reads(side) or len(plans) == 1:
+                        sides[side] = obj
                 continue
             source = obj
             if shard.world > 1:
                 from .distributed import ShardSource
 
                 source = ShardSource(obj, shard.rank, shard.world, block=extractors[0].batch_size)
+            reading = [k for k, plan in enumerate(plans) if plan.reads(side)]
             jobs = []
-            for plan, ext in zip(plans, extractors):
-                keeps = plan.keeps(side, len(obj), ext.feature_dim)
-                jobs.append(Job(ext, keep_features=keeps.features, keep_logits=keeps.logits,
+            for k in reading:
+                keeps = plans[k].keeps(side, len(obj), extractors[k].feature_dim)
+                jobs.append(Job(extractors[k], keep_features=keeps.features, keep_logits=keeps.logits,
                                 extra_layers=keeps.extra, keep_extra=keeps.keep_extra))
             desc = side.replace("_", " ") + (", rank 0's share" if shard.world > 1 else "")
             found = extract_together(source, jobs, on_error=on_error, desc=desc)
@@ -321,8 +323,8 @@ def extract_sides(plans: list[Plan], inputs: dict, extractors: list[FeatureExtra
                 from .distributed import gather_features
 
                 found = [gather_features(feats, source) for feats in found]
-            for sides, feats in zip(sided, found):
-                sides[side] = feats
+            for k, feats in zip(reading, found):
+                sided[k][side] = feats
     finally:
         for ext in extractors:
             ext.close()
