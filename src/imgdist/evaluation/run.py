@@ -312,6 +312,8 @@ def extract_sides(plans: list[Plan], inputs: dict, extractors: list[FeatureExtra
 
                 source = ShardSource(obj, shard.rank, shard.world, block=extractors[0].batch_size)
             reading = [k for k, plan in enumerate(plans) if plan.reads(side)]
+            if not reading:  # only metrics of the fakes (the CLIP score, LPIPS diversity): not read at all
+                continue
             jobs = []
             for k in reading:
                 keeps = plans[k].keeps(side, len(obj), extractors[k].feature_dim)
