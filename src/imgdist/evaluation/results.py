@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import registry as R
-from ..errors import ImgdistError
 from ..extraction.provenance import Provenance, weights_tag
+from ..metrics import registry as R
+
 
 @dataclass
 class PerImage:
