@@ -32,11 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import option
-from ..errors import SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import _check_k, _prepare, _radii, distance_blocks
-from .registry import FEATURES, Metric, Setting, register, register_group
+from .registry import FEATURES, Metric, Setting, needs_more_than_k, register, register_group
 
 __all__ = ["PRCover", "pr_cover"]
 
@@ -99,26 +97,16 @@ def _compute(run) -> dict:
     return {key: value for key, value in zip(_KEYS, (r.precision, r.recall)) if key in chosen}
 
 
-def _need_ball(side: str, what: str):
-    """The ball reaches the k'-th nearest other sample of ``side``'s own set."""
-    def check(options, counts, chosen) -> None:
-        n, k_ball = counts.get(side), options.prc_c * options.prc_k
-        if n is not None and k_ball >= n:
-            raise SetTooSmall(f"{what}: {option('prc_c')} x "
-                              f"{option('prc_k')} = {k_ball} needs more than {k_ball} {side} images, and the "
-                              f"{side} set has {n}")
-    return check
-
-
 _PAPER = "Cheema & Urner, Precision Recall Cover: A Method For Assessing Generative Models, AISTATS 2023"
+_BALL = ("prc_c", "prc_k")   # the ball reaches the (c x k)-th nearest other sample of its own set
 register(Metric(
     _KEYS[0], "share of fakes whose k'-NN ball among the fakes holds at least k reals (Cheema & Urner 2023)", _compute,
     "precision_cover", lower_is_better=False, needs={FEATURES}, settings=(PRC_K, PRC_C),
-    check_sizes=_need_ball("fake", "precision cover"), order=46, paper=_PAPER,
+    check_sizes=needs_more_than_k("precision cover", _BALL, ("fake",)), order=46, paper=_PAPER,
     function=lambda sets, o: pr_cover(sets.real, sets.fake, k=o.prc_k, c=o.prc_c, recall=False).precision))
 register(Metric(
     _KEYS[1], "share of reals whose k'-NN ball among the reals holds at least k fakes (Cheema & Urner 2023)", _compute,
     "recall_cover", lower_is_better=False, needs={FEATURES}, settings=("prc_k", "prc_c"),
-    check_sizes=_need_ball("real", "recall cover"), order=47, paper=_PAPER,
+    check_sizes=needs_more_than_k("recall cover", _BALL, ("real",)), order=47, paper=_PAPER,
     function=lambda sets, o: pr_cover(sets.real, sets.fake, k=o.prc_k, c=o.prc_c, precision=False).recall))
 register_group("pr-cover", _KEYS)

@@ -39,9 +39,7 @@ import numpy as np
 
 from ._arrays import as_features
 from ._shard import ALONE, Shard
-from ..checks import option
-from ..errors import SetTooSmall
-from .registry import FEATURES, Metric, Setting, register, register_group
+from .registry import FEATURES, Metric, Setting, needs_more_than_k, register, register_group
 
 __all__ = [
     "PRDC",
@@ -232,24 +230,13 @@ def _knn(run) -> dict:
     return {name: getattr(r, name) for name in _PR + _DC if name in chosen}
 
 
-def _need_pr_k(options, counts, chosen) -> None:
-    """Precision and recall need k-NN radii in both sets."""
-    for side in ("real", "fake"):
-        n = counts.get(side)
-        if n is not None and options.pr_k >= n:
-            raise SetTooSmall(f"precision/recall: {option('pr_k')} {options.pr_k} needs more than {options.pr_k} "
-                              f"images per set, and the {side} set has {n}")
-
-
-def _need_dc_k(options, counts, chosen) -> None:
-    real = counts.get("real")
-    if real is not None and options.dc_k >= real:
-        raise SetTooSmall(f"density/coverage: {option('dc_k')} {options.dc_k} needs more than {options.dc_k} "
-                          f"real images, and the real set has {real}")
-
-
 _KYN = "Kynkäänniemi et al., Improved Precision and Recall Metric for Assessing Generative Models, NeurIPS 2019"
 _NAEEM = "Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020"
+# precision and recall need k-NN radii in both sets; density and coverage in the reals only
+_NEED_PR_K = needs_more_than_k("precision/recall", "pr_k", ("real", "fake"), per_set=True)
+_NEED_DC_K = needs_more_than_k("density/coverage", "dc_k")
+
+
 def _function(sets, o) -> dict:
     pr = precision_recall(sets.real, sets.fake, k=o.pr_k)
     dc = density_coverage(sets.real, sets.fake, k=o.dc_k)
@@ -258,15 +245,15 @@ def _function(sets, o) -> dict:
 
 _COMMON = dict(compute=_knn, lower_is_better=False, needs={FEATURES}, function=_function)
 register(Metric("precision", "share of fakes inside the reals' k-NN manifold (Kynkäänniemi et al. 2019)",
-                label="precision", settings=(PR_K,), check_sizes=_need_pr_k, default=True, order=40, paper=_KYN,
+                label="precision", settings=(PR_K,), check_sizes=_NEED_PR_K, default=True, order=40, paper=_KYN,
                 **_COMMON))
 register(Metric("recall", "share of reals inside the fakes' k-NN manifold (Kynkäänniemi et al. 2019)",
-                label="recall", settings=(PR_K,), check_sizes=_need_pr_k, default=True, order=41, paper=_KYN,
+                label="recall", settings=(PR_K,), check_sizes=_NEED_PR_K, default=True, order=41, paper=_KYN,
                 **_COMMON))
 register(Metric("density", "k-NN balls of reals counted per fake (Naeem et al. 2020)", label="density",
-                settings=(DC_K,), check_sizes=_need_dc_k, order=42, paper=_NAEEM, **_COMMON))
+                settings=(DC_K,), check_sizes=_NEED_DC_K, order=42, paper=_NAEEM, **_COMMON))
 register(Metric("coverage", "share of reals whose k-NN ball holds a fake (Naeem et al. 2020)", label="coverage",
-                settings=(DC_K,), check_sizes=_need_dc_k, order=43, paper=_NAEEM, **_COMMON))
+                settings=(DC_K,), check_sizes=_NEED_DC_K, order=43, paper=_NAEEM, **_COMMON))
 register_group("prdc", _PR + _DC)
 register_group("pr", _PR)
 register_group("dc", _DC)

@@ -38,11 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import option
-from ..errors import SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import _check_k, _prepare, _radii, distance_blocks
-from .registry import FEATURES, Metric, Setting, register, register_group
+from .registry import FEATURES, Metric, Setting, needs_more_than_k, register, register_group
 
 __all__ = ["PPR", "p_precision_recall"]
 
@@ -112,24 +110,16 @@ def _compute(run) -> dict:
     return {key: value for key, value in zip(_KEYS, (r.precision, r.recall)) if key in chosen}
 
 
-def _need_k(side: str):
-    def check(options, counts, chosen) -> None:
-        n = counts.get(side)
-        if n is not None and options.ppr_k >= n:
-            raise SetTooSmall(f"P-precision/P-recall: {option('ppr_k')} {options.ppr_k} needs more than "
-                              f"{options.ppr_k} {side} images, and the {side} set has {n}")
-    return check
-
-
+_WHAT = "P-precision/P-recall"
 _PAPER = "Park & Kim, Probabilistic Precision and Recall Towards Reliable Evaluation of Generative Models, ICCV 2023"
 register(Metric(
     _KEYS[0], "P-precision: mean over fakes of the chance of lying in some real's ball of one common radius "
     "(Park & Kim 2023)", _compute, "p_precision", lower_is_better=False, needs={FEATURES}, settings=(PPR_A, PPR_K),
-    check_sizes=_need_k("real"), order=44, paper=_PAPER,
+    check_sizes=needs_more_than_k(_WHAT, "ppr_k", ("real",)), order=44, paper=_PAPER,
     function=lambda sets, o: p_precision_recall(sets.real, sets.fake, a=o.ppr_a, k=o.ppr_k, recall=False).precision))
 register(Metric(
     _KEYS[1], "P-recall: mean over reals of the chance of lying in some fake's ball of one common radius "
     "(Park & Kim 2023)", _compute, "p_recall", lower_is_better=False, needs={FEATURES}, settings=("ppr_a", "ppr_k"),
-    check_sizes=_need_k("fake"), order=45, paper=_PAPER,
+    check_sizes=needs_more_than_k(_WHAT, "ppr_k", ("fake",)), order=45, paper=_PAPER,
     function=lambda sets, o: p_precision_recall(sets.real, sets.fake, a=o.ppr_a, k=o.ppr_k, precision=False).recall))
 register_group("ppr", _KEYS)

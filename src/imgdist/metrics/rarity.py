@@ -33,10 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import option
-from ..errors import SetTooSmall
 from ._shard import ALONE, Shard
 from .prdc import _prepare, _radii, distance_blocks
-from .registry import FEATURES, Metric, Setting, register
+from .registry import FEATURES, Metric, Setting, needs_more_than_k, register
 
 __all__ = ["Rarity", "rarity"]
 
@@ -92,13 +91,6 @@ def _compute(run) -> float:
     return r.value
 
 
-def _need_k(options, counts, chosen) -> None:
-    real = counts.get("real")
-    if real is not None and options.rarity_k >= real:
-        raise SetTooSmall(f"rarity: {option('rarity_k')} {options.rarity_k} needs more than {options.rarity_k} real "
-                          f"images, and the real set has {real}")
-
-
 def _note(result) -> str | None:
     r = result.details.get("rarity")
     if r is None:
@@ -110,6 +102,7 @@ def _note(result) -> str | None:
 RARITY = register(Metric(
     "rarity", "rarity score: radius of the smallest real k-NN ball holding each fake, mean over the fakes inside "
     "one (Han et al. 2023)", _compute, "rarity", lower_is_better=None, needs={FEATURES}, settings=(RARITY_K,),
-    check_sizes=_need_k, note=_note, per_image={"rarity": lambda run: rarity_pass(run).scores}, order=76,
+    check_sizes=needs_more_than_k("rarity", "rarity_k"), note=_note,
+    per_image={"rarity": lambda run: rarity_pass(run).scores}, order=76,
     function=lambda sets, o: rarity(sets.real, sets.fake, k=o.rarity_k).value,
     paper="Han et al., Rarity Score: A New Metric to Evaluate the Uncommonness of Synthesized Images, ICLR 2023"))

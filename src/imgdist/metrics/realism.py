@@ -35,11 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._arrays import as_features
-from ..checks import option
-from ..errors import SetTooSmall
-from .memorization import NEAREST_KEY, real_nn
+from .memorization import NEAREST_KEY, _need_nearest_real, real_nn
 from .prdc import distance_blocks, knn_radii
-from .registry import FEATURES, Metric, register
+from .registry import FEATURES, Metric, needs_more_than_k, register
 
 __all__ = ["Realism", "realism"]
 
@@ -125,14 +123,12 @@ def _realism(run) -> float:
     return float(np.median(r.realism))
 
 
+_NEED_PR_K = needs_more_than_k("realism", "pr_k", per_set=True)
+
+
 def _need_k(options, counts, chosen) -> None:
-    real = counts.get("real")
-    if real is not None and real < 2:
-        raise SetTooSmall("authenticity, copies and realism need at least 2 real images (each real's nearest "
-                          "other real)")
-    if real is not None and options.pr_k >= real:
-        raise SetTooSmall(f"realism: {option('pr_k')} {options.pr_k} needs more than {options.pr_k} images per "
-                          f"set, and the real set has {real}")
+    _need_nearest_real(options, counts, chosen)
+    _NEED_PR_K(options, counts, chosen)
 
 
 def _note(result) -> str | None:

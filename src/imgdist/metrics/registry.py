@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..checks import check_fraction, check_int, check_number, option
-from ..errors import ImgdistError, ImgdistWarning, one_line
+from ..errors import ImgdistError, ImgdistWarning, SetTooSmall, one_line
 
 # ---------------------------------------------------------------- what a metric needs
 
@@ -238,6 +238,26 @@ class Metric:
         if key != self.name:
             return self.extra_values[key], self.extra_values[key]
         return self.label, self.generic or self.label
+
+
+def needs_more_than_k(what: str, setting: str | tuple[str, ...], sides: tuple[str, ...] = ("real",),
+                      per_set: bool = False) -> Callable:
+    """A ``check_sizes`` for a k-NN radius: k (the option ``setting``, or the product of several)
+    needs more than k images in each of ``sides``, since a sample's k-th neighbour is another one.
+    ``per_set``: the error speaks of "images per set" (the option sizes both sets elsewhere)."""
+    names = (setting,) if isinstance(setting, str) else setting
+
+    def check(options, counts, chosen) -> None:
+        k = 1
+        for name in names:
+            k *= getattr(options, name)
+        shown = f"{option(names[0])} {k}" if len(names) == 1 else f"{' x '.join(map(option, names))} = {k}"
+        for side in sides:
+            n = counts.get(side)
+            if n is not None and k >= n:
+                images = "images per set" if per_set else f"{side} images"
+                raise SetTooSmall(f"{what}: {shown} needs more than {k} {images}, and the {side} set has {n}")
+    return check
 
 
 @dataclass(frozen=True)
