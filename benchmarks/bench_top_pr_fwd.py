@@ -24,18 +24,18 @@ matters (2 shared cores here); the same command on an idle machine gives the low
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
-import struct
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-FASHION = "/usr/share/datasets/fashion-mnist"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
+from fwd_inputs import fashion  # noqa: E402  (the first images of a Fashion-MNIST IDX file)
+
 GIB = 2**30
 
 
@@ -49,14 +49,6 @@ def clustered(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = centres[rng.integers(20, size=n)] + rng.standard_normal((n, d), dtype=np.float32)
     return x + np.float32(shift)
-
-
-def fashion(name: str, count: int) -> np.ndarray:
-    with gzip.open(os.path.join(FASHION, name), "rb") as fh:
-        header = fh.read(16)
-        rows, cols = struct.unpack(">II", header[8:16])
-        data = fh.read(count * rows * cols)
-    return np.frombuffer(data, np.uint8).reshape(count, rows, cols)
 
 
 def case_top_pr(n_real: int, n_fake: int) -> dict:
