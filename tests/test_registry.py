@@ -4,6 +4,8 @@ checks, labels, the CLI and every route; and no metric name spelled out anywhere
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +132,18 @@ def test_cli_flags_and_help_come_from_the_registrations():
     assert ",".join(R.default_metrics()) in flags["metrics"].help
     args = parser.parse_args(["eval", "a", "b", "--pr-k", "7", "--copies-percentile", "2.5"])
     assert (args.pr_k, args.copies_percentile) == (7, 2.5)
+
+
+def test_building_the_cli_imports_every_metric_but_neither_torch_nor_scipy():
+    # load() imports every metric module (the entry points' too) for --help; a heavy import at a
+    # metric module's top would put a second or more on every command, --help included
+    code = ("import sys\nfrom imgdist.cli import build_parser\nfrom imgdist.metrics import registry\n"
+            "build_parser()\nprint(','.join(registry.names()))\n"
+            "print(','.join(m for m in ('torch', 'scipy', 'tqdm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    names, heavy = out.split("\n")[:2]
+    assert set(names.split(",")) == set(R.names()) and "lpips-diversity" in names.split(",")
+    assert heavy == ""
 
 
 def test_labels_and_directions_are_read_from_the_registrations():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 #: Largest accepted ``max|S - S^T| / max|S|`` of a covariance. Measured: numpy.cov, torch.cov and
 #: the files of pytorch-fid and imgdist are exactly symmetric (0.0; BLAS computes ``X^T X`` with
@@ -45,6 +44,8 @@ def psd_violation(sigma: np.ndarray) -> tuple[float, float] | None:
     ``-PSD_RTOL v >= -PSD_RTOL lambda_max`` and the matrix passes. Only when that fails are the
     eigenvalues computed, to decide exactly and to name them in the message.
     """
+    import scipy.linalg
+
     shift = PSD_RTOL * float(np.max(np.diag(sigma)))
     if shift > 0:
         shifted = sigma.copy()

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 
 from ..checks import option
 from ..errors import SetTooSmall
@@ -65,6 +64,8 @@ def kmeans(x, k: int, seed: int = 0, max_iter: int = 100,
     without points moves to the point farthest from its own centre. Deterministic for a given
     ``seed``; distances in row blocks, never N x N.
     """
+    import scipy.sparse
+
     x = nonempty(x, "x")
     n = len(x)
     if not 1 <= k <= n:

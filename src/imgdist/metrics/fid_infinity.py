@@ -33,8 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-from tqdm.auto import tqdm
 
 from ..checks import check_int, check_seed
 from ._shard import ALONE, Shard
@@ -116,6 +114,8 @@ class _RealGaussian:
 
     @staticmethod
     def _covariance_factor(sigma: np.ndarray) -> np.ndarray:
+        import scipy.linalg
+
         try:
             chol = scipy.linalg.cholesky(sigma, lower=True, check_finite=False)
             if np.all(np.isfinite(chol)):
@@ -129,6 +129,8 @@ class _RealGaussian:
 
     def frechet_to(self, fake: np.ndarray, rows: np.ndarray | None) -> float:
         """Fréchet distance to the Gaussian of ``fake[rows]`` (all rows for None)."""
+        import scipy.linalg
+
         d = len(self.mu)
         size = len(fake) if rows is None else len(rows)
         if size <= d:
@@ -168,6 +170,8 @@ def fid_infinity(
     ``shard``: this process computes its share of the subsets (all are drawn everywhere, so each
     is the same whatever the split; :mod:`._shard`).
     """
+    from tqdm.auto import tqdm
+
     fake, _, n = _check_samples(feats_fake, "feats_fake")
     if sizes is None:
         size_arr = default_sizes(n)

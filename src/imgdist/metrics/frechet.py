@@ -36,7 +36,6 @@ with no d x d decomposition. FID-infinity uses the same two routes.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from ._arrays import covariance_defect, real_float64
 from .registry import Metric, register
@@ -71,12 +70,16 @@ def _as_cov(sigma, name: str) -> np.ndarray:
 
 def _sqrt_eigvals_sum(m: np.ndarray) -> float:
     """Sum of sqrt of the eigenvalues of the symmetric PSD matrix ``m`` (negatives clamped)."""
+    import scipy.linalg
+
     m = 0.5 * (m + m.T)
     w = scipy.linalg.eigvalsh(m, check_finite=False)
     return float(np.sqrt(np.clip(w, 0.0, None)).sum())
 
 
 def _cholesky(s: np.ndarray) -> np.ndarray | None:
+    import scipy.linalg
+
     try:
         chol = scipy.linalg.cholesky(s, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
@@ -99,6 +102,8 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
 
 def _trace_sqrt(s1: np.ndarray, s2: np.ndarray) -> float:
+    import scipy.linalg
+
     for a, b in ((s1, s2), (s2, s1)):
         chol = _cholesky(a)
         if chol is not None:
@@ -201,6 +206,8 @@ def nuclear_trace(a: np.ndarray, b: np.ndarray) -> float:
     values come straight from the SVD, accurate also where they are tiny (an eigen-solver on
     ``S1 S2`` or its Gram matrix loses ~sqrt(eps) there).
     """
+    import scipy.linalg
+
     return float(scipy.linalg.svdvals(a @ b.T, check_finite=False).sum())
 
 

@@ -24,7 +24,6 @@ default here keeps the input order.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp
 
 from ..checks import option
 from ..errors import SetTooSmall
@@ -42,6 +41,8 @@ def inception_score(
     ``shuffle=True`` permutes the rows with ``np.random.RandomState(seed)`` first (torch-fidelity's
     default ordering with ``seed=2020``).
     """
+    from scipy.special import log_softmax, logsumexp
+
     z = real_float64(logits, "logits")
     if z.ndim != 2:
         raise ValueError(f"logits must be a 2-D array (samples x classes), got shape {z.shape}")

@@ -13,7 +13,11 @@ then every entry point of the group ``imgdist.metrics`` (a module, whose import 
 metrics, or a :class:`Metric`, or a sequence of them). Dropping a file into ``metrics/`` is the
 whole of adding a metric.
 
-This module imports nothing heavy: the CLI builds ``--help`` from it.
+This module imports nothing heavy: the CLI builds ``--help`` from it. Since :func:`load` imports
+every metric module for that too, a metric module imports its heavy dependencies (scipy, torch,
+tqdm) inside the functions that use them, and its module level holds only numpy and the
+registration (``tests/test_registry.py`` checks that building the CLI's parser imports neither
+torch nor scipy).
 """
 
 from __future__ import annotations

@@ -47,8 +47,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
-from scipy.linalg import lapack
 
 from ..checks import MEMORY_FRACTION, available_memory, option
 from ..errors import ImgdistError
@@ -92,6 +90,9 @@ def rke_mode_count(x, sigma: float = RKE_SIGMA, chunk_size: int | None = None, *
 
 def rrke(real, fake, sigma: float = RKE_SIGMA, chunk_size: int | None = None) -> float:
     """Relative RKE ``-log(|K_XY / sqrt(n m)|_*^2)`` (Jalali et al. 2023), exact, in blocks."""
+    import scipy.linalg
+    from scipy.linalg import lapack
+
     sigma = _check_sigma(sigma)
     x, y = _prepare(real, fake)
     if len(x) == 0 or len(y) == 0:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 
 from ._arrays import as_features
 from .prdc import DEFAULT_BLOCK_BYTES
@@ -64,6 +63,8 @@ def vendi_spectrum(x, chunk_size: int | None = None, name: str = "features") -> 
     ``chunk_size``: rows (N > d) or columns (N <= d) of the features converted to float64 at a time
     (default: blocks of about 64 MiB).
     """
+    import scipy.linalg
+
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         x = as_features(x, name)  # converts, or refuses, whatever else was given

@@ -27,11 +27,12 @@ from ...checks import check_fraction, check_int, check_seed, resolve_device
 from ...errors import ImageError, ImgdistError
 from ..preprocess import Preprocessing
 from ..sources import ImageSource, Skipped, check_on_error, open_source
+from . import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS
 from .base import pair_distances
 from .lpips import LPIPS, load_lpips
 
-PAIRS = 1000
-BOOTSTRAP = 1000
+PAIRS = DIVERSITY_PAIRS
+BOOTSTRAP = DIVERSITY_BOOTSTRAP
 #: decoding without any resize: LPIPS compares images at their own size
 _NATIVE = Preprocessing("native", None, "none")
 #: images per decoding task

@@ -40,6 +40,7 @@ from ..backbones.base import WeightsSpec, check_state_dict, load_weights_strict
 from ..backbones.checkpoint import check_finite_tensors, read_tensors
 from ..backbones.torchvision_features import WEIGHTS as TORCHVISION_WEIGHTS
 from ..backbones.torchvision_features import feature_layers, min_input_size, slices, torchvision_view
+from . import LPIPS_NETS
 from .base import PerceptualNet
 from .weights import identify, params_view, resolve
 
@@ -54,11 +55,11 @@ class LpipsNet:
     channels: tuple[int, ...]
 
 
-NETS = {
-    "alex": LpipsNet("alexnet", (2, 5, 8, 10, 12), (64, 192, 384, 256, 256)),
-    "vgg": LpipsNet("vgg16", (4, 9, 16, 23, 30), (64, 128, 256, 512, 512)),
-    "squeeze": LpipsNet("squeezenet1_1", (2, 5, 8, 10, 11, 12, 13), (64, 128, 256, 384, 384, 512, 512)),
-}
+NETS = dict(zip(LPIPS_NETS, (
+    LpipsNet("alexnet", (2, 5, 8, 10, 12), (64, 192, 384, 256, 256)),
+    LpipsNet("vgg16", (4, 9, 16, 23, 30), (64, 128, 256, 512, 512)),
+    LpipsNet("squeezenet1_1", (2, 5, 8, 10, 11, 12, 13), (64, 128, 256, 384, 384, 512, 512)),
+), strict=True))
 
 #: lpips.ScalingLayer: ImageNet's mean and standard deviation, moved to the [-1, 1] scale
 SHIFT = (-0.030, -0.088, -0.188)

@@ -9,14 +9,16 @@ lives beside that network and reaches the registry through the entry-point group
 from __future__ import annotations
 
 from ...metrics.registry import IMAGES, Metric, Setting, register
-from .diversity import PAIRS, lpips_diversity
-from .lpips import NETS
+from . import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS, LPIPS_NETS
 
 
 def _compute(run) -> float:
+    from .diversity import lpips_diversity  # torch: only when the metric runs, not for --help
+
     o = run.options
-    d = lpips_diversity(run.fake_source, o.lpips_net, pairs=o.lpips_pairs, seed=o.seed, bootstrap=o.bootstrap or 1000,
-                        ci=o.ci, weights=o.lpips_weights, device=run.device, progress=run.progress)
+    d = lpips_diversity(run.fake_source, o.lpips_net, pairs=o.lpips_pairs, seed=o.seed,
+                        bootstrap=o.bootstrap or DIVERSITY_BOOTSTRAP, ci=o.ci, weights=o.lpips_weights,
+                        device=run.device, progress=run.progress)
     key = LPIPS_DIVERSITY.name
     run.result.intervals[key] = tuple(d.interval)
     run.result.details["ci_level"] = run.result.details.get("ci_level", d.ci)
@@ -39,8 +41,8 @@ LPIPS_DIVERSITY = register(Metric(
     needs_real=False, per_class=False, published_on=("*", None), note=_note, order=120, in_all=False,
     # no backbone's features are read: the cheapest space when none is named
     space=("pixels", None),
-    settings=(Setting("lpips_pairs", PAIRS, "lpips-diversity: random pairs of distinct fakes", minimum=1),
-              Setting("lpips_net", "alex", "lpips-diversity: the LPIPS network", kind="choice", choices=tuple(NETS),
+    settings=(Setting("lpips_pairs", DIVERSITY_PAIRS, "lpips-diversity: random pairs of distinct fakes", minimum=1),
+              Setting("lpips_net", "alex", "lpips-diversity: the LPIPS network", kind="choice", choices=LPIPS_NETS,
                       in_label=True),
               Setting("lpips_weights", None, "lpips-diversity: one state dict in the lpips package's layout "
                       "instead of the published files (labelled with its hash)", kind="path", in_label=True),
