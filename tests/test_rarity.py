@@ -81,3 +81,21 @@ def test_through_evaluate_features(ref):
     assert math.isnan(far.values["rarity"]) and "no fake lies inside" in far.warnings[0]
     with pytest.raises(imgdist.ImgdistError, match=r"rarity_k \(--rarity-k\) 400 needs more than 400 real"):
         imgdist.evaluate_features(real, fake, metrics="rarity", rarity_k=400)
+
+
+def test_shares_realisms_real_pass_when_k_is_the_same(ref, monkeypatch):
+    # realism (run first) makes the reals' k-NN pass; rarity at the same k reads it instead of a second one
+    import imgdist
+    import imgdist.metrics.rarity as module
+
+    real, fake = ref["offsupport_real"], ref["offsupport_fake"]
+    alone = rarity(real, fake, k=3)
+    passes = []
+    own = module._radii
+    monkeypatch.setattr(module, "_radii", lambda *a, **kw: passes.append(a[1]) or own(*a, **kw))
+    shared = imgdist.evaluate_features(real, fake, metrics="realism,rarity", pr_k=3, rarity_k=3, per_image=True)
+    assert passes == []
+    assert shared.values["rarity"] == alone.value  # the same radii, bit for bit
+    np.testing.assert_array_equal(np.array(shared.per_image["rarity"], dtype=float), alone.scores)
+    other = imgdist.evaluate_features(real, fake, metrics="realism,rarity", pr_k=3, rarity_k=4)
+    assert passes == [(4,)] and other.values["rarity"] == rarity(real, fake, k=4).value

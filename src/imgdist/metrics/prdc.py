@@ -133,6 +133,16 @@ def _radii(x: np.ndarray, ks: tuple[int, ...], chunk_size: int | None, shard: Sh
     return {k: shard.total(r) for k, r in radii.items()}
 
 
+def given_radii(radii, n: int) -> np.ndarray:
+    """k-NN radii a caller computed already (one pass shared by several metrics), checked."""
+    r = np.asarray(radii, dtype=np.float64)
+    if r.shape != (n,):
+        raise ValueError(f"real_radii must hold one radius per real sample ({n}), got shape {r.shape}")
+    if not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError("real_radii must be finite and non-negative")
+    return r
+
+
 def _prepare(real, fake):
     x = as_features(real, "real")
     y = as_features(fake, "fake")

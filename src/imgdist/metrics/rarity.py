@@ -34,7 +34,8 @@ import numpy as np
 
 from ..checks import option
 from ._shard import ALONE, Shard
-from .prdc import _prepare, _radii, distance_blocks
+from .memorization import real_nn
+from .prdc import _prepare, _radii, distance_blocks, given_radii
 from .registry import FEATURES, Metric, Setting, needs_more_than_k, register
 
 __all__ = ["Rarity", "rarity"]
@@ -50,14 +51,17 @@ class Rarity:
     k: int
 
 
-def rarity(real, fake, k: int = 3, chunk_size: int | None = None, *, shard: Shard = ALONE) -> Rarity:
+def rarity(real, fake, k: int = 3, chunk_size: int | None = None, *, shard: Shard = ALONE,
+           real_radii=None) -> Rarity:
     """Rarity score (Han et al. 2023) of the fakes against the reals' k-NN balls.
 
     ``chunk_size``: rows per distance block (default: blocks of ~64 MiB). ``shard``: this
-    process's share of the blocks; every process gets the whole result.
+    process's share of the blocks; every process gets the whole result. ``real_radii``: the reals'
+    k-NN radii when already computed (:func:`imgdist.metrics.memorization.real_neighbours`
+    ``(real, k).radii``), to skip that pass.
     """
     x, y = _prepare(real, fake)
-    radii = _radii(x, (k,), chunk_size, shard)[k]
+    radii = _radii(x, (k,), chunk_size, shard)[k] if real_radii is None else given_radii(real_radii, len(x))
     scores = np.zeros(len(y), dtype=np.float64)
     for start, d in distance_blocks(y, x, chunk_size, shard=shard):
         # a ball that does not contain the fake offers an infinite radius
@@ -79,7 +83,9 @@ RARITY_K = Setting("rarity_k", 3, "rarity: k nearest neighbours (each real's bal
 def rarity_pass(run) -> Rarity:
     """The one rarity pass of a run (the value and the per-image column share it)."""
     k = run.options.rarity_k
-    return run.once(("rarity", k), lambda: rarity(run.xr, run.xf, k=k, shard=run.shard))
+    # realism's real x real pass (run before this one) holds these radii when its k is the same
+    radii = real_nn(run, k).radii if ("real_nn", k) in run.shared_keys() else None
+    return run.once(("rarity", k), lambda: rarity(run.xr, run.xf, k=k, shard=run.shard, real_radii=radii))
 
 
 def _compute(run) -> float:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ._arrays import as_features
 from .memorization import NEAREST_KEY, _need_nearest_real, real_nn
-from .prdc import distance_blocks, knn_radii
+from .prdc import distance_blocks, given_radii, knn_radii
 from .registry import FEATURES, Metric, needs_more_than_k, register
 
 __all__ = ["Realism", "realism"]
@@ -70,14 +70,7 @@ def realism(real, fake, k: int = 3, prune_percentile: float = 50.0, chunk_size: 
         raise ValueError(f"feature dimensions differ: real {x.shape[1]}, fake {y.shape[1]}")
     if not 0.0 <= prune_percentile <= 100.0:
         raise ValueError(f"prune_percentile must be within [0, 100], got {prune_percentile}")
-    if real_radii is None:
-        r = knn_radii(x, k, chunk_size)
-    else:
-        r = np.asarray(real_radii, dtype=np.float64)
-        if r.shape != (len(x),):
-            raise ValueError(f"real_radii must hold one radius per real sample ({len(x)}), got shape {r.shape}")
-        if not np.all(np.isfinite(r)) or np.any(r < 0):
-            raise ValueError("real_radii must be finite and non-negative")
+    r = knn_radii(x, k, chunk_size) if real_radii is None else given_radii(real_radii, len(x))
     threshold = float(np.percentile(r, prune_percentile))
     r_kept = np.where(r <= threshold, r, 0.0)[None, :]
 
