@@ -116,6 +116,25 @@ def test_scale_is_printed_in_the_label(t2i, capsys):
     assert item["value"] == pytest.approx(0.025 * _clip_reference(t2i).mean(), rel=1e-5)
 
 
+def test_score_function_defaults_as_the_command(t2i, capsys):
+    """Without ``metrics``, ``imgdist.score`` computes what ``imgdist score`` does: every metric that
+    needs no real set and applies (efficientnet-lite0 has a classifier and no text tower, and no
+    prompts are given: is, vendi, rke), not a fixed list that names clip-score."""
+    import imgdist
+
+    folder = str(t2i["root"] / "fake")
+    result = imgdist.score(folder, backbone="efficientnet-lite0", is_splits=2, progress=False, cache=False,
+                           workers=0)
+    code = main(["score", folder, "--backbone", "efficientnet-lite0", "--is-splits", "2", "--json", *FAST])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    printed = {item["metric"]: item["value"] for item in json.loads(out.out)["metrics"].values()}
+    assert set(printed) == {"is", "vendi", "rke"}
+    assert set(result.values) == set(printed)
+    for key, value in printed.items():
+        assert result.values[key] == pytest.approx(value, rel=1e-12), key
+
+
 @pytest.mark.parametrize("args,message", [
     (["--metrics", "clip-score", "--backbone", "pixels"], "clip-score: needs a text tower for the prompts, which "
                                                          "pixels does not have"),

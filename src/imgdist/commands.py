@@ -110,8 +110,7 @@ def _evaluate(args, real, fake) -> int:
         with warnings.catch_warnings():
             if rank:  # one copy of each warning, from rank 0
                 warnings.simplefilter("ignore")
-            metrics = args.metrics if args.metrics is not None or real is not None else "all"
-            out = evaluate(real, fake, metrics=metrics, backbone=backbone_of(args), real_test=real_test,
+            out = evaluate(real, fake, metrics=args.metrics, backbone=backbone_of(args), real_test=real_test,
                            per_image=bool(args.per_image), per_class=bool(per_class), prompts=args.prompts,
                            on_error=args.on_error, force=getattr(args, "force", False),
                            return_features=bool(report), distributed=distributed, **metric_kwargs(args), **kwargs)

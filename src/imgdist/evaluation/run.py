@@ -114,8 +114,9 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     ``real`` / ``fake``: any image source, or a statistics ``.npz`` (then only FID is possible).
     ``real`` None: the metrics that need no real set (``is``, ``vendi``, ...; :func:`score`).
     ``metrics``: names or ``'fid,kid,prdc'`` (``'all'``: every metric that applies; None: the
-    default metrics); ``name@backbone`` computes a metric on another network in the same pass
-    (``'fid,fid@dinov2-vit-l14'``: FID and FD_DINOv2 from one decode of each image).
+    default metrics, ``'all'`` where ``real`` is None); ``name@backbone`` computes a metric on
+    another network in the same pass (``'fid,fid@dinov2-vit-l14'``: FID and FD_DINOv2 from one
+    decode of each image).
     ``backbone``: a name from ``imgdist backbones`` or a :class:`~imgdist.extraction.backbones.Backbone`;
     None: the backbone a statistics file on either side was made with, else ``inception``; metrics
     with a network of their own (CMMD) run on it unless a backbone is named.
@@ -138,6 +139,8 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     Every argument, the statistics files and the set sizes are checked before any extraction.
     """
     options = MetricOptions.from_keywords(settings)
+    if metrics is None and real is None:  # the default metrics compare with a real set; one set has none
+        metrics = "all"
     asked = request(metrics)
     check_on_error(on_error)
     inputs = {} if real is None else {"real": open_input(real)}
@@ -285,9 +288,8 @@ def _user_features(inputs: dict, asked, options: MetricOptions, given: dict) -> 
 
 def score(images, *, metrics=None, **kwargs) -> Result:
     """The metrics that need no real set (``is``, ``vendi``, and any other that says so) on one set
-    of images: :func:`evaluate` without a real side. Keywords as for :func:`evaluate`."""
-    if metrics is None:
-        metrics = [m.name for m in R.metrics() if not m.needs_real and m.in_all]
+    of images: :func:`evaluate` without a real side (``metrics`` None: every one that applies, as
+    ``imgdist score``). Keywords as for :func:`evaluate`."""
     return evaluate(None, images, metrics=metrics, **kwargs)
 
 
