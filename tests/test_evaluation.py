@@ -348,3 +348,34 @@ def test_evaluator_with_real_stats(real, fake, tmp_path):
     ev2 = Evaluator("pixels", mode="native", real_stats=str(tmp_path / "s.npz"))
     ev2.update(fake=fake)
     assert ev2.compute()["fid"] == pytest.approx(expected["fid"], rel=1e-9)
+
+
+class _Encoded:
+    """A source of encoded images that counts how often each one is read."""
+
+    def __init__(self, items):
+        self.items, self.reads = list(items), 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def content_bytes(self, i):
+        self.reads += 1
+        return self.items[i]
+
+
+def test_held_out_set_read_once_for_both_checks():
+    """C_T's held-out set is compared by content with the training set and with the fakes, each of
+    its images read once; the counts in the warnings are those of the sets built here."""
+    from imgdist.evaluation.side_checks import check_held_out
+
+    train, fakes = _Encoded([b"a", b"b", b"c"]), _Encoded([b"d", b"e"])
+    held = _Encoded([b"a", b"d", b"e", b"x"])
+    notes = check_held_out(train, fakes, held, "held/")
+    assert held.reads == 4 and train.reads == 3 and fakes.reads == 2
+    assert [n.split(", by content")[0] for n in notes] == [
+        "--real-test held/: 1 of its 4 images are also in the training (real) set",
+        "--real-test held/: 2 of its 4 images are also in the fake set"]
+    assert check_held_out(train, None, held, "held/") == notes[:1]
+    with pytest.raises(ImgdistError, match="every one of its 2 images is also in the training"):
+        check_held_out(train, fakes, _Encoded([b"b", b"c"]), "held/")

@@ -25,8 +25,7 @@ from .options import MetricOptions
 from .plan import Plan, make_plan, parse_metrics, request
 from .results import Result, metric_label, weights_tag
 from .spaces import Space, merge, split_request
-from .side_checks import (assert_backbone, check_held_out, check_held_out_fakes, check_shared_classes,
-                          check_stats_dims)
+from .side_checks import assert_backbone, check_held_out, check_shared_classes, check_stats_dims
 from .spread import check_spread
 from .streaming import Evaluator
 
@@ -182,9 +181,8 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
     if per_class:  # the layout is checked before the work, as far as names tell
         check_shared_classes(inputs["real"], inputs["fake"])
     if "real_test" in inputs:
-        notes.append(check_held_out(inputs["real"], inputs["real_test"], real_test))
-        if not isinstance(inputs["fake"], GaussianStats):
-            notes.append(check_held_out_fakes(inputs["fake"], inputs["real_test"], real_test))
+        fake_images = None if isinstance(inputs["fake"], GaussianStats) else inputs["fake"]
+        notes += check_held_out(inputs["real"], fake_images, inputs["real_test"], real_test)
 
     extractors = [] if both_stats else [
         extractor if extractor is not None else

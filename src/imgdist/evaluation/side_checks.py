@@ -85,32 +85,32 @@ def _hashes(source) -> list[bytes]:
     return [content_digest(source, i) for i in range(len(source))]
 
 
-def check_held_out(train_source, test_source, given_test) -> str | None:
-    """C_T's held-out set must be images the generator never saw: refused when every held-out image is
-    also a training image (by content, not name), a warning with the count when some are."""
+def check_held_out(train_source, fake_source, test_source, given_test) -> list[str]:
+    """C_T's held-out set must be images the generator never saw, by content (not name); each
+    held-out image is read and hashed once for both checks. The warnings, in order.
+
+    Training images: refused when every held-out image is one, a warning with the count when some are.
+    The generator's own samples (``fake_source`` None: a statistics file, no images to compare): C_T
+    measures how much closer the fakes lie to the training set than held-out images do, and fakes
+    among the held-out images pull it towards 0, which reads as "no copying" (the fake set itself
+    as --real-test gave 0.004); a warning with the count."""
     train = set(_hashes(train_source))
     test = _hashes(test_source)
     shared = sum(h in train for h in test)
     if shared == len(test):
         raise ImgdistError(f"--real-test {given_test}: every one of its {len(test)} images is also in the training "
                            "(real) set, by content; C_T needs held-out images the generator never saw")
+    notes = []
     if shared:
-        return (f"--real-test {given_test}: {shared} of its {len(test)} images are also in the training (real) "
-                "set, by content; C_T treats them as unseen, which pulls it towards copying (< 0)")
-    return None
-
-
-def check_held_out_fakes(fake_source, test_source, given_test) -> str | None:
-    """The held-out set must not hold the generator's own samples either: C_T measures how much
-    closer the fakes lie to the training set than held-out images do, and fakes among the held-out
-    images pull it towards 0, which reads as "no copying" (the fake set itself as --real-test gave
-    0.004). A warning with the count, by content."""
+        notes.append(f"--real-test {given_test}: {shared} of its {len(test)} images are also in the training (real) "
+                     "set, by content; C_T treats them as unseen, which pulls it towards copying (< 0)")
+    if fake_source is None:
+        return notes
     fakes = set(_hashes(fake_source))
-    test = _hashes(test_source)
     shared = sum(h in fakes for h in test)
-    if not shared:
-        return None
-    what = f"every one of its {len(test)} images is" if shared == len(test) else \
-        f"{shared} of its {len(test)} images are"
-    return (f"--real-test {given_test}: {what} also in the fake set, by content; C_T compares the fakes with "
-            "held-out real images, and fakes among them pull it towards 0, which reads as no copying")
+    if shared:
+        what = f"every one of its {len(test)} images is" if shared == len(test) else \
+            f"{shared} of its {len(test)} images are"
+        notes.append(f"--real-test {given_test}: {what} also in the fake set, by content; C_T compares the fakes "
+                     "with held-out real images, and fakes among them pull it towards 0, which reads as no copying")
+    return notes
