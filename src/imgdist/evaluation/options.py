@@ -44,9 +44,6 @@ class MetricOptions:
     def replace(self, **changes) -> "MetricOptions":
         return MetricOptions(**{**self._values, **changes})
 
-    def as_dict(self) -> dict:
-        return dict(self._values)
-
     def __eq__(self, other) -> bool:
         return isinstance(other, MetricOptions) and self._values == other._values
 

@@ -129,22 +129,6 @@ def metrics_help() -> str:
             + "; 'all' = every metric that applies")
 
 
-def default_space(names, default_backbone: str) -> tuple[str, str | None]:
-    """``(backbone, resize mode)`` when none is named: the metrics' own space (CMMD's CLIP encoder)
-    when every chosen metric has the same one, else ``default_backbone`` (its default mode)."""
-    entries = [R.get(n) for n in names]
-    spaces = {m.space for m in entries}
-    if len(spaces) == 1 and None not in spaces:
-        return next(iter(spaces))
-    own = sorted(m.name for m in entries if m.space)
-    if own:
-        first = R.get(own[0]).space[0]
-        raise ImgdistError(f"{', '.join(own)} run(s) on {first} features by default, and the other metrics would "
-                           f"then be computed there too: name the backbone (--backbone {first} for "
-                           f"{own[0]} as published), or run {', '.join(own)} on its own")
-    return default_backbone, None
-
-
 # ---------------------------------------------------------------- checks before extraction
 
 
