@@ -217,9 +217,7 @@ def per_class_metrics(chosen, options: MetricOptions, counts: dict[str, int]) ->
             continue
         try:
             check_sets([name], options, counts)
-        except SetTooSmall:
-            continue
-        except ImgdistError:  # e.g. no held-out images of this class
+        except ImgdistError:  # too small (SetTooSmall), or e.g. no held-out images of this class
             continue
         keep.append(name)
     return keep
@@ -309,12 +307,9 @@ def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats
     """
     options = options or MetricOptions()
     facts = Facts.of(spec, stats_sides=stats_sides, real_test=real_test, prompts=prompts)
-    if isinstance(metrics, Selection):
-        chosen = metrics
-    else:
-        chosen = request(metrics).resolve(facts)
+    asked = None if isinstance(metrics, Selection) else request(metrics)  # a Selection is resolved already
+    chosen = metrics if asked is None else asked.resolve(facts)
     if not needs_real:
-        asked = request(metrics) if not isinstance(metrics, Selection) else None
         if asked is not None and asked.everything:
             chosen = Selection(m for m in chosen if not R.get(m).needs_real)
         needing = [m for m in chosen if R.get(m).needs_real]
@@ -331,8 +326,8 @@ def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats
     if not uses_test:
         counts.pop("real_test", None)
     notes = []
-    if not isinstance(metrics, Selection):
-        chosen, notes = fit_all(request(metrics), chosen, options, counts)
+    if asked is not None:
+        chosen, notes = fit_all(asked, chosen, options, counts)
     check_sets(chosen, options, counts, has_logits=facts.has_logits, stats_sides=stats_sides)
     if spec is not None:
         check_outputs(chosen, spec)
