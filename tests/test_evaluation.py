@@ -379,3 +379,13 @@ def test_held_out_set_read_once_for_both_checks():
     assert check_held_out(train, None, held, "held/") == notes[:1]
     with pytest.raises(ImgdistError, match="every one of its 2 images is also in the training"):
         check_held_out(train, fakes, _Encoded([b"b", b"c"]), "held/")
+
+
+def test_all_with_a_held_out_set_on_features():
+    """``all`` with ``real_test`` brings in C_T, and the size checks of ``all`` count the held-out set
+    (they once did not, and refused C_T for want of the very real_test given)."""
+    rng = np.random.default_rng(3)
+    real, fake, held = (rng.normal(size=(60, 8)) for _ in range(3))
+    everything = evaluate_features(real, fake, metrics="all", real_test=held, ct_cells=2)
+    alone = evaluate_features(real, fake, metrics="ct", real_test=held, ct_cells=2)
+    assert everything.values["ct"] == alone.values["ct"]

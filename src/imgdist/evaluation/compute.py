@@ -23,7 +23,7 @@ from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
 from ..metrics._shard import ALONE, Shard
 from .options import MetricOptions
-from .plan import Facts, Selection, check_sets, fit_all, parse_metrics, request
+from .plan import Facts, Selection, check_sets, fit_all, request
 from .results import PerImage, Result, metric_label, weights_warning
 
 
@@ -159,15 +159,17 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
     real_stats = None if real is None else (real if isinstance(real, GaussianStats) else real.stats)
     backbone = fake_stats.provenance.backbone
     outputs = (set(real.extra) if isinstance(real, Features) else set()) & set(getattr(fake, "extra", {}))
-    chosen = parse_metrics(metrics, Facts(has_logits=has_logits, features=not stats_sides,
-                                          real_test=real_test is not None,
-                                          clip=bool(backbone and backbone.startswith("clip-")),
-                                          outputs=frozenset(outputs)))
+    asked = None if isinstance(metrics, Selection) else request(metrics)  # a Selection is resolved already
+    chosen = metrics if asked is None else asked.resolve(Facts(
+        has_logits=has_logits, features=not stats_sides, real_test=real_test is not None,
+        clip=bool(backbone and backbone.startswith("clip-")), outputs=frozenset(outputs)))
+    counts = {side: _count(obj) for side, obj in sides.items() if obj is not None}
+    if real_test is not None:
+        counts["real_test"] = real_test.stats.n
+    known = known_counts(counts, sides)
     fitted = []
-    if not isinstance(metrics, Selection):
-        chosen, fitted = fit_all(request(metrics), chosen, options,
-                                 known_counts({side: _count(obj) for side, obj in (("real", real), ("fake", fake))
-                                               if obj is not None}, {"real": real, "fake": fake}))
+    if asked is not None:
+        chosen, fitted = fit_all(asked, chosen, options, known)
     without = [m for m in chosen if R.IMAGES in R.get(m).needs and fake_source is None]
     if without:
         raise ImgdistError(f"{', '.join(without)}: needs the fakes' images, not their features: use imgdist.evaluate "
@@ -177,11 +179,8 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         if needing:
             raise ImgdistError(f"{', '.join(needing)}: need(s) a real (reference) set; without one only "
                                f"{', '.join(m.name for m in R.metrics() if not m.needs_real)} can be computed")
-    counts = {side: _count(obj) for side, obj in sides.items() if obj is not None}
     if real_test is not None:
-        counts["real_test"] = real_test.stats.n
         real_stats.provenance.check_compatible(real_test.provenance, "real vs real test", force)
-    known = known_counts(counts, sides)
     check_sets(chosen, options, known, has_logits=has_logits, stats_sides=stats_sides)
     if per_image and stats_sides:
         raise ImgdistError(f"the per-image table needs images, but {stats_sides[0]} is a statistics file")
