@@ -23,7 +23,7 @@ from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
 from ..metrics._shard import ALONE, Shard
 from .options import MetricOptions
-from .plan import Facts, Selection, check_sets, fit_all, request
+from .plan import Facts, Selection, check_sets, fit_all, per_image_metrics, request
 from .results import PerImage, Result, metric_label, weights_warning
 
 
@@ -215,8 +215,8 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         if options.bootstrap:
             _bootstrap(result, chosen, run.xr, run.xf, options)
         if per_image:  # "chosen": only the chosen metrics' columns (another network of the same run)
-            result.per_image = run.per_image([m for m in R.metrics() if m.per_image and (
-                m.name in chosen or (m.per_image_always and per_image != "chosen" and real is not None))])
+            always = per_image != "chosen" and real is not None
+            result.per_image = run.per_image(per_image_metrics(chosen, always=always))
     for w in caught:
         message = one_line(w.message)
         if message not in result.warnings:

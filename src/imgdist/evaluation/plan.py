@@ -223,6 +223,13 @@ def per_class_metrics(chosen, options: MetricOptions, counts: dict[str, int]) ->
     return keep
 
 
+def per_image_metrics(chosen, *, always: bool = True) -> list[R.Metric]:
+    """The metrics whose columns a per-image table holds: every chosen one that has columns and,
+    where ``always``, those always there (they read the real set, and belong to the run's own
+    network's table, not to another network's)."""
+    return [m for m in R.metrics() if m.per_image and (m.name in chosen or (always and m.per_image_always))]
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -272,12 +279,6 @@ class Plan:
     @property
     def keeps_outputs(self) -> bool:
         return any(m.keeps_outputs for m in self.entries)
-
-    @property
-    def per_image_metrics(self) -> list[R.Metric]:
-        """The metrics whose columns the per-image table holds: those always there, and every
-        chosen one that has columns."""
-        return [m for m in R.metrics() if m.per_image and (m.per_image_always or m.name in self.metrics)]
 
     def keeps(self, side: str, n: int | None = None, feature_dim: int | None = None) -> Keeps:
         """What ``side``'s extraction keeps: per-image features where a metric, the bootstrap, a
@@ -334,6 +335,6 @@ def make_plan(metrics, options: MetricOptions | None = None, *, spec=None, stats
     plan = Plan(chosen, options, spec, tuple(stats_sides), uses_test, per_image, per_class, return_features,
                 tuple(notes))
     if per_image:  # the table's columns have size rules of their own (realism's k-NN radius)
-        extra = [m.name for m in plan.per_image_metrics if m.name not in chosen]
+        extra = [m.name for m in per_image_metrics(chosen) if m.name not in chosen]
         check_sets(extra, options, counts)
     return plan
