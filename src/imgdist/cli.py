@@ -86,17 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the missing ones (default: $IMGDIST_DIST_TIMEOUT, else 300)")
     p.set_defaults(func=cmd_eval)
 
+    one_set = [m for m in registry.metrics() if not m.needs_real]
     p = sub.add_parser("score", help="metrics of one set that need no real set (clip-score, is, vendi, ...)",
                        description="The metrics that need no real set to compare with, on IMAGES: "
-                                   + ", ".join(m.name for m in registry.metrics() if not m.needs_real)
+                                   + ", ".join(m.name for m in one_set)
                                    + " (default: every one that applies; clip-score with prompts).")
     p.add_argument("images", help="generated images: folder, glob, archive or .npy/.npz")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated: " + ", ".join(m.name for m in registry.metrics() if not m.needs_real)
+                   help="comma-separated: " + ", ".join(m.name for m in one_set)
                         + "; NAME@BACKBONE on another network (default: every one that applies)")
     add_backbone_args(p, None, per_network=True)
     add_extraction_args(p)
-    add_setting_args(p, [m for m in registry.metrics() if not m.needs_real])
+    add_setting_args(p, one_set)
     add_prompts_arg(p)
     p.add_argument("--per-image", metavar="PATH", default=None,
                    help="write a CSV with one row per image: the chosen metrics' columns (clip_score, prompt, ...)")

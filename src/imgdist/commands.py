@@ -96,7 +96,7 @@ def _evaluate(args, real, fake) -> int:
         check_output(report, "--report", (".html", ".htm"), inputs=inputs)
     if args.per_image is not None:
         check_output(args.per_image, "--per-image", ".csv", inputs=inputs)
-    kwargs = extractor_kwargs(args)
+    kwargs, settings = extractor_kwargs(args), metric_kwargs(args)
     distributed, rank = launched_by_torchrun(), 0
     if distributed:
         import torch.distributed as dist
@@ -113,7 +113,7 @@ def _evaluate(args, real, fake) -> int:
             out = evaluate(real, fake, metrics=args.metrics, backbone=backbone_of(args), real_test=real_test,
                            per_image=bool(args.per_image), per_class=bool(per_class), prompts=args.prompts,
                            on_error=args.on_error, force=getattr(args, "force", False),
-                           return_features=bool(report), distributed=distributed, **metric_kwargs(args), **kwargs)
+                           return_features=bool(report), distributed=distributed, **settings, **kwargs)
     finally:
         if distributed:
             dist.destroy_process_group()
@@ -123,7 +123,7 @@ def _evaluate(args, real, fake) -> int:
     if report:
         from .report import write_report
 
-        write_report(report, result, out[1], out[2], real, fake, options=metric_kwargs(args))
+        write_report(report, result, out[1], out[2], real, fake, options=settings)
     if args.per_image:
         result.per_image.write_csv(args.per_image)
     print_result(result, args)
