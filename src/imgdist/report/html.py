@@ -221,10 +221,7 @@ def _metric_section(section: R.Section, thumbs) -> str:
                                            for v in row) + "</tr>" for row in rows)
         body = f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>\n"
     cards = [thumbs.card(*card.images, numbers=list(card.captions)) for card in section.cards]
-    grid = ("<div class=\"grid\">\n" + "\n".join(cards) + "\n</div>") if section.cards else \
-        ("" if section.table else "<p class=\"note\">(none)</p>")
-    return (f"<h2 id=\"{escape(section.key)}\">{escape(section.title)}</h2>\n<p class=\"note\">{escape(section.note)}"
-            f"</p>\n{body}{grid}")
+    return _section(escape(section.key), section.title, escape(section.note), cards, body)
 
 
 def _spread_section(xr: np.ndarray, xf: np.ndarray, seed: int | None) -> str:
@@ -301,11 +298,12 @@ def _histogram_png(fake_to_real: np.ndarray, real_to_real: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _section(anchor: str, title: str, note: str, cards: list[str]) -> str:
-    """``note`` is HTML written here (numbers only); names reach the page only through ``escape``."""
+def _section(anchor: str, title: str, note: str, cards: list[str], body: str = "") -> str:
+    """``note`` and ``body`` are HTML written here (numbers only, or escaped by the caller); names
+    reach the page only through ``escape``. A section with a body and no cards needs no "(none)"."""
     grid = "<div class=\"grid\">\n" + "\n".join(cards) + "\n</div>" if cards else \
-        "<p class=\"note\">(none)</p>"
-    return f"<h2 id=\"{anchor}\">{escape(title)}</h2>\n<p class=\"note\">{note}</p>\n{grid}"
+        ("" if body else "<p class=\"note\">(none)</p>")
+    return f"<h2 id=\"{anchor}\">{escape(title)}</h2>\n<p class=\"note\">{note}</p>\n{body}{grid}"
 
 
 class _Thumbnails:
