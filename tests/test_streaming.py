@@ -49,6 +49,14 @@ def _tampered(state, side, key, value):
     return state
 
 
+def _indefinite(scatter):
+    """Symmetric with a positive diagonal, and not positive semi-definite: v [[1, 2], [2, 1]] on
+    the first two axes has eigenvalues 3v and -v."""
+    out = torch.eye(len(scatter), dtype=torch.float64) * scatter.diagonal().max()
+    out[0, 1] = out[1, 0] = 2 * out[0, 0]
+    return out
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda s: {**s, "version": 99}, "not an imgdist Evaluator state of version 1"),
     (lambda s: {**s, "metrics": ["fid"]}, "made for metrics \\['fid'\\]"),
@@ -57,13 +65,16 @@ def _tampered(state, side, key, value):
     (lambda s: _tampered(s, "fake", "mean", torch.full((48,), float("nan"), dtype=torch.float64)), "NaN or infinity"),
     (lambda s: _tampered(s, "real", "scatter", torch.triu(s["real"]["stats"]["scatter"])),
      "not symmetric positive semi-definite"),
+    (lambda s: _tampered(s, "fake", "scatter", _indefinite(s["fake"]["stats"]["scatter"])),
+     "Evaluator state \\(fake\\): the scatter matrix .* is not positive semi-definite \\(smallest eigenvalue -"),
     (lambda s: _tampered(s, "fake", "features", s["fake"]["features"][:5]), "rows for 17 images"),
     (lambda s: _tampered(s, "fake", "prompts", ["a"]), "one string per image"),
 ])
 def test_a_tampered_state_is_refused_and_changes_nothing(fed, change, message):
     before = fed.compute().values
-    with pytest.raises(ImgdistError, match=message):
+    with pytest.raises(ImgdistError, match=message) as info:
         fed.load_state_dict(change(fed.state_dict()))
+    assert "\n" not in str(info.value)
     assert fed.compute().values == before
 
 

@@ -22,6 +22,7 @@ from ..extraction.features import FeatureExtractor, Features
 from ..extraction.provenance import Provenance
 from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
+from ..metrics._arrays import covariance_defect
 from ..metrics.registry import PROMPTS, REAL_TEST
 from .compute import evaluate_features
 from .options import MetricOptions
@@ -303,9 +304,11 @@ def _stats_from(part, provenance: Provenance, where: str) -> GaussianStats:
         raise ImgdistError(f"{where}: the mean must be a vector and the scatter a square matrix of its size")
     if not (np.isfinite(mean).all() and np.isfinite(scatter).all()):
         raise ImgdistError(f"{where}: the statistics hold NaN or infinity")
-    scale = max(float(np.abs(scatter).max()), 1e-300)
-    if float(np.abs(scatter - scatter.T).max()) > 1e-6 * scale or float(np.diag(scatter).min()) < -1e-6 * scale:
-        raise ImgdistError(f"{where}: the scatter matrix is not symmetric positive semi-definite")
+    # the project's one covariance test (a positive diagonal proves no PSD); the scatter is n or n - 1
+    # times a covariance, and the test is relative, so the same bounds hold
+    defect = covariance_defect(scatter, "scatter")
+    if defect:
+        raise ImgdistError(f"{where}: the scatter matrix is not symmetric positive semi-definite: it {defect}")
     return GaussianStats.from_state(n, mean, scatter, provenance)
 
 
