@@ -144,3 +144,30 @@ def test_as_a_metric_of_score_and_eval(tmp_path, capsys):
     assert main(["eval", str(folder), str(folder), *args[:-5], "--json", "--backbone", "pixels", "--no-progress",
                  "--no-cache"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"][label]["value"] == pytest.approx(expected.value, rel=1e-12)
+
+
+def test_the_runs_on_error_reaches_the_metric(tmp_path, capsys):
+    """``--on-error skip`` skips an unreadable fake in the extraction and in the metric's own decode
+    alike; with ``raise`` the run fails naming it."""
+    import json
+
+    from imgdist.cli import main
+
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "8.png").write_text("not an image")
+    weights = tmp_path / "squeeze.pth"
+    torch.save(S.lpips_state_dict("squeeze"), weights)
+    expected = lpips_diversity(str(folder), "squeeze", weights=str(weights), pairs=20, seed=0, bootstrap=200,
+                               on_error="skip")
+    args = ["score", str(folder), "--metrics", "lpips-diversity", "--lpips-net", "squeeze", "--lpips-weights",
+            str(weights), "--lpips-pairs", "20", "--bootstrap", "200", "--json", "--no-progress", "--no-cache",
+            "--workers", "0"]
+    assert main([*args, "--on-error", "skip"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)["metrics"].values()
+    assert len(expected.skipped) == 1 and item["value"] == pytest.approx(expected.value, rel=1e-12)
+    assert main(args) == 2
+    assert "8.png" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from .. import metrics as M
 from ..errors import ImgdistError, SetTooSmall, one_line
 from ..extraction.features import Features
 from ..extraction.provenance import USER_FEATURES, Provenance
+from ..extraction.sources import check_on_error
 from ..extraction.stats import GaussianStats
 from ..metrics import registry as R
 from ..metrics._shard import ALONE, Shard
@@ -44,6 +45,7 @@ class MetricRun:
     #: the fakes' images (metrics that run a network of their own on them) and the run's device
     fake_source: object = None
     device: str = "cpu"
+    on_error: str = "raise"                 # what an unreadable image in ``fake_source`` does
     _shared: dict = field(default_factory=dict)
 
     @property
@@ -134,7 +136,7 @@ def as_side(x, name: str) -> Features | GaussianStats | None:
 def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricOptions | None = None,
                       progress: bool = False, real_test=None, per_image: bool = False,
                       shard: Shard = ALONE, skip_unfit: bool = False, fake_source=None, device: str = "cpu",
-                      **option_kwargs) -> Result:
+                      on_error: str = "raise", **option_kwargs) -> Result:
     """The metrics from already extracted features, statistics, or plain N x d arrays.
 
     ``real`` / ``fake``: :class:`~imgdist.extraction.features.Features`, :class:`GaussianStats`, or
@@ -144,11 +146,13 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
     ``progress``: progress bars for metrics that can take a while (FID-infinity). ``real_test``:
     held-out real features (C_T). ``per_image``: fill ``result.per_image``. ``shard``: this
     process's share of the heavy work (torchrun; results are the same). ``fake_source``: the fakes'
-    images, for metrics that read them (lpips-diversity), and ``device`` where they run. ``skip_unfit``: a metric
+    images, for metrics that read them (lpips-diversity), ``device`` where they run and ``on_error``
+    what an unreadable one does (as in the extraction). ``skip_unfit``: a metric
     the sets turn out too small for (no usable C_T cell) is left out and named in
     ``result.details['left_out']`` instead of failing the run (per-class evaluation).
     """
     options = options or MetricOptions.from_keywords(option_kwargs)
+    check_on_error(on_error)
     real, fake, real_test = as_side(real, "real"), as_side(fake, "fake"), as_side(real_test, "real_test")
     if fake is None:
         raise ImgdistError("evaluate_features needs the fake (generated) set")
@@ -201,7 +205,7 @@ def evaluate_features(real, fake, *, metrics=None, force=False, options: MetricO
         result.warnings.append(warning)
 
     run = MetricRun(real, fake, options, result, force=force, progress=progress, real_test=real_test,
-                    chosen=chosen, shard=shard, fake_source=fake_source, device=device)
+                    chosen=chosen, shard=shard, fake_source=fake_source, device=device, on_error=on_error)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for metric in chosen:

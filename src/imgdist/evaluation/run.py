@@ -212,7 +212,7 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
                                    real_test=sides.get("real_test"), per_image=(per_image and k == 0) or
                                    ("chosen" if per_image else False), shard=shard,
                                    fake_source=None if isinstance(inputs["fake"], GaussianStats) else inputs["fake"],
-                                   device=str(extractors[k].device) if extractors else "cpu")
+                                   device=str(extractors[k].device) if extractors else "cpu", on_error=on_error)
         if per_class:
             from .per_class import evaluate_per_class
 

@@ -18,10 +18,10 @@ def _compute(run) -> float:
     o = run.options
     d = lpips_diversity(run.fake_source, o.lpips_net, pairs=o.lpips_pairs, seed=o.seed,
                         bootstrap=o.bootstrap or DIVERSITY_BOOTSTRAP, ci=o.ci, weights=o.lpips_weights,
-                        device=run.device, progress=run.progress)
+                        device=run.device, on_error=run.on_error, progress=run.progress)
     key = LPIPS_DIVERSITY.name
     run.result.intervals[key] = tuple(d.interval)
-    run.result.details["ci_level"] = run.result.details.get("ci_level", d.ci)
+    run.result.details.setdefault("ci_level", d.ci)
     run.result.details["lpips_diversity"] = {"network": d.label, "pairs": int(len(d.pairs)), "images": d.images,
                                              "decoded": d.decoded, "ci": d.ci}
     return d.value
