@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import check_int, check_seed
+from ..checks import check_int, check_seed, option
 from ._shard import ALONE, Shard
-from ..checks import option
 from ..errors import SetTooSmall
 from .registry import FEATURES, Metric, Setting, register
 from .frechet import _as_cov, _as_mean, _check_samples, centred_factor, mean_cov, nuclear_trace

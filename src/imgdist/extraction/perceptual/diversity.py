@@ -97,15 +97,13 @@ def bootstrap_mean_interval(values: np.ndarray, n_boot: int = BOOTSTRAP, ci: flo
 def lpips_diversity(source, model: LPIPS | str = "alex", *, pairs: int = PAIRS, seed: int | None = 0,
                     bootstrap: int = BOOTSTRAP, ci: float = 0.95, weights=None, device: str = D.DEVICE,
                     batch_size: int | None = None, workers: int | None = None, on_error: str = "raise",
-                    progress: bool = False, pool=None) -> Diversity:
+                    progress: bool = False) -> Diversity:
     """The LPIPS diversity of ``source`` (any image source; see the module docstring).
 
     ``model``: a loaded :class:`~.lpips.LPIPS` (on its device), or a network name loaded with
     ``weights`` on ``device``. ``batch_size``: pairs per network batch (default: as many as fit
     about 1 GB of activations). ``workers``: decoding processes (default: none on a CPU, every
-    usable core beside an accelerator). ``pool``: a running
-    :class:`~imgdist.extraction.decode_pool.DecodePool` to decode in (a command's extractor's; it
-    is grown to ``workers`` and left running), else one is started and closed here.
+    usable core beside an accelerator; started here and closed when done).
     ``on_error='skip'``: pairs with an unreadable image are left out (and counted in ``skipped``).
     """
     pairs = check_int("lpips_pairs", pairs, 1)
@@ -129,7 +127,7 @@ def lpips_diversity(source, model: LPIPS | str = "alex", *, pairs: int = PAIRS, 
 
     chosen = draw_pairs(n, pairs, seed)
     skipped = Skipped()
-    images = _decode(source, np.unique(chosen), workers, net_device, on_error, skipped, pool)
+    images = _decode(source, np.unique(chosen), workers, net_device, on_error, skipped)
     keep = np.array([int(i) in images and int(j) in images for i, j in chosen], dtype=bool)
     chosen = chosen[keep]
     if not len(chosen):
@@ -153,7 +151,7 @@ def lpips_diversity(source, model: LPIPS | str = "alex", *, pairs: int = PAIRS, 
 
 
 def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, device, on_error: str,
-            skipped: Skipped, pool=None) -> dict[int, torch.Tensor]:
+            skipped: Skipped) -> dict[int, torch.Tensor]:
     """Each of ``indices`` decoded once: index -> uint8 ``3 x H x W`` (unreadable ones left out
     with ``on_error='skip'``)."""
     from ..batches import decode_batch, pickled
@@ -180,8 +178,7 @@ def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, devic
         for chunk in chunks:
             take(decode_batch(source, (_NATIVE,), chunk))
         return out
-    own = pool is None
-    pool = DecodePool() if own else pool
+    pool = DecodePool()
     try:
         pool.grow(workers)
         job = pool.start_job(payload)
@@ -194,8 +191,7 @@ def _decode(source: ImageSource, indices: np.ndarray, workers: int | None, devic
         for seq in range(len(chunks)):  # in source order, so that 'raise' names the first bad image
             take(ready[seq])
     finally:
-        if own:
-            pool.close()
+        pool.close()
     return out
 
 
