@@ -135,6 +135,20 @@ def test_score_function_defaults_as_the_command(t2i, capsys):
         assert result.values[key] == pytest.approx(value, rel=1e-12), key
 
 
+def test_prompts_no_metric_reads_are_said_to_be_unread(t2i, capsys):
+    """'all' on a network without a text tower leaves clip-score out; the prompt file the user gave
+    is then named in a warning, not silently ignored."""
+    root = t2i["root"]
+    code = main(["score", str(root / "fake"), "--backbone", "efficientnet-lite0", "--is-splits", "2", "--prompts",
+                 str(root / "prompts.csv"), "--json", *FAST])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "clip_score" not in out.out
+    assert (f"imgdist: warning: --prompts {root / 'prompts.csv'} was not read: only clip-score use(s) prompts, none "
+            "is among the metrics, and they need a network with a text tower (e.g. --metrics "
+            "clip-score@clip-vit-b32)") in out.err.splitlines()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--metrics", "clip-score", "--backbone", "pixels"], "clip-score: needs a text tower for the prompts, which "
                                                          "pixels does not have"),

@@ -229,6 +229,11 @@ def evaluate(real, fake, *, metrics=None, backbone=None, weights=None, mode=None
         readers = ", ".join(m.name for m in R.metrics() if R.REAL_TEST in m.needs)
         result.warnings.append(f"--real-test {real_test} was not read: only {readers} use(s) held-out real images, "
                                "and none is among the metrics")
+    if prompts is not None and fake_prompts is None:  # e.g. 'all' on a network without a text tower
+        readers = ", ".join(m.name for m in R.metrics() if R.PROMPTS in m.needs)
+        result.warnings.append(f"--prompts {prompts} was not read: only {readers} use(s) prompts, none is among the "
+                               "metrics, and they need a network with a text tower (e.g. --metrics "
+                               f"{readers.split(', ')[0]}@clip-vit-b32)")
     if extractors:
         result.details["device"] = extractors[0].device_label
     if shard.world > 1:
