@@ -173,3 +173,20 @@ def test_sidecar_prompts_without_a_prompt_file(t2i, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     assert next(iter(data["metrics"].values()))["value"] == pytest.approx(_clip_reference(t2i).mean(), rel=1e-5)
+
+
+def test_one_user_file_is_hashed_once_for_both_towers(t2i, monkeypatch):
+    import hashlib
+
+    from imgdist.extraction import weights
+    from imgdist.extraction.features import FeatureExtractor
+
+    expected = hashlib.sha256(t2i["clip"].read_bytes()).hexdigest()
+    hashed = []
+    original = weights.sha256_file
+    monkeypatch.setattr(weights, "sha256_file", lambda path: hashed.append(str(path)) or original(path))
+    ex = FeatureExtractor("clip-vit-b32", weights=str(t2i["clip"]), progress=False, workers=0)
+    tower = ex.text_tower()
+    # a file outside imgdist's cache gets no sidecar, so each tower would hash it on its own
+    assert hashed == [str(t2i["clip"])]
+    assert tower.weights_id == ex.provenance.weights_sha256 == expected

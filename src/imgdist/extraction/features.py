@@ -95,6 +95,9 @@ class FeatureExtractor:
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
         self.model = load_backbone(backbone, weights, progress=progress)
         self._weights, self._text_tower = weights, None
+        # the text tower reads the file the network was just loaded from by name: its hash is known
+        # (a built network passed in may come from another file than the one the name resolves to)
+        self._weights_id = None if isinstance(backbone, Backbone) else self.model.weights_id
         self.progress = progress
         self.fused = bool(fuse and hasattr(self.model, "fuse"))
         if self.fused:
@@ -238,7 +241,8 @@ class FeatureExtractor:
             if tower is None:
                 from .backbones import load_text_tower
 
-                tower = load_text_tower(self.spec.name, self._weights, progress=self.progress)
+                tower = load_text_tower(self.spec.name, self._weights, progress=self.progress,
+                                        weights_id=self._weights_id)
             self._text_tower = tower.to(self.device).eval()
         return self._text_tower
 

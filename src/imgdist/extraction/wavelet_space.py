@@ -61,7 +61,7 @@ class WaveletExtractor(FeatureExtractor):
         self._fits, self._batch_bytes = None, 0
         self.progress, self.fused, self.retain_memory = progress, False, False
         self.cache_dir, self._cache_given_up = None, False
-        self._weights = self._text_tower = None
+        self._weights = self._weights_id = self._text_tower = None
         self.provenance = Provenance(
             backbone=NAME, weights_sha256=None, resize_mode=self.prep.name,
             preprocessing=f"{self.prep.describe()}; {self.model.wavelet} packets, level {self.model.level}",

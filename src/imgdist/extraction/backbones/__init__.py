@@ -45,28 +45,32 @@ def load_backbone(backbone: str | Backbone, weights: str | os.PathLike | None = 
         model = spec.build(None)
         model.weights_id = None
         return model
-    from ..weights import resolve_weights, sha256_file_cached
-
-    path = resolve_weights(spec.weights, weights, backbone=spec.name, progress=progress)
-    model = spec.build(path)
-    model.weights_id = sha256_file_cached(path)
-    return model
+    return _from_weights(spec, spec.build, weights, progress)
 
 
-def load_text_tower(backbone: str, weights: str | os.PathLike | None = None, *, progress: bool = True):
+def load_text_tower(backbone: str, weights: str | os.PathLike | None = None, *, progress: bool = True,
+                    weights_id: str | None = None):
     """The text tower of a registered CLIP / OpenCLIP backbone, read from the same weights file as
     its image tower (resolved the same way), in eval mode with ``.weights_id`` set. It offers
-    ``encode_text(ids)`` and ``encode_prompts(prompts)`` (:class:`.clip.CLIPText`)."""
+    ``encode_text(ids)`` and ``encode_prompts(prompts)`` (:class:`.clip.CLIPText`).
+
+    ``weights_id``: the SHA-256 of that file where the caller already has it (the image tower's,
+    loaded from the same ``weights``), so that a large file is not read once more to hash it."""
     spec = get_spec(backbone)
     if spec.text is None:
         with_text = sorted(s.name for s in list_specs() if s.text is not None)
         raise ImgdistError(f"backbone {spec.name!r} has no text tower; choose from {', '.join(with_text)}")
+    return _from_weights(spec, spec.text, weights, progress, weights_id)
+
+
+def _from_weights(spec: BackboneSpec, build, weights, progress: bool, weights_id: str | None = None):
+    """``build`` of the resolved weights file, with ``.weights_id`` set for provenance."""
     from ..weights import resolve_weights, sha256_file_cached
 
     path = resolve_weights(spec.weights, weights, backbone=spec.name, progress=progress)
-    tower = spec.text(path)
-    tower.weights_id = sha256_file_cached(path)
-    return tower
+    model = build(path)
+    model.weights_id = weights_id if weights_id is not None else sha256_file_cached(path)
+    return model
 
 
 def _load_builtin() -> None:
