@@ -10,25 +10,17 @@ rank computes the blocks it owns and the rest arrive from the others, so every r
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..metrics._shard import ALONE, Shard
+from .backbones.clip import embed_prompt_blocks
 
 #: prompts per block (a block is one batch of the tower)
 BLOCK = 256
 
 
-@torch.inference_mode()
 def embed_prompts(tower, prompts: list[str], shard: Shard = ALONE) -> tuple[np.ndarray, np.ndarray]:
     """``(N x embed float32 embeddings, N truncated flags)`` of ``prompts`` through ``tower``."""
-    tokens = tower.tokenizer(list(prompts))
-    out = np.zeros((len(prompts), tower.cfg.embed_dim), dtype=np.float32)
-    # blocks of similar length, so that each runs only as long as its own longest prompt
-    order = np.argsort(tokens.ids.argmax(axis=1), kind="stable")
-    for b, start in enumerate(range(0, len(order), BLOCK)):
-        if shard.owns(b):
-            rows = order[start:start + BLOCK]
-            out[rows] = tower(torch.from_numpy(tokens.ids[rows])).float().cpu().numpy()
+    out, tokens = embed_prompt_blocks(tower, prompts, BLOCK, shard.owns)
     out = shard.total(out)
     if not np.isfinite(out).all():
         from ..errors import ImgdistError

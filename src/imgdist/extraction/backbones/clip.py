@@ -198,17 +198,25 @@ class CLIPText(nn.Module):
 
     encode_text = forward
 
-    @torch.inference_mode()
     def encode_prompts(self, prompts, batch_size: int = 256) -> TextEmbeddings:
         """Prompts -> their embeddings (float32 numpy) and tokens (which prompts were truncated)."""
-        tokens = self.tokenizer(list(prompts))
-        out = np.zeros((len(tokens), self.cfg.embed_dim), dtype=np.float32)
-        # batches of similar length, so that each batch runs only as long as its own longest prompt
-        order = np.argsort(tokens.ids.argmax(axis=1), kind="stable")
-        for start in range(0, len(order), batch_size):
+        return TextEmbeddings(*embed_prompt_blocks(self, prompts, batch_size))
+
+
+@torch.inference_mode()
+def embed_prompt_blocks(tower, prompts, batch_size: int, owns=None) -> tuple[np.ndarray, Tokens]:
+    """``prompts`` tokenized and run through ``tower`` in batches of ``batch_size``: (N x embed_dim
+    float32, the tokens). Batch ``b`` runs only where ``owns(b)`` (None: all); the rest stay zero,
+    for another torchrun rank to fill."""
+    tokens = tower.tokenizer(list(prompts))
+    out = np.zeros((len(tokens), tower.cfg.embed_dim), dtype=np.float32)
+    # batches of similar length, so that each batch runs only as long as its own longest prompt
+    order = np.argsort(tokens.ids.argmax(axis=1), kind="stable")
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        if owns is None or owns(b):
             rows = order[start:start + batch_size]
-            out[rows] = self(torch.from_numpy(tokens.ids[rows])).float().cpu().numpy()
-        return TextEmbeddings(out, tokens)
+            out[rows] = tower(torch.from_numpy(tokens.ids[rows])).float().cpu().numpy()
+    return out, tokens
 
 
 def build_text_tower(cfg: TextConfig, weights_path: Path | str | None, name: str) -> CLIPText:
