@@ -88,6 +88,36 @@ def test_python_api(setup):
     assert result.labels == {"lpips": setup["lpips_label"]} and "dists" not in result.values()
 
 
+def test_the_first_image_runs_through_each_network_once(setup, monkeypatch):
+    from imgdist.extraction.perceptual.dists import DISTS
+    from imgdist.extraction.perceptual.lpips import LPIPS
+    from imgdist.pairs.compare import _PERCEPTUAL_BATCH
+
+    a = np.array(Image.open(setup["a"]))
+    images = {k: np.array(Image.open(setup["b"] / f"pair{k:02d}.png")) for k in setup["pairs"]}
+    pairs = [k for k in setup["pairs"] if not np.array_equal(images[k], a)]  # a among them would count
+    others = [images[k] for k in pairs]
+    count = 2 * _PERCEPTUAL_BATCH // len(others) + 1  # three batches of the learned distances
+    passes_of_a = {"lpips": 0, "dists": 0}
+    for cls in (LPIPS, DISTS):
+        def counted(self, x, original=cls.features):
+            passes_of_a[self.key] += sum(bool(torch.equal(row, self.to_input(_tensor(a))[0])) for row in x)
+            return original(self, x)
+        monkeypatch.setattr(cls, "features", counted)
+    results = imgdist.compare_many(a, others * count, backbone=None, lpips="squeeze", lpips_weights=setup["lpips"],
+                                   dists=True, dists_weights=setup["dists"])
+    assert len(results) == len(others) * count > 2 * _PERCEPTUAL_BATCH
+    assert passes_of_a == {"lpips": 1, "dists": 1}
+    for r, k in zip(results, pairs * count):
+        assert r.values()["lpips"] == pytest.approx(setup["reference"]["lpips_squeeze"][k], rel=1e-5, abs=1e-12)
+        assert r.values()["dists"] == pytest.approx(setup["reference"]["dists"][k], rel=1e-5, abs=2e-7)
+        assert r.labels == {"lpips": setup["lpips_label"], "dists": setup["dists_label"]}
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+
+
 def test_sizes_differ(capsys, setup, tmp_path):
     a = np.array(Image.open(setup["a"]))
     wide = np.asarray(Image.fromarray(a).resize((80, 64), Image.BICUBIC))

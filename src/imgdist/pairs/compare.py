@@ -193,6 +193,7 @@ def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, 
     perceptual.check_sizes(nets, image_a, name_a)
     embed = _Embedder(backbone, mode, device, weights) if backbone is not None else None
     features_a = embed(image_a, name_a) if embed else None
+    anchored, labels = perceptual.anchors(nets, image_a), perceptual.labels(nets)
     results, blind = [], []
     skipped = Skipped() if skipped is None else skipped
     waiting: list[tuple[Comparison, np.ndarray]] = []  # compared but for the learned distances
@@ -209,9 +210,9 @@ def compare_many(a, others, *, backbone: str | object | None = D.PAIR_BACKBONE, 
         if nets:
             waiting.append((comparison, pixel_b))
             if len(waiting) >= _PERCEPTUAL_BATCH:
-                _add_perceptual(nets, image_a, waiting, net_device)
+                _add_perceptual(anchored, labels, waiting, net_device)
     if waiting:
-        _add_perceptual(nets, image_a, waiting, net_device)
+        _add_perceptual(anchored, labels, waiting, net_device)
     _check_compared(results, source, skipped)
     if blind:
         what = blind[0] if len(results) == 1 else f"{len(blind)} of the {len(results)} images of {source.label}"
@@ -248,12 +249,12 @@ def _device(device) -> str:
     return resolve_device(device)
 
 
-def _add_perceptual(nets: list, image_a: np.ndarray, waiting: list, device: str) -> None:
+def _add_perceptual(anchored: list, labels: dict, waiting: list, device: str) -> None:
     """The learned distances of the comparisons in ``waiting`` (emptied), in one batch."""
-    rows = perceptual.values_to(nets, image_a, [pixel_b for _, pixel_b in waiting])
+    rows = perceptual.values_to(anchored, [pixel_b for _, pixel_b in waiting])
     for (comparison, _), row in zip(waiting, rows):
         comparison.perceptual = row
-        comparison.labels = perceptual.labels(nets)
+        comparison.labels = dict(labels)  # each comparison's own, as a field default would be
         comparison.device = comparison.device or device
     waiting.clear()
 

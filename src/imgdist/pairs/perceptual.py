@@ -42,15 +42,21 @@ def check_sizes(models: list, image: np.ndarray, name: str) -> None:
         model.check_size(image.shape[0], image.shape[1], os.path.basename(str(name)))
 
 
-def values_to(models: list, image: np.ndarray, others: list[np.ndarray]) -> list[dict[str, float]]:
-    """Each model's distance from ``image`` to each of ``others`` (all one size), per other image."""
-    from ..extraction.perceptual.base import distances_to
+def anchors(models: list, image: np.ndarray) -> list:
+    """``image`` against each model (:class:`~imgdist.extraction.perceptual.base.Anchor`), for
+    :func:`values_to`: run through each network once however many batches of others follow."""
+    from ..extraction.perceptual.base import Anchor
 
+    return [Anchor(model, image, next(model.parameters()).device) for model in models]
+
+
+def values_to(anchored: list, others: list[np.ndarray]) -> list[dict[str, float]]:
+    """Each model's distance from the anchored image to each of ``others`` (all its size), per
+    other image; ``anchored`` from :func:`anchors`."""
     out = [{} for _ in others]
-    for model in models:
-        device = next(model.parameters()).device
-        for row, value in zip(out, distances_to(model, image, others, device)):
-            row[model.key] = float(value)
+    for anchor in anchored:
+        for row, value in zip(out, anchor.distances(others)):
+            row[anchor.model.key] = float(value)
     return out
 
 

@@ -190,7 +190,7 @@ def robustness(image, other=None, *, backbone=D.PAIR_BACKBONE, weights=None, mod
     for label, perturbed in changed.items():
         result.distances[label] = _distances(img, perturbed, f_img, feats(perturbed, f"{name} ({label})"))
     if nets:
-        rows = perceptual.values_to(nets, img, [oth, *changed.values()])
+        rows = perceptual.values_to(perceptual.anchors(nets, img), [oth, *changed.values()])
         result.reference.update(rows[0])
         for label, row in zip(changed, rows[1:]):
             result.distances[label].update(row)

@@ -92,26 +92,43 @@ def _zero_where_identical(distances: torch.Tensor, a: torch.Tensor, b: torch.Ten
     return torch.where(same, torch.zeros_like(distances), distances)
 
 
-@torch.inference_mode()
+class Anchor:
+    """``image`` (H x W x 3 uint8) compared by ``model`` with any number of others of its size, in
+    as many calls as the caller's batches: ``image`` runs through the network once, on the first
+    call that has others."""
+
+    def __init__(self, model: PerceptualNet, image, device: str | torch.device = "cpu"):
+        self.model, self.device = model, device
+        self._image = as_uint8_batch(image)
+        self._features: list[torch.Tensor] | None = None
+
+    @torch.inference_mode()
+    def distances(self, others) -> np.ndarray:
+        """The distance to each of ``others``, float64."""
+        from ..precision import fp32_mode
+
+        model = self.model
+        others = list(others)
+        if not others:
+            return np.zeros(0)
+        size = model.batch_images(*self._image.shape[-2:])
+        out = []
+        with fp32_mode("fp32"):
+            if self._features is None:
+                self._image = self._image.to(self.device)
+                self._features = model.features(model.to_input(self._image))
+            a, fa = self._image, self._features
+            for start in range(0, len(others), size):
+                b = as_uint8_batch(others[start:start + size]).to(self.device)
+                d = model.compare(fa, model.features(model.to_input(b)))
+                out.append(_zero_where_identical(d, a, b).double().cpu())
+        return torch.cat(out).numpy()
+
+
 def distances_to(model: PerceptualNet, image, others, device: str | torch.device = "cpu") -> np.ndarray:
     """``model``'s distance from ``image`` (H x W x 3 uint8) to each of ``others`` (same size),
     float64; ``image`` runs through the network once."""
-    from ..precision import fp32_mode
-
-    a = as_uint8_batch(image)
-    others = list(others)
-    if not others:
-        return np.zeros(0)
-    size = model.batch_images(*a.shape[-2:])
-    out = []
-    with fp32_mode("fp32"):
-        a = a.to(device)
-        fa = model.features(model.to_input(a))
-        for start in range(0, len(others), size):
-            b = as_uint8_batch(others[start:start + size]).to(device)
-            d = model.compare(fa, model.features(model.to_input(b)))
-            out.append(_zero_where_identical(d, a, b).double().cpu())
-    return torch.cat(out).numpy()
+    return Anchor(model, image, device).distances(others)
 
 
 @torch.inference_mode()
