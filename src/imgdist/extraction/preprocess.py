@@ -241,12 +241,13 @@ def _pil_rgb_resize(image: np.ndarray, size: int, shorter_side: bool, resample: 
     height, width = shorter_side_size(pil.height, pil.width, size) if shorter_side else (size, size)
     if (pil.height, pil.width) != (height, width):
         pil = pil.resize((width, height), resample=resample)
-    out = np.array(pil, dtype=np.uint8)  # a writable copy: torch refuses to wrap read-only memory
+    out = np.asarray(pil, dtype=np.uint8)
     if shorter_side:
         top, left = _center_box(height, width, size)
         out = out[top:top + size, left:left + size]
-    # a copy: Pillow's array is read-only, and torch warns about every non-writable one
-    return torch.from_numpy(np.array(out, dtype=np.uint8, order="C")).permute(2, 0, 1)
+    # the one copy, of the crop only: Pillow's array is read-only, and torch warns about every
+    # non-writable one
+    return torch.from_numpy(np.array(out, order="C")).permute(2, 0, 1)
 
 
 def _tf1_axis(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
