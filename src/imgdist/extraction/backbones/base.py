@@ -227,6 +227,19 @@ def load_weights_strict(model: nn.Module, path: str | Path, name: str, *,
     model.load_state_dict(state, strict=False)  # keys checked above; only absent BN counters remain
 
 
+def build_loaded(factory: Callable[[], nn.Module], weights_path: str | Path | None, name: str, *,
+                 only: str | tuple[str, ...] | None = None) -> nn.Module:
+    """``factory()`` in eval mode without gradients: random weights where ``weights_path`` is None,
+    else the file's (:func:`load_weights_strict`, with ``name`` and ``only``)."""
+    if weights_path is None:
+        model = factory()
+    else:
+        with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+            model = factory()
+        load_weights_strict(model, weights_path, name, only=only)
+    return model.eval().requires_grad_(False)
+
+
 def check_state_dict(model: nn.Module, state: dict, path: str | Path, name: str) -> None:
     """Raise a one-line :class:`WeightsError` unless ``state`` has exactly ``model``'s keys and shapes."""
     from ...errors import WeightsError

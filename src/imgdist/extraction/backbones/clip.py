@@ -41,7 +41,7 @@ import numpy as np
 from ..preprocess import Preprocessing
 from ..tokenizer import CONTEXT_LENGTH, OPENAI_SPECIALS, VOCAB_SIZE, Tokens, get_tokenizer
 from .registry import register
-from .base import BackboneSpec, WeightsSpec, load_weights_strict
+from .base import BackboneSpec, WeightsSpec, build_loaded
 from .vit import Block, BlockLayout, ViTConfig, VisionTransformer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -222,13 +222,7 @@ def embed_prompt_blocks(tower, prompts, batch_size: int, owns=None) -> tuple[np.
 def build_text_tower(cfg: TextConfig, weights_path: Path | str | None, name: str) -> CLIPText:
     """A text tower in eval mode: ``weights_path`` None keeps random weights; otherwise the file's
     text tensors (``TEXT_PREFIXES``), strictly."""
-    if weights_path is None:
-        model = CLIPText(cfg)
-    else:
-        with torch.device("meta"):
-            model = CLIPText(cfg)
-        load_weights_strict(model, weights_path, name, only=TEXT_PREFIXES)
-    return model.eval().requires_grad_(False)
+    return build_loaded(lambda: CLIPText(cfg), weights_path, name, only=TEXT_PREFIXES)
 
 
 def build_text(weights_path: Path | str | None = None, variant: str = "clip-vit-b32") -> CLIPText:
@@ -240,14 +234,10 @@ def build_text(weights_path: Path | str | None = None, variant: str = "clip-vit-
 def build(weights_path: Path | str | None = None, variant: str = "clip-vit-b32") -> CLIPVisual:
     """The image encoder in eval mode with ``.spec`` set; ``weights_path`` None keeps random weights."""
     v = _VARIANTS[variant]
-    if weights_path is None:
-        model = CLIPVisual(v.config, v.embed_dim)
-    else:
-        with torch.device("meta"):  # no memory and no random init for weights about to be replaced
-            model = CLIPVisual(v.config, v.embed_dim)
-        load_weights_strict(model, weights_path, f"CLIP {v.label} image encoder ({variant})", only="visual.")
+    model = build_loaded(lambda: CLIPVisual(v.config, v.embed_dim), weights_path,
+                         f"CLIP {v.label} image encoder ({variant})", only="visual.")
     model.spec = SPECS[variant]
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def _modes(size: int) -> dict[str, Preprocessing]:

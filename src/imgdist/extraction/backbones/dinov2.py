@@ -36,7 +36,7 @@ from torch import nn
 
 from ..preprocess import Preprocessing
 from .registry import register
-from .base import BackboneSpec, WeightsSpec, load_weights_strict
+from .base import BackboneSpec, WeightsSpec, build_loaded
 from .vit import BlockLayout, ViTConfig, VisionTransformer, interpolate_pos_embed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -131,14 +131,9 @@ class DinoV2(VisionTransformer):
 def build(weights_path: Path | str | None = None, variant: str = "dinov2-vit-s14") -> DinoV2:
     """The network in eval mode with ``.spec`` set; ``weights_path`` None keeps random weights."""
     v = _VARIANTS[variant]
-    if weights_path is None:
-        model = DinoV2(v.config)
-    else:
-        with torch.device("meta"):  # no memory and no random init for weights about to be replaced
-            model = DinoV2(v.config)
-        load_weights_strict(model, weights_path, f"DINOv2 ViT-{v.letter.upper()}/14 ({variant})")
+    model = build_loaded(lambda: DinoV2(v.config), weights_path, f"DINOv2 ViT-{v.letter.upper()}/14 ({variant})")
     model.spec = SPECS[variant]
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def _modes() -> dict[str, Preprocessing]:

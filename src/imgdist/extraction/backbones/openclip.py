@@ -31,11 +31,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..preprocess import Preprocessing
 from ..tokenizer import OPENCLIP_SPECIALS
-from .base import BackboneSpec, WeightsSpec, load_weights_strict
+from .base import BackboneSpec, WeightsSpec, build_loaded
 from .clip import CLIP_MEAN, CLIP_STD, LAYOUT, CLIPText, CLIPVisual, TextConfig, build_text_tower
 from .registry import register
 from .vit import ViTConfig
@@ -95,13 +93,8 @@ _VARIANTS = {v.name: v for v in VARIANTS}
 
 def build_image_tower(v: OpenCLIPVariant, weights_path: Path | str | None) -> CLIPVisual:
     """The image tower of any OpenCLIP ViT configuration (the registered ones, or a small one in tests)."""
-    if weights_path is None:
-        model = CLIPVisual(v.config, v.embed_dim)
-    else:
-        with torch.device("meta"):
-            model = CLIPVisual(v.config, v.embed_dim)
-        load_weights_strict(model, weights_path, f"OpenCLIP {v.label} image encoder ({v.name})", only="visual.")
-    return model.eval().requires_grad_(False)
+    return build_loaded(lambda: CLIPVisual(v.config, v.embed_dim), weights_path,
+                        f"OpenCLIP {v.label} image encoder ({v.name})", only="visual.")
 
 
 def build(weights_path: Path | str | None = None, variant: str = "openclip-vit-b32") -> CLIPVisual:
