@@ -65,11 +65,21 @@ class FeatureExtractor:
     ``cache``: True (the default cache folder), False, or a folder.
     """
 
+    # optional state, declared here so that a subclass without weights, cache or memory estimate
+    # (WaveletExtractor) sets only what differs, and close() works on an instance __init__ refused
+    _pool: DecodePool | None = None  # decoding processes, started on first need (close())
+    _fits: int | None = None  # the batch an out-of-memory error left (None: every batch fits)
+    _batch_bytes = 0  # one batch's activations (0: unknown)
+    fused = False
+    retain_memory = False
+    cache_dir: str | None = None
+    _cache_given_up = False
+    _weights = _weights_id = _text_tower = None
+
     def __init__(self, backbone: str | Backbone = D.EVAL_BACKBONE, *, weights=None, mode: str | None = None,
                  dims: int | None = None, device: str = D.DEVICE, batch_size: int | None = D.BATCH_SIZE,
                  workers: int | None = None, progress: bool = True, cache: bool | str = False,
                  precision: str = "fp32", fuse: bool = True, retain_memory: bool = True):
-        self._pool: DecodePool | None = None  # decoding processes, started on first need (close())
         # everything that can be refused is refused before the weights are read
         if batch_size is not None:
             check_int("batch_size", batch_size, 1)
@@ -89,12 +99,11 @@ class FeatureExtractor:
         self.layer = self.spec.output_for_dim(dims)
         self.batch_size = int(batch_size) if batch_size is not None else \
             choose_batch_size(self.spec, self.prep, self.device, precision)
-        self._fits = None  # the batch an out-of-memory error left (None: every batch fits)
         per_image_mb = self.spec.memory_mb_per_image * area_factor(self.spec, self.prep)
         check_batch_memory(self.batch_size, per_image_mb, self.spec.name, str(self.device), precision)
         self._batch_bytes = int(activation_bytes(per_image_mb, self.batch_size, precision))
         self.model = load_backbone(backbone, weights, progress=progress)
-        self._weights, self._text_tower = weights, None
+        self._weights = weights
         # the text tower reads the file the network was just loaded from by name: its hash is known
         # (a built network passed in may come from another file than the one the name resolves to)
         self._weights_id = None if isinstance(backbone, Backbone) else self.model.weights_id
@@ -111,7 +120,6 @@ class FeatureExtractor:
             resize_mode=self.prep.name, preprocessing=self.prep.describe(), feature_layer=self.layer,
             precision=precision)
         self.cache_dir = _cache_root(cache)
-        self._cache_given_up = False
 
     def close(self) -> None:
         """Stop the decoding processes (``evaluate`` does at its end; garbage collection and the

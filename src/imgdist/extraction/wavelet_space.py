@@ -47,7 +47,6 @@ class WaveletExtractor(FeatureExtractor):
 
     def __init__(self, *, wavelet: str = "haar", level: int = 4, resize: int | None = None, device: str = D.DEVICE,
                  batch_size: int | None = D.BATCH_SIZE, workers: int | None = None, progress: bool = True):
-        self._pool = None
         self.workers = None if workers is None else check_int("workers", workers, 0)
         self.device = torch.device(resolve_device(device))
         self.precision, self.dtype = "fp32", torch.float64  # float64 throughout; no network arithmetic to label
@@ -58,10 +57,7 @@ class WaveletExtractor(FeatureExtractor):
             check_memory(*self.model.layout(resize, resize))
         self.layer = PACKETS
         self.batch_size = check_int("batch_size", batch_size, 1) if batch_size is not None else D.CPU_BATCH_SIZE
-        self._fits, self._batch_bytes = None, 0
-        self.progress, self.fused, self.retain_memory = progress, False, False
-        self.cache_dir, self._cache_given_up = None, False
-        self._weights = self._weights_id = self._text_tower = None
+        self.progress = progress
         self.provenance = Provenance(
             backbone=NAME, weights_sha256=None, resize_mode=self.prep.name,
             preprocessing=f"{self.prep.describe()}; {self.model.wavelet} packets, level {self.model.level}",
