@@ -25,6 +25,7 @@ import torch
 
 from ..environment import env_positive_int
 from ..errors import ImgdistError
+from .stats import NO_FLOAT64
 
 __all__ = ["DEFAULT_MAX_BYTES", "Covariances", "PacketStats", "check_memory", "max_bytes", "stats_bytes"]
 
@@ -64,7 +65,7 @@ def check_memory(packets: int, dim: int, limit: int | None = None) -> int:
 
 def _home(device) -> torch.device:
     device = torch.device(device if device is not None else "cpu")
-    return torch.device("cpu") if device.type == "mps" else device  # no float64 on MPS
+    return torch.device("cpu") if device.type in NO_FLOAT64 else device
 
 
 class PacketStats:
