@@ -35,7 +35,7 @@ from typing import Iterable
 
 from ..errors import PromptError, one_line
 from .decode import IMAGE_EXTENSIONS
-from .sources import ArchiveSource, FileSource, ImageSource, open_source
+from .sources import ArchiveSource, FileSource, ImageSource, _is_hidden, open_source
 
 __all__ = ["read_prompts", "item_names", "PROMPT_FILE_TYPES"]
 
@@ -280,8 +280,10 @@ def _file_reader(root: str):
 
 
 def _folder_sidecars(source: FileSource, root: str) -> list[str]:
-    """The .txt files of the folder tree, walked as the source walks it (hidden folders and files
-    left out), by relative name like the images'."""
+    """The .txt files of the folder tree, by relative name like the images', for the orphan check.
+    Hidden folders and files are left out as the source leaves them out; unlike the source's walk,
+    this one does not follow links to folders, so a sidecar under a linked folder is not listed
+    (and not checked for an image), though the prompt of an image there is still read."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):  # links not followed: no loops
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -310,4 +312,4 @@ def _archive_reader(source: ArchiveSource):
 
 
 def _is_sidecar_member(name: str) -> bool:
-    return name.lower().endswith(SIDECAR) and not any(p.startswith(".") or p == "__MACOSX" for p in name.split("/"))
+    return name.lower().endswith(SIDECAR) and not _is_hidden(name)
