@@ -33,12 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import WeightsError
-from ..backbones.base import WeightsSpec, check_state_dict, load_weights_strict
-from ..backbones.checkpoint import check_finite_tensors, read_tensors
+from ..backbones.base import WeightsSpec, load_weights_strict
 from ..backbones.torchvision_features import WEIGHTS as TORCHVISION_WEIGHTS
 from ..backbones.torchvision_features import feature_layers, min_input_size, slices, torchvision_view
 from .base import PerceptualNet
-from .weights import identify, params_view, resolve
+from .weights import identify, load_package_state, params_view, resolve
 
 #: the VGG16 indices where the five stages end (after relu1_2 ... relu5_3), as in LPIPS's vgg
 ENDS = (4, 9, 16, 23, 30)
@@ -138,19 +137,17 @@ class DISTS(PerceptualNet):
 
     def load_dists_file(self, path: str | Path) -> None:
         """One state dict in the package's layout (see the module docstring)."""
-        name = "DISTS (the state dict of DISTS_pytorch's DISTS())"
-        try:
-            state = read_tensors(path)
-        except WeightsError as error:
-            raise WeightsError(f"{error}; expected DISTS weights (the DISTS_pytorch package's state dict)") from None
-        check_state_dict(self, state, path, name)
+        load_package_state(self, path, "DISTS weights (the DISTS_pytorch package's state dict)",
+                           "DISTS (the state dict of DISTS_pytorch's DISTS())",
+                           check=lambda state: self._check_fixed(state, path))
+
+    def _check_fixed(self, state: dict, path) -> None:
+        """The normalisation and the blur filters are DISTS's constants: other values mean other weights."""
         fixed = {key: value for key, value in self.state_dict().items()
                  if key in ("mean", "std") or key.endswith(".filter")}
         for key, value in fixed.items():
             if not torch.equal(state[key].float(), value):
                 raise WeightsError(f"{path}: {key} differs from DISTS's fixed value; these are not DISTS weights")
-        check_finite_tensors(state, path)
-        self.load_state_dict(state, strict=True)
 
 
 def load_dists(weights: str | Path | None = None, *, device: str = "cpu", progress: bool = True) -> DISTS:

@@ -36,13 +36,12 @@ import torch
 from torch import nn
 
 from ...errors import ImgdistError, WeightsError
-from ..backbones.base import WeightsSpec, check_state_dict, load_weights_strict
-from ..backbones.checkpoint import check_finite_tensors, read_tensors
+from ..backbones.base import WeightsSpec, load_weights_strict
 from ..backbones.torchvision_features import WEIGHTS as TORCHVISION_WEIGHTS
 from ..backbones.torchvision_features import feature_layers, min_input_size, slices, torchvision_view
 from . import LPIPS_NETS
 from .base import PerceptualNet
-from .weights import identify, params_view, resolve
+from .weights import identify, load_package_state, params_view, resolve
 
 
 @dataclass(frozen=True)
@@ -181,18 +180,18 @@ class LPIPS(PerceptualNet):
     def load_lpips_file(self, path: str | Path) -> None:
         """One state dict in the lpips package's layout (see the module docstring)."""
         name = f"LPIPS {self.net_name}"
-        try:
-            state = read_tensors(path)
-        except WeightsError as error:
-            raise WeightsError(f"{error}; expected {name} weights (the lpips package's state dict)") from None
-        state = _fold_duplicate_heads(state, path, name)
-        check_state_dict(self, state, path, f"{name} (the state dict of lpips.LPIPS(net={self.net_name!r}))")
-        for key, value in (("scaling_layer.shift", SHIFT), ("scaling_layer.scale", SCALE)):
-            if not torch.equal(state[key].float().flatten(), torch.tensor(value, dtype=torch.float32)):
-                raise WeightsError(f"{path}: {key} is {state[key].flatten().tolist()}, not LPIPS v0.1's {list(value)}; "
-                                   "these are not v0.1 weights")
-        check_finite_tensors(state, path)
-        self.load_state_dict(state, strict=True)
+        load_package_state(self, path, f"{name} weights (the lpips package's state dict)",
+                           f"{name} (the state dict of lpips.LPIPS(net={self.net_name!r}))",
+                           prepare=lambda state: _fold_duplicate_heads(state, path, name),
+                           check=lambda state: _check_scaling(state, path))
+
+
+def _check_scaling(state: dict, path) -> None:
+    """The scaling layer is fixed in v0.1: other values mean other weights."""
+    for key, value in (("scaling_layer.shift", SHIFT), ("scaling_layer.scale", SCALE)):
+        if not torch.equal(state[key].float().flatten(), torch.tensor(value, dtype=torch.float32)):
+            raise WeightsError(f"{path}: {key} is {state[key].flatten().tolist()}, not LPIPS v0.1's {list(value)}; "
+                               "these are not v0.1 weights")
 
 
 def _fold_duplicate_heads(state: dict, path, name: str) -> dict:

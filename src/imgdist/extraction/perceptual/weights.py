@@ -12,7 +12,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..backbones.base import WeightsSpec
+from ...errors import WeightsError
+from ..backbones.base import WeightsSpec, check_state_dict
+from ..backbones.checkpoint import check_finite_tensors, read_tensors
 from ..weights import hash_matches, resolve_weights, sha256_file_cached
 
 
@@ -34,6 +36,24 @@ def identify(files: dict[str, Path], pinned: dict[str, WeightsSpec]) -> tuple[di
         if spec is None or not hash_matches(digest, spec.sha256):
             return digests, digest[:8]
     return digests, None
+
+
+def load_package_state(model: nn.Module, path, expected: str, name: str, *, prepare=None, check=None) -> None:
+    """One state dict in a reference package's layout into ``model``, strictly; each refusal is one
+    line: an unreadable file (``expected``: what it should have held), other keys or shapes than
+    ``name``'s, a tensor ``check(state)`` refuses (the fixed values that tell the package's weights
+    from others), NaN or infinity. ``prepare(state)`` first turns the package's layout into ``model``'s."""
+    try:
+        state = read_tensors(path)
+    except WeightsError as error:
+        raise WeightsError(f"{error}; expected {expected}") from None
+    if prepare is not None:
+        state = prepare(state)
+    check_state_dict(model, state, path, name)
+    if check is not None:
+        check(state)
+    check_finite_tensors(state, path)
+    model.load_state_dict(state, strict=True)
 
 
 def params_view(children: dict[str, nn.Module], parameters: dict[str, nn.Parameter] | None = None) -> nn.Module:
