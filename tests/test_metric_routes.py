@@ -92,7 +92,7 @@ def _prompts(n: int) -> list[str]:
     return [f"image {i} " + "ab" * (i % 5) + ("x" * 90 if i == 4 else "") for i in range(n)]
 
 
-def tested() -> list[R.Metric]:
+def _routed_metrics() -> list[R.Metric]:
     return [m for m in R.metrics() if m.function is not None]
 
 
@@ -172,8 +172,8 @@ def _check(metric: R.Metric, got: dict, expected: dict, route: str) -> None:
 @pytest.fixture(scope="module")
 def routes(data, tmp_path_factory):
     root, images = data
-    names = ",".join(_asked(m) for m in tested())
-    streamed = ",".join(_asked(m) for m in tested() if _streams(m))
+    names = ",".join(_asked(m) for m in _routed_metrics())
+    streamed = ",".join(_asked(m) for m in _routed_metrics() if _streams(m))
     sets = _sets(images)
     got = {}
     with _quiet():
@@ -195,7 +195,7 @@ def routes(data, tmp_path_factory):
         got["Evaluator"] = ev.compute().values
         got["Evaluator, restored"] = restored.compute().values
         per_class = imgdist.evaluate(root / "real", root / "fake", real_test=root / "test",
-                                     metrics=",".join(m.name for m in tested() if m.per_class),
+                                     metrics=",".join(m.name for m in _routed_metrics() if m.per_class),
                                      backbone=exact_net(), progress=False, workers=0, per_class=True,
                                      prompts=root / "prompts.txt", **SETTINGS)
         got["per-class"] = per_class.per_class["only"].values
@@ -249,7 +249,7 @@ def test_the_wavelet_space_refuses_the_streaming_evaluator():
         imgdist.Evaluator(exact_net(), metrics="fwd")
 
 
-@pytest.mark.parametrize("name", [m.name for m in tested()])
+@pytest.mark.parametrize("name", [m.name for m in _routed_metrics()])
 def test_evaluate_features_on_arrays(name, data):
     """Plain arrays in (user features), and Features that carry logits and extra outputs."""
     _, images = data
@@ -281,7 +281,7 @@ def test_evaluate_features_on_arrays(name, data):
     _check(metric, got, expected, "evaluate_features")
 
 
-@pytest.mark.parametrize("name", [m.name for m in tested()])
+@pytest.mark.parametrize("name", [m.name for m in _routed_metrics()])
 def test_routes(name, routes):
     got, sets = routes
     metric = R.get(name)

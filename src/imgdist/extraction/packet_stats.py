@@ -25,7 +25,7 @@ import torch
 
 from ..environment import env_positive_int
 from ..errors import ImgdistError
-from .stats import NO_FLOAT64
+from .devices import NO_FLOAT64
 
 __all__ = ["DEFAULT_MAX_BYTES", "Covariances", "PacketStats", "check_memory", "max_bytes", "stats_bytes"]
 

@@ -29,6 +29,7 @@ from ..errors import ImgdistError, SourceError
 from ..files import atomic_write
 from ..metrics._arrays import PSD_RTOL, covariance_defect  # noqa: F401 - PSD_RTOL: part of this API
 from .arrayfiles import npz_names, read_npz
+from .devices import NO_FLOAT64
 from .provenance import Provenance
 
 
@@ -217,11 +218,6 @@ class GaussianStats:
 
     def __repr__(self) -> str:
         return f"GaussianStats(n={self.n}, dim={self.dim}, {self.provenance.summary()})"
-
-
-#: device types whose tensors cannot be float64 (Apple's MPS): the statistics of their features
-#: accumulate in float64 on the host instead, each batch's features copied there once
-NO_FLOAT64 = frozenset({"mps"})
 
 
 def statistics_home(device_type: str) -> str | None:

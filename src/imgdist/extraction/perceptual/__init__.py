@@ -6,13 +6,7 @@ the LPIPS diversity of a set (:mod:`.diversity`).
 
 from __future__ import annotations
 
-#: the distances by the name their results carry
-KEYS = ("lpips", "dists")
-#: LPIPS's networks (their layers: ``lpips.NETS``) and lpips-diversity's defaults, here because
-#: the registry reads them for ``--help`` and the CLI must start without importing torch
-LPIPS_NETS = ("alex", "vgg", "squeeze")
-DIVERSITY_PAIRS = 1000
-DIVERSITY_BOOTSTRAP = 1000
+from .names import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS, KEYS, LPIPS_NETS  # noqa: F401 - re-exported
 
 
 def load(key: str, *, net: str | None = None, weights=None, device: str = "cpu", progress: bool = True):

@@ -27,7 +27,7 @@ from ...checks import check_fraction, check_int, check_seed, resolve_device
 from ...errors import ImageError, ImgdistError
 from ..preprocess import Preprocessing
 from ..sources import ImageSource, Skipped, check_on_error, open_source
-from . import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS
+from .names import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS
 from .base import pair_distances
 from .lpips import LPIPS, load_lpips
 

@@ -39,7 +39,7 @@ from ...errors import ImgdistError, WeightsError
 from ..backbones.base import WeightsSpec, load_weights_strict
 from ..backbones.torchvision_features import WEIGHTS as TORCHVISION_WEIGHTS
 from ..backbones.torchvision_features import feature_layers, min_input_size, slices, torchvision_view
-from . import LPIPS_NETS
+from .names import LPIPS_NETS
 from .base import PerceptualNet
 from .weights import identify, load_package_state, params_view, resolve
 

@@ -9,7 +9,7 @@ lives beside that network and reaches the registry through the entry-point group
 from __future__ import annotations
 
 from ...metrics.registry import IMAGES, Metric, Setting, register
-from . import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS, LPIPS_NETS
+from .names import DIVERSITY_BOOTSTRAP, DIVERSITY_PAIRS, LPIPS_NETS
 
 
 def _compute(run) -> float:
