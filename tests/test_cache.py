@@ -221,8 +221,8 @@ def test_damaged_row_is_dropped_recomputed_and_rewritten(sets, cache, fault):
     # the statistics hold the recomputed rows (mean merged batch by batch: equal to rounding)
     np.testing.assert_allclose(feats.stats.mu, _native(sets["real"]).astype(np.float64).mean(axis=0), rtol=1e-13)
     assert feats.cached == N - dropped
-    assert messages == [f"feature cache {db}: dropped {dropped} damaged row(s) (checksum, length or non-finite "
-                        "values); their images are recomputed"]
+    assert messages == [f"feature cache {db}: dropped {dropped} damaged row(s) of {sets['real_dir']} (checksum, "
+                        "length or non-finite values); their images are recomputed"]
     again, messages = _extract(sets["real_dir"], folder)  # the recomputed rows were written back
     assert (again.cached, messages) == (N, [])
     np.testing.assert_array_equal(again.features, _native(sets["real"]))
@@ -236,8 +236,8 @@ def test_the_issue_findings_give_the_uncached_numbers(sets, cache, reference):
     _one_float(np.random.default_rng(2), db, keys[5:])
     values, messages = _evaluate(sets, folder)
     _assert_same(values, reference)
-    assert messages == [f"feature cache {db}: dropped 2 damaged row(s) (checksum, length or non-finite values); "
-                        "their images are recomputed"]
+    assert messages == [f"feature cache {db}: dropped 2 damaged row(s) of {sets['fake_dir']} (checksum, length or "
+                        "non-finite values); their images are recomputed"]
 
 
 def test_rows_are_checked_against_the_lengths_the_extractor_expects(tmp_path):
@@ -766,6 +766,16 @@ def test_cli_efficientnet_damaged_row(tmp_path, capsys):
     _random_bytes(np.random.default_rng(0), db, _keys_of(fake)[1:])
     code, out, err = _cli(capsys, *args, "--cache-dir", folder)
     assert code == 0
-    assert _cache_lines(err) == [f"imgdist: warning: feature cache {db}: dropped 1 damaged row(s) (checksum, "
-                                "length or non-finite values); their images are recomputed"]
+    assert _cache_lines(err) == [f"imgdist: warning: feature cache {db}: dropped 1 damaged row(s) of {fake} "
+                                "(checksum, length or non-finite values); their images are recomputed"]
+    _assert_same(_values(out), reference)
+    # as many damaged rows in each set: two lines, not one that the CLI's once-per-message rule
+    # would leave (it said 'dropped 1' for 2 dropped rows)
+    _random_bytes(np.random.default_rng(1), db, _keys_of(real)[:1])
+    _random_bytes(np.random.default_rng(2), db, _keys_of(fake)[:1])
+    code, out, err = _cli(capsys, *args, "--cache-dir", folder)
+    assert code == 0
+    assert _cache_lines(err) == [f"imgdist: warning: feature cache {db}: dropped 1 damaged row(s) of {side} "
+                                "(checksum, length or non-finite values); their images are recomputed"
+                                for side in (real, fake)]
     _assert_same(_values(out), reference)

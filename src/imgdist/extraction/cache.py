@@ -145,8 +145,10 @@ class FeatureCache:
         if rows:
             self._guarded(self._insert, rows)
 
-    def close(self) -> None:
-        """Close the file and say how many damaged rows this run dropped."""
+    def close(self, images: str = "") -> None:
+        """Close the file and say how many damaged rows this run dropped, naming the ``images`` they
+        belonged to: a run reads one cache for each set, and the CLI prints a repeated message once,
+        so two sets' equal counts would otherwise read as one."""
         if self.db is not None:
             try:
                 self.db.close()
@@ -154,7 +156,8 @@ class FeatureCache:
                 pass
             self.db = None
         if self.dropped:
-            _warn(f"feature cache {self.path}: dropped {self.dropped} damaged row(s) (checksum, length or "
+            of = f" of {images}" if images else ""
+            _warn(f"feature cache {self.path}: dropped {self.dropped} damaged row(s){of} (checksum, length or "
                   "non-finite values); their images are recomputed")
             self.dropped = 0
 

@@ -81,7 +81,7 @@ def extract_together(source, jobs: list[Job], *, on_error: str = "raise", desc: 
         bar.close()
         for run, cache in zip(runs, caches):
             if cache:
-                cache.close()
+                cache.close(source.label)
                 # locked or unusable: the warning said this run goes on without it (evaluate's
                 # second set included), so later extractions neither retry nor repeat it
                 run.ex._cache_given_up = cache.given_up
